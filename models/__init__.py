@@ -1,0 +1,1 @@
+"""Persistence: typed models, the engine/session factory and the functions that read and write."""

@@ -1,0 +1,56 @@
+"""Engine and session factory, shared by the web app, the workers and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        # Short connect timeout: a dead database must turn into a fast 503, not a hung request.
+        connect_args={"connect_timeout": 3, "application_name": "devpulse"},
+    )
+
+
+class Database:
+    """Owns one engine and session factory; opened lazily so imports open nothing."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def configure(self, url: str, *, pool_size: int = 5) -> None:
+        self.dispose()
+        self._engine = make_engine(url, pool_size=pool_size)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("Database.configure() was not called")
+        return self._engine
+
+    def session(self) -> Session:
+        if self._sessions is None:
+            raise RuntimeError("Database.configure() was not called")
+        return self._sessions()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One session in one transaction: committed on success, rolled back on any error."""
+        with self.session() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
+        self._sessions = None

@@ -1,0 +1,81 @@
+"""All configuration, read from environment variables in one place.
+
+Every knob has a typed default so a fresh machine runs with nothing set; the
+web process, the workers and beat all read the same `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _parse(kind: type, raw: str) -> Any:
+    if kind is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/devpulse"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Ingestion
+    max_event_age_days: int = 30
+    max_events_per_batch: int = 1000
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_event_payload_bytes: int = 16 * 1024
+    # Pipeline
+    idle_timeout_seconds: int = 300
+    outbox_max_attempts: int = 8
+    outbox_base_delay_seconds: float = 2.0
+    outbox_max_delay_seconds: float = 300.0
+    stuck_after_seconds: int = 300
+    task_soft_time_limit: int = 60
+    task_time_limit: int = 90
+    task_max_retries: int = 5
+    # Alerts
+    alert_freshness_hours: int = 24
+    alert_webhook_url: str = ""
+    alert_webhook_secret: str = ""
+    admin_alert_webhook_url: str = ""
+    # Reliability
+    db_retry_budget_ms: int = 300
+    db_breaker_fail_max: int = 5
+    db_breaker_reset_timeout: int = 5
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 40
+    # Operations
+    flower_basic_auth: str = "admin:devpulse"
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f.name.upper())
+            if raw is not None and raw != "":
+                kind = type(f.default) if f.default is not None else str
+                values[f.name] = _parse(kind, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        # Accept the plain libpq form that most platforms hand out.
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+        return url

@@ -1,0 +1,280 @@
+"""The schema: every table of devpulse as SQLAlchemy 2 typed models.
+
+The schema itself changes only through Alembic (alembic/versions); these
+classes describe it for queries. Columns are NOT NULL unless a comment says why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+BATCH_STATUSES = ("persisted", "dispatched", "processing", "processed", "processed_with_errors", "failed")
+TERMINAL_BATCH_STATUSES = ("processed", "processed_with_errors", "failed")
+JOB_NAMES = ("aggregate", "normalize", "detect_danger")
+OUTBOX_STATUSES = ("pending", "dispatched", "dead_letter")
+
+
+def _now() -> Any:
+    return mapped_column(server_default=func.now())
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # Only the SHA-256 of the token is stored; the token itself is shown once.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # NULL for admin tokens that belong to no developer.
+    developer_id: Mapped[str | None] = mapped_column(String(128))
+    is_admin: Mapped[bool] = mapped_column(server_default=text("false"))
+    label: Mapped[str] = mapped_column(String(200), server_default="")
+    created_at: Mapped[datetime] = _now()
+    # NULL: never expires / not revoked.
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("is_admin OR developer_id IS NOT NULL", name="developer_or_admin"),
+    )
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    # SHA-256 of the canonical request content: a resend with the same id must match it.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), server_default="persisted")
+    source: Mapped[str] = mapped_column(String(32), server_default="native")
+    received_at: Mapped[datetime]
+    sent_at: Mapped[datetime]
+    client: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    received: Mapped[int] = mapped_column(Integer)
+    accepted: Mapped[int] = mapped_column(Integer)
+    duplicates: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    # NULL when no event of the batch was accepted (all duplicates).
+    first_ts: Mapped[datetime | None]
+    last_ts: Mapped[datetime | None]
+    replay_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    dispatch_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Lifecycle timestamps, NULL until the step happens.
+    dispatched_at: Mapped[datetime | None]
+    processing_started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('persisted','dispatched','processing','processed','processed_with_errors','failed')",
+            name="status",
+        ),
+        CheckConstraint("received = accepted + duplicates + rejected", name="counts_add_up"),
+        Index("ix_batches_developer_received", "developer_id", "received_at"),
+        Index("ix_batches_status_updated", "status", "updated_at"),
+    )
+
+
+class RawEvent(Base):
+    """Append-only: a trigger (see the initial migration) forbids UPDATE and DELETE."""
+
+    __tablename__ = "raw_events"
+
+    # The primary key is what makes persistence exactly-once under concurrency.
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"))
+    developer_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(64))
+    schema_version: Mapped[str] = mapped_column(String(16))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    client_ts: Mapped[datetime]
+    client_utc_offset_minutes: Mapped[int] = mapped_column(Integer)
+    corrected_ts: Mapped[datetime]
+    received_at: Mapped[datetime]
+    # The event object exactly as the client sent it (payload included).
+    raw: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index("ix_raw_events_developer_ts", "developer_id", "corrected_ts"),
+        Index("ix_raw_events_batch_seq", "batch_id", "seq"),
+    )
+
+
+class Outbox(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"))
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    is_replay: Mapped[bool] = mapped_column(server_default=text("false"))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    dispatched_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','dispatched','dead_letter')", name="status"),
+        Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbox_batch", "batch_id"),
+    )
+
+
+class BatchJob(Base):
+    """Per-job state of a batch's pipeline run (one row per batch and job)."""
+
+    __tablename__ = "batch_jobs"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"), primary_key=True)
+    job: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | running | ok | failed
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    is_replay: Mapped[bool] = mapped_column(server_default=text("false"))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class NormalizedEvent(Base):
+    __tablename__ = "normalized_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("raw_events.event_id"), primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    seq: Mapped[int] = mapped_column(Integer)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    source_schema_version: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[datetime]
+    utc_offset_minutes: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    # NULL for events that concern no file / no language.
+    language: Mapped[str | None] = mapped_column(String(64))
+    file_path: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    normalized_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_normalized_events_developer_ts", "developer_id", "ts"),)
+
+
+class DeveloperMetric(Base):
+    __tablename__ = "developer_metrics"
+
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+    active_seconds: Mapped[float]
+    edits: Mapped[int] = mapped_column(Integer)
+    lines_added: Mapped[int] = mapped_column(BigInteger)
+    lines_deleted: Mapped[int] = mapped_column(BigInteger)
+    saves: Mapped[int] = mapped_column(Integer)
+    error_events: Mapped[int] = mapped_column(Integer)
+    builds: Mapped[int] = mapped_column(Integer)
+    build_failures: Mapped[int] = mapped_column(Integer)
+    tests_passed: Mapped[int] = mapped_column(BigInteger)
+    tests_failed: Mapped[int] = mapped_column(BigInteger)
+    debug_seconds: Mapped[float]
+    typed_chars: Mapped[int] = mapped_column(BigInteger)
+    ai_chars_inserted: Mapped[int] = mapped_column(BigInteger)
+    # NULL when neither typed nor AI characters exist in the bucket.
+    ai_share: Mapped[float | None]
+    commits: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime] = _now()
+
+    __table_args__ = (CheckConstraint("granularity IN ('hour','day')", name="granularity"),)
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    alert_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    pattern: Mapped[str] = mapped_column(String(64))
+    # Identifies the episode so one alert exists per (developer, pattern, window).
+    episode_key: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    details: Mapped[dict[str, Any]]
+    recommendation: Mapped[str] = mapped_column(Text)
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    detected_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = _now()
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    acknowledged_at: Mapped[datetime | None]
+    stale: Mapped[bool] = mapped_column(server_default=text("false"))
+    deliveries: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+
+    __table_args__ = (
+        CheckConstraint("severity IN ('low','medium','high','critical')", name="severity"),
+        CheckConstraint("status IN ('open','acknowledged')", name="status"),
+        Index("uq_alerts_episode", "developer_id", "pattern", "episode_key", unique=True),
+        Index("ix_alerts_developer_detected", "developer_id", "detected_at"),
+    )
+
+
+class AdminAlert(Base):
+    __tablename__ = "admin_alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    # NULL when the alert concerns no single batch (e.g. a breaker opening).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    context: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+
+
+class AuditRecord(Base):
+    """Append-only trail; sealed into a hash chain by a periodic task.
+
+    A trigger forbids DELETE and any UPDATE except filling the seal columns once.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = _now()
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    # NULL for trail records that concern no batch.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    step: Mapped[str] = mapped_column(String(64))
+    is_replay: Mapped[bool] = mapped_column(server_default=text("false"))
+    details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # Seal columns: NULL until the sealing task chains the record.
+    seal_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    sealed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_audit_log_batch", "batch_id", "id"),
+        Index("ix_audit_log_unsealed", "id", postgresql_where=text("seal_seq IS NULL")),
+    )
