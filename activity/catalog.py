@@ -103,9 +103,7 @@ _V11: dict[str, dict[str, FieldSpec]] = {
 }
 
 _V10: dict[str, dict[str, FieldSpec]] = {
-    name: spec
-    for name, spec in _V11.items()
-    if not name.startswith("ai.") and name != "editor.heartbeat"
+    name: spec for name, spec in _V11.items() if not name.startswith("ai.") and name != "editor.heartbeat"
 }
 _V10["file.edit"] = {**_FILE_EVENT, "lines_changed": _req("count"), "chars_typed": _opt("count")}
 _V10["ai.completion"] = {"accepted": _req("bool"), "chars": _req("count"), **_PROVIDER}
@@ -161,9 +159,7 @@ def _check_field(name: str, spec: FieldSpec, value: Any) -> PayloadError | None:
             expected = "a string or null" if spec.nullable else "a string"
             return PayloadError(path, "invalid_type", f"{path} must be {expected}")
         if len(value) > MAX_STRING_LENGTH:
-            return PayloadError(
-                path, "out_of_range", f"{path} must be at most {MAX_STRING_LENGTH} characters long"
-            )
+            return PayloadError(path, "out_of_range", f"{path} must be at most {MAX_STRING_LENGTH} characters long")
         if spec.choices is not None and value not in spec.choices:
             return PayloadError(
                 path,

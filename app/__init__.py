@@ -1,0 +1,43 @@
+"""The Flask edge of devpulse: `create_app()` builds the app; nothing is opened at import time."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, g, request
+
+from models.settings import Settings
+
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    settings = Settings.from_env(**(overrides or {}))
+    app = Flask(__name__)
+    app.config["DEVPULSE_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    from app import errors, storage, tokens_cli
+
+    errors.init_app(app)
+    storage.init_app(app, settings)
+    tokens_cli.init_app(app)
+
+    @app.before_request
+    def _correlation_id() -> None:
+        incoming = request.headers.get("X-Correlation-ID", "")
+        g.correlation_id = incoming if _CORRELATION_RE.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_correlation_id(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
+        return response
+
+    from app import batches, ingest
+
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(batches.bp)
+    return app

@@ -1,0 +1,102 @@
+"""Bearer-token authentication: token -> developer (or admin)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import g, request
+
+from app.errors import ApiError
+from app.storage import storage
+from models.tokens import Principal, find_principal, hash_token
+
+# Token lookups are cached briefly so the hot path does not pay a round trip per
+# request; a revoked token stops working within this many seconds.
+TOKEN_CACHE_SECONDS = 30.0
+_cache: dict[str, tuple[float, Principal | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_token_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _token_from_header(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        # WakaTime clients send base64(token), sometimes as "token:" user/password pairs.
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.split(":", 1)[0] or None
+    return None
+
+
+def current_principal() -> Principal:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise ApiError(401, "missing_token", "The Authorization header is required: 'Bearer <token>'.",
+                       [{"field": "Authorization", "message": "missing"}],
+                       headers={"WWW-Authenticate": 'Bearer realm="devpulse"'})
+    token = _token_from_header(header)
+    if token is None:
+        raise ApiError(401, "invalid_token", "The Authorization header must be 'Bearer <token>'.",
+                       [{"field": "Authorization", "message": "malformed"}],
+                       headers={"WWW-Authenticate": 'Bearer realm="devpulse"'})
+    key = hash_token(token)
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and cached[0] > now:
+        principal = cached[1]
+    else:
+        principal = storage().transaction(lambda s: find_principal(s, token))
+        with _cache_lock:
+            if len(_cache) > 10_000:
+                _cache.clear()
+            _cache[key] = (now + TOKEN_CACHE_SECONDS, principal)
+    if principal is None:
+        raise ApiError(401, "invalid_token", "The token is unknown, revoked or expired.",
+                       [{"field": "Authorization", "message": "unknown, revoked or expired token"}],
+                       headers={"WWW-Authenticate": 'Bearer realm="devpulse"'})
+    g.principal = principal
+    return principal
+
+
+def require_token(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_principal()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_principal().is_admin:
+            raise ApiError(403, "admin_required", "This endpoint requires an admin token.",
+                           [{"field": "Authorization", "message": "not an admin token"}])
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def ensure_may_act_for(developer_id: str, field: str = "developer_id") -> None:
+    principal: Principal = g.principal
+    if not principal.may_act_for(developer_id):
+        raise ApiError(403, "forbidden_developer",
+                       f"This token belongs to another developer and may not act for '{developer_id}'.",
+                       [{"field": field, "message": "does not match the token's developer"}])

@@ -1,0 +1,47 @@
+"""One error shape for every 4xx/5xx: {"error": {"code", "message", "details"}, "correlation_id"}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, *, headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details if details is not None else []
+        self.headers = headers or {}
+        # A complete body replaces the default error envelope (e.g. the 422 that mirrors a 202).
+        self.body = body
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {
+        "error": {"code": code, "message": message, "details": details if details is not None else []},
+        "correlation_id": getattr(g, "correlation_id", None),
+    }
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+        body = exc.body if exc.body is not None else error_body(exc.code, exc.message, exc.details)
+        return jsonify(body), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(error_body(code, exc.description or exc.name)), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        app.logger.exception("unhandled error")
+        return jsonify(error_body("internal_error", "An unexpected error occurred; it has been logged.")), 500

@@ -1,0 +1,103 @@
+"""POST /api/workflow/events/orchestrate: validate, deduplicate and persist one batch, then hand it on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify
+
+from activity.catalog import SUPPORTED_SCHEMA_VERSIONS
+from app.auth import ensure_may_act_for, require_token
+from app.errors import ApiError
+from app.ingest.prepare import prepare_batch
+from app.request_body import read_json_body
+from app.storage import StorageUnavailable, storage
+from models.ingest import PersistOutcome, PreparedBatch, persist_batch
+
+bp = Blueprint("ingest", __name__)
+
+
+class _NothingValid(Exception):
+    """Raised inside the transaction so a batch with no valid event leaves nothing behind."""
+
+
+def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
+    """Persist a prepared batch and build the response (shared by native and compatibility endpoints)."""
+    ensure_may_act_for(prepared.developer_id)
+
+    def work(session) -> PersistOutcome:  # type: ignore[no-untyped-def]
+        outcome = persist_batch(session, prepared)
+        if outcome.kind == "stored" and not outcome.accepted_ids and not outcome.duplicate_ids:
+            raise _NothingValid
+        return outcome
+
+    try:
+        outcome = storage().transaction(work)
+    except _NothingValid:
+        body = _counts_body(prepared, [], [])
+        body["status"] = "rejected"
+        if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
+            body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
+        raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body) from None
+    except StorageUnavailable as exc:
+        raise ApiError(503, "storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}],
+                       headers={"Retry-After": str(exc.retry_after)}) from exc
+
+    if outcome.kind == "conflict":
+        raise ApiError(409, "batch_conflict",
+                       "This batch_id was already used for different content; use a new batch_id.",
+                       [{"field": "batch_id", "message": "already stored with different content"}])
+    if outcome.kind == "duplicate_batch":
+        assert outcome.batch is not None
+        return {
+            "batch_id": str(prepared.batch_id),
+            "correlation_id": g.correlation_id,
+            "original_correlation_id": outcome.batch.correlation_id,
+            "status": "duplicate",
+            "received": prepared.received,
+            "accepted": 0,
+            "duplicates": prepared.received,
+            "rejected": 0,
+            "errors": [],
+            "duplicate_event_ids": [],
+        }, 200
+
+    if outcome.outbox_id is not None:
+        # After commit: the ack never waits for the pipeline, and a failed publish is the relay's job.
+        publish = current_app.extensions.get("devpulse.publish")
+        if publish is not None:
+            try:
+                publish(outcome.outbox_id)
+            except Exception:  # events are safe; the outbox relay retries
+                current_app.logger.warning("publish after commit failed; the outbox relay will retry",
+                                           exc_info=True)
+    body = _counts_body(prepared, outcome.accepted_ids, outcome.duplicate_ids)
+    if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
+        body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
+    return body, 202
+
+
+def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[str]) -> dict[str, Any]:
+    return {
+        "batch_id": str(prepared.batch_id),
+        "correlation_id": g.correlation_id,
+        "status": "partially_accepted" if prepared.rejections else "accepted",
+        "received": prepared.received,
+        "accepted": len(accepted),
+        "duplicates": len(duplicates),
+        "rejected": len(prepared.rejections),
+        "errors": [r.as_dict() for r in prepared.rejections],
+        "duplicate_event_ids": duplicates,
+    }
+
+
+@bp.post("/api/workflow/events/orchestrate")
+@require_token
+def orchestrate():  # type: ignore[no-untyped-def]
+    settings = current_app.config["DEVPULSE_SETTINGS"]
+    received_at = datetime.now(UTC)
+    body = read_json_body(settings.max_body_bytes)
+    prepared = prepare_batch(body, correlation_id=g.correlation_id, received_at=received_at, settings=settings)
+    response, status = ingest(prepared)
+    return jsonify(response), status

@@ -1,0 +1,138 @@
+"""From a decoded request body to a `PreparedBatch`: envelope checks, then each event on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from marshmallow import ValidationError
+
+from activity.catalog import SUPPORTED_SCHEMA_VERSIONS, resolve_schema_version, validate_event_payload
+from activity.clock import check_event_time, correct_timestamp, utc_offset_minutes
+from app.errors import ApiError
+from app.ingest.schemas import envelope_schema, event_schema, flatten_errors
+from models.ingest import PreparedBatch, PreparedEvent, Rejection
+from models.settings import Settings
+
+
+def content_hash(developer_id: str, body: dict[str, Any]) -> str:
+    """What makes two sends 'the same batch': everything but the per-send clock (`sent_at`)."""
+    canonical = json.dumps(
+        {"developer_id": developer_id, "schema_version": body.get("schema_version"), "events": body.get("events")},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def validate_envelope(body: Any, settings: Settings) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_envelope", "The request body must be a JSON object.",
+                       [{"field": "_schema", "message": "expected a JSON object"}])
+    events = body.get("events")
+    if isinstance(events, list) and len(events) > settings.max_events_per_batch:
+        raise ApiError(413, "too_many_events",
+                       f"A batch may hold at most {settings.max_events_per_batch} events; this one has {len(events)}.",
+                       [{"field": "events", "message": f"at most {settings.max_events_per_batch} events"}])
+    try:
+        return envelope_schema.load(body)
+    except ValidationError as exc:
+        details = [{"field": f, "message": m} for f, m in flatten_errors(exc.messages)]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ApiError(400, "invalid_envelope", f"The batch envelope is invalid: {summary}", details) from exc
+
+
+def prepare_batch(
+    body: Any, *, correlation_id: str, received_at: datetime, settings: Settings, source: str = "native",
+) -> PreparedBatch:
+    envelope = validate_envelope(body, settings)
+    default_version = envelope.get("schema_version")
+    sent_at: datetime = envelope["sent_at"]
+    events: list[PreparedEvent] = []
+    rejections: list[Rejection] = []
+    in_batch_duplicates: list[str] = []
+    seen: set[uuid.UUID] = set()
+    for index, raw in enumerate(envelope["events"]):
+        prepared = _prepare_event(index, raw, default_version, sent_at, received_at, settings)
+        if isinstance(prepared, Rejection):
+            rejections.append(prepared)
+        elif prepared.event_id in seen:
+            in_batch_duplicates.append(str(prepared.event_id))
+        else:
+            seen.add(prepared.event_id)
+            events.append(prepared)
+    return PreparedBatch(
+        batch_id=envelope["batch_id"],
+        developer_id=envelope["developer_id"],
+        correlation_id=correlation_id,
+        content_hash=content_hash(envelope["developer_id"], body),
+        received_at=received_at,
+        sent_at=sent_at,
+        client=body.get("client") if isinstance(body.get("client"), dict) else {},
+        received=len(envelope["events"]),
+        events=events,
+        rejections=rejections,
+        in_batch_duplicates=in_batch_duplicates,
+        source=source,
+    )
+
+
+def _raw_event_id(raw: Any) -> str | None:
+    if isinstance(raw, dict) and isinstance(raw.get("event_id"), str):
+        return raw["event_id"][:64]
+    return None
+
+
+def _prepare_event(
+    index: int, raw: Any, default_version: str | None, sent_at: datetime, received_at: datetime, settings: Settings,
+) -> PreparedEvent | Rejection:
+    event_id = _raw_event_id(raw)
+
+    def reject(code: str, field: str, message: str) -> Rejection:
+        return Rejection(index=index, event_id=event_id, code=code, field=field, message=message)
+
+    if not isinstance(raw, dict):
+        return reject("invalid_event", f"events[{index}]", "each event must be a JSON object")
+    try:
+        event = event_schema.load(raw)
+    except ValidationError as exc:
+        field, message = flatten_errors(exc.messages)[0]
+        code = "missing_field" if "Missing data" in message else "invalid_field"
+        return reject(code, field, f"{field}: {message}")
+
+    version = event.get("schema_version") or default_version
+    if version is None:
+        return reject("missing_field", "schema_version",
+                      "schema_version is required on the event when the batch sets no default")
+    if resolve_schema_version(version) is None:
+        return reject("unsupported_schema_version", "schema_version",
+                      f"schema_version '{version[:16]}' is not supported; supported: "
+                      f"{', '.join(SUPPORTED_SCHEMA_VERSIONS)} (and newer 1.x minors)")
+    payload = event["payload"]
+    size = len(json.dumps(raw.get("payload", {}), separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > settings.max_event_payload_bytes:
+        return reject("payload_too_large", "payload",
+                      f"the payload is {size} bytes; at most {settings.max_event_payload_bytes} are allowed")
+    errors = validate_event_payload(event["type"], version, payload)
+    if errors:
+        first = errors[0]
+        return reject(first.code, first.field, first.message)
+
+    client_ts: datetime = event["timestamp"]
+    corrected = correct_timestamp(client_ts, sent_at, received_at)
+    time_error = check_event_time(corrected, received_at, settings.max_event_age_days)
+    if time_error is not None:
+        return reject(time_error.code, time_error.field, time_error.message)
+    return PreparedEvent(
+        event_id=event["event_id"],
+        seq=index,
+        type=event["type"],
+        schema_version=version,
+        session_id=event.get("session_id"),
+        client_ts=client_ts,
+        client_utc_offset_minutes=utc_offset_minutes(client_ts),
+        corrected_ts=corrected,
+        raw=raw,
+    )

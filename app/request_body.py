@@ -1,0 +1,72 @@
+"""Reading a JSON request body safely: size caps (also while gunzipping), strict JSON, clear 4xx."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from flask import request
+
+from app.errors import ApiError
+
+_CHUNK = 64 * 1024
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"The request body may be at most {limit} bytes uncompressed.",
+                    [{"field": "_body", "message": f"larger than {limit} bytes"}])
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json_body(limit: int) -> Any:
+    content_type = request.mimetype or ""
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "The request body must be JSON (Content-Type: application/json).",
+                       [{"field": "Content-Type", "message": f"got '{content_type or 'none'}'"}])
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ApiError(415, "unsupported_content_encoding", "Content-Encoding must be gzip or absent.",
+                       [{"field": "Content-Encoding", "message": f"got '{encoding}'"}])
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit)
+    if encoding == "gzip":
+        raw = _gunzip_capped(raw, limit)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid UTF-8 (byte {exc.start}).",
+                       [{"field": "_body", "message": "invalid UTF-8"}]) from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "The JSON is nested too deeply.",
+                       [{"field": "_body", "message": "nested too deeply"}]) from exc
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {str(exc)[:200]}",
+                       [{"field": "_body", "message": str(exc)[:200]}]) from exc
+
+
+def _gunzip_capped(data: bytes, limit: int) -> bytes:
+    """Decompress while counting, so a gzip bomb is stopped at `limit` bytes, never expanded in full."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        view = memoryview(data)
+        for start in range(0, len(data), _CHUNK):
+            out += inflater.decompress(view[start:start + _CHUNK], limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise _too_large(limit)
+        out += inflater.flush(limit + 1 - len(out))
+    except zlib.error as exc:
+        raise ApiError(400, "invalid_gzip", "The body is not valid gzip data.",
+                       [{"field": "Content-Encoding", "message": str(exc)}]) from exc
+    if len(out) > limit:
+        raise _too_large(limit)
+    return bytes(out)

@@ -1,0 +1,142 @@
+"""Real servers for the suite: the ones DATABASE_URL / REDIS_URL name, else throwaway embedded ones.
+
+Servers are started lazily (only when a test asks for them), so the pure
+tests under tests/activity run without any.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
+from models.db import Database
+from models.settings import Settings
+
+TABLES = ("audit_log", "admin_alerts", "alerts", "developer_metrics", "normalized_events", "batch_jobs",
+          "outbox", "raw_events", "batches", "api_tokens")
+
+
+@pytest.fixture(scope="session")
+def server_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="devpulse-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(server_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    server = EmbeddedPostgres(server_dir / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: EmbeddedPostgres | None) -> str:
+    """A fresh database for this run, migrated to head (the schema only ever comes from Alembic)."""
+    name = f"devpulse_test_{uuid.uuid4().hex[:8]}"
+    if postgres_server is not None:
+        url = postgres_server.create_database(name)
+    else:
+        base = make_url(Settings.from_env().sqlalchemy_url)
+        import psycopg2
+
+        conn = psycopg2.connect(host=base.host, port=base.port or 5432, user=base.username,
+                                password=base.password, dbname=base.database or "postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        url = base.set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_server(server_dir: Path) -> Iterator[EmbeddedRedis | None]:
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    server = EmbeddedRedis(server_dir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis | None) -> str:
+    url = redis_server.url() if redis_server is not None else os.environ["REDIS_URL"]
+    os.environ["REDIS_URL"] = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database()
+    database.configure(database_url)
+    yield database
+    database.dispose()
+
+
+def truncate_all(database: Database) -> None:
+    with database.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def clean_db(db: Database) -> Database:
+    truncate_all(db)
+    return db
+
+
+@pytest.fixture
+def session(db: Database):  # type: ignore[no-untyped-def]
+    """A session inside a transaction that is rolled back after the test."""
+    from sqlalchemy.orm import Session
+
+    conn = db.engine.connect()
+    outer = conn.begin()
+    s = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    yield s
+    s.close()
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture
+def app(clean_db: Database, redis_url: str):  # type: ignore[no-untyped-def]
+    from app import create_app
+    from app.auth import clear_token_cache
+
+    clear_token_cache()
+    application = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url})
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["devpulse.db"].dispose()
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(clean_db: Database):  # type: ignore[no-untyped-def]
+    from models.tokens import create_token
+
+    def _make(developer_id: str | None = "dev-1", *, admin: bool = False) -> str:
+        with clean_db.transaction() as s:
+            return create_token(s, developer_id, admin=admin)
+
+    return _make
