@@ -1,23 +1,18 @@
-"""Danger patterns: pure rules that flag risky work habits in one developer's events.
+"""Danger patterns: pure rules that flag risky work habits in ONE developer's events.
 
-Every rule takes the developer's normalized events (any order, duplicates
-allowed) and returns `Detection`s. Each detection names an *episode* through a
-deterministic `episode_key`, so the caller keeps one alert per (developer,
-pattern, episode) and, when a later batch extends the episode, finds the same
-key and updates that alert instead of adding another one.
-
-Episode keys:
+Rules accept events in any order, with duplicates, and return `Detection`s. The
+`episode_key` names the episode so the caller keeps one alert per (developer,
+pattern, episode) and, when a later batch extends it, updates that alert:
 - excessive_errors / high_ai_dependency: ISO UTC time of the episode's first
-  event. Windows are the trailing windows ending at each event, so a window's
-  content never changes when strictly later events arrive; qualifying windows
-  only accumulate and an episode's start, hence its key, is stable.
+  event. Windows are trailing (they end at an event), so strictly later events
+  never change an existing window: qualifying windows only accumulate and the
+  episode start, hence the key, is stable.
 - extended_debugging: the payload's debug_session_id.
-- no_break: ISO UTC time of the run's first event. A run grows forward and
-  keeps its key. A late (backfilled) event that closes the gap between two runs
-  merges them under the EARLIER run's key; the later run's key then no longer
-  appears, and the caller should close that alert as superseded.
-- late_night_work: the local calendar date of the night (YYYY-MM-DD; the date
-  of the morning when the night window wraps past midnight).
+- no_break: ISO UTC time of the run's first event; a growing run keeps it. A
+  backfilled event that closes the gap between two runs merges them under the
+  EARLIER run's key; the later key disappears and its alert is superseded.
+- late_night_work: the local date of the night (the morning's date if the
+  night window wraps past midnight).
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -35,14 +30,15 @@ from activity.events import NormalizedEvent
 
 SEVERITY_ORDER: tuple[str, ...] = ("low", "medium", "high", "critical")
 
+Events = Iterable[NormalizedEvent]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AI_TYPES = frozenset({"ai.suggestion_accepted", "ai.chat_insert"})
 _Measure = TypeVar("_Measure", int, float, timedelta)
 
 
 def severity_rank(severity: str) -> int:
-    """0 for "low" up to 3 for "critical"; ValueError for anything else, so a
-    typo can never silently sort as the least (or most) important alert."""
+    """0 for "low" up to 3 for "critical"; ValueError otherwise, so a typo can
+    never silently sort as the least (or most) important alert."""
     try:
         return SEVERITY_ORDER.index(severity)
     except ValueError:
@@ -72,45 +68,30 @@ class DangerThresholds:
     idle_timeout_seconds: float = 300
 
     def __post_init__(self) -> None:
-        # Fail at configuration time rather than producing nonsense alerts later.
+        # Fail when the settings are loaded, not inside a rule: a zero window
+        # would break the sliding-window sweep, equal hours make an empty night.
         if self.excessive_errors_window_minutes <= 0 or self.ai_window_minutes <= 0:
             raise ValueError("sliding windows must be longer than zero")
-        if not (0 <= self.late_night_start_hour < 24 and 0 < self.late_night_end_hour <= 24):
-            raise ValueError("late-night hours must lie within a day")
-        if self.late_night_start_hour == self.late_night_end_hour:
-            raise ValueError("late-night window must not be empty")
-        pairs = [
-            (self.excessive_errors_medium, self.excessive_errors_high),
-            (self.extended_debugging_medium_minutes, self.extended_debugging_high_minutes),
-            (self.ai_medium, self.ai_high),
-            (self.no_break_medium_hours, self.no_break_high_hours),
-            (self.late_night_low_minutes, self.late_night_medium_minutes),
-        ]
-        if any(lower > upper for lower, upper in pairs):
-            raise ValueError("each lower severity threshold must not exceed the higher one")
+        start, end = self.late_night_start_hour, self.late_night_end_hour
+        if not (0 <= start < 24 and 0 < end <= 24) or start == end:
+            raise ValueError("late-night hours must form a non-empty window within a day")
 
 
-DEFAULT_THRESHOLDS = DangerThresholds()
+_DEFAULT = DangerThresholds()
 
-# The thresholds each pattern reports in its details, under their field names.
-_THRESHOLD_FIELDS: dict[str, tuple[str, ...]] = {
-    "excessive_errors": ("excessive_errors_window_minutes", "excessive_errors_medium", "excessive_errors_high"),
-    "extended_debugging": ("extended_debugging_medium_minutes", "extended_debugging_high_minutes"),
-    "high_ai_dependency": ("ai_window_minutes", "ai_min_chars", "ai_medium", "ai_high"),
-    "no_break": ("no_break_gap_minutes", "no_break_medium_hours", "no_break_high_hours"),
-    "late_night_work": (
-        "late_night_start_hour",
-        "late_night_end_hour",
-        "late_night_low_minutes",
-        "late_night_medium_minutes",
-        "idle_timeout_seconds",
-    ),
+# Which thresholds each pattern reports in its details (under the field names).
+_THRESHOLD_PREFIXES = {
+    "excessive_errors": ("excessive_errors_",),
+    "extended_debugging": ("extended_debugging_",),
+    "high_ai_dependency": ("ai_",),
+    "no_break": ("no_break_",),
+    "late_night_work": ("late_night_", "idle_timeout_"),
 }
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One episode of a pattern. `details` holds the measured figures and the
+    """One episode of a pattern; `details` holds the measured figures and the
     thresholds used, JSON-serializable (numbers, strings, ISO timestamps)."""
 
     pattern: str
@@ -118,7 +99,7 @@ class Detection:
     window_start: datetime
     window_end: datetime
     episode_key: str
-    details: dict[str, Any] = field(hash=False)
+    details: dict[str, Any]
     recommendation: str
 
 
@@ -130,18 +111,9 @@ def _found(
     measured: dict[str, Any],
     th: DangerThresholds,
 ) -> Detection:
-    """A fresh detection whose details are the measured figures plus the thresholds used."""
-    details = {**measured, **{name: getattr(th, name) for name in _THRESHOLD_FIELDS[pattern]}}
+    limits = {f.name: getattr(th, f.name) for f in fields(th) if f.name.startswith(_THRESHOLD_PREFIXES[pattern])}
+    details = {**measured, **limits}
     return Detection(pattern, severity, *span, key, details, _advice.recommendation(pattern, severity, details))
-
-
-def _as_utc(event: NormalizedEvent) -> NormalizedEvent:
-    # Stored events are already UTC-aware; this keeps ISO keys identical even if
-    # a caller passes another zone (or a naive time, which we read as UTC).
-    if event.ts.tzinfo is UTC:
-        return event
-    ts = event.ts.replace(tzinfo=UTC) if event.ts.tzinfo is None else event.ts.astimezone(UTC)
-    return replace(event, ts=ts)
 
 
 def _content_key(event: NormalizedEvent) -> tuple[datetime, str, str, int, str]:
@@ -149,16 +121,19 @@ def _content_key(event: NormalizedEvent) -> tuple[datetime, str, str, int, str]:
     return (event.ts, event.type, payload, event.utc_offset_minutes, event.session_id or "")
 
 
-def _prepare(events: Iterable[NormalizedEvent]) -> list[NormalizedEvent]:
-    """Deduplicate by event_id and sort by (ts, event_id).
+def _prepare(events: Events) -> list[NormalizedEvent]:
+    """Deduplicate by event_id, sort by (ts, event_id), times in UTC.
 
-    Two different events sharing an id should not happen; if they do, the same
-    one (smallest content) wins whatever the input order, which keeps every
-    rule independent of permutation.
+    Two different events sharing an id should not exist; if they do, the one
+    with the smallest content wins whatever the input order, so no rule ever
+    depends on the order of delivery.
     """
     chosen: dict[str, NormalizedEvent] = {}
-    for raw in events:
-        event = _as_utc(raw)
+    for event in events:
+        if event.ts.tzinfo is None or event.ts.utcoffset() is None:
+            raise ValueError(f"event {event.event_id}: ts must be timezone-aware")
+        if event.ts.tzinfo is not UTC:  # ISO keys must not depend on the zone given
+            event = replace(event, ts=event.ts.astimezone(UTC))
         current = chosen.get(event.event_id)
         if current is None or _content_key(event) < _content_key(current):
             chosen[event.event_id] = event
@@ -173,14 +148,9 @@ def _num(payload: dict[str, Any], key: str) -> float | None:
     return value
 
 
-def _chars(payload: dict[str, Any], key: str) -> int:
-    value = _num(payload, key)
-    return max(int(value), 0) if value is not None else 0
-
-
 def _is_error_event(event: NormalizedEvent) -> bool:
-    """Private twin of metrics.is_error_event (kept here so this module has no
-    dependency on work in progress; to be deduplicated)."""
+    """Private twin of metrics.is_error_event, kept here so this module does not
+    depend on work in progress (to be deduplicated)."""
     payload = event.payload
     if event.type == "build.result":
         return payload.get("success") is False
@@ -188,18 +158,15 @@ def _is_error_event(event: NormalizedEvent) -> bool:
         return (_num(payload, "failed") or 0) > 0
     if event.type == "terminal.command":
         code = _num(payload, "exit_code")
-        return code is not None and code != 0
+        return code is not None and code != 0  # a missing exit code is not a failure
     if event.type == "diagnostics.snapshot":
         return (_num(payload, "errors") or 0) > 0
     return False
 
 
 def _grade(value: _Measure, levels: Sequence[tuple[str, _Measure]]) -> str | None:
-    """The first severity (levels go from highest down) whose threshold is met."""
-    for severity, threshold in levels:
-        if value >= threshold:
-            return severity
-    return None
+    """The first severity (levels listed from highest down) whose threshold is met."""
+    return next((severity for severity, threshold in levels if value >= threshold), None)
 
 
 def _micros(moment: datetime) -> int:
@@ -209,9 +176,9 @@ def _micros(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class _Episode:
-    first: int  # index of the episode's first event
-    last: int  # index of its last event
-    peak_lo: int  # peak window = items[peak_lo:peak_hi]
+    first: int  # index of the episode's first item
+    last: int  # index of its last item
+    peak_lo: int  # the peak window is items[peak_lo:peak_hi]
     peak_hi: int
     peak: float
 
@@ -221,12 +188,12 @@ def _sliding_episodes(
 ) -> list[_Episode]:
     """Merge overlapping qualifying windows into episodes.
 
-    A window is the trailing interval (end - window, end] at each distinct event
-    time; `measure(lo, hi)` returns the window's value if it qualifies, else
-    None. For counts this finds the maximum of "any window of that length"
-    exactly; for a share it judges each window as seen at its last event, which
-    is what makes windows immutable once later events arrive (stable keys).
-    Windows overlap when their event spans (closed) intersect. The peak is the
+    A window is the trailing interval (end - window, end] at each distinct item
+    time; `measure(lo, hi)` returns the value of items[lo:hi] if it qualifies,
+    else None. For a count this finds the maximum over "any window of that
+    length" exactly; a share is judged as seen at the window's last event, which
+    is what keeps windows immutable when later events arrive (stable keys).
+    Windows overlap when their item spans (closed) intersect; the peak is the
     highest value, the earliest window on ties.
     """
     episodes: list[_Episode] = []
@@ -243,75 +210,63 @@ def _sliding_episodes(
         # Window starts never move backwards, so only the last episode can overlap.
         if episodes and times[lo] <= times[episodes[-1].last]:
             prev = episodes[-1]
-            if value > prev.peak:
-                episodes[-1] = _Episode(prev.first, hi - 1, lo, hi, value)
-            else:
-                episodes[-1] = replace(prev, last=hi - 1)
+            peak = (lo, hi, value) if value > prev.peak else (prev.peak_lo, prev.peak_hi, prev.peak)
+            episodes[-1] = _Episode(prev.first, hi - 1, *peak)
         else:
             episodes.append(_Episode(lo, hi - 1, lo, hi, value))
     return episodes
 
 
-def detect_excessive_errors(
-    events: Iterable[NormalizedEvent], th: DangerThresholds = DEFAULT_THRESHOLDS
-) -> list[Detection]:
-    """Error events within any excessive_errors_window_minutes window.
+def detect_excessive_errors(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
+    """Error events within any window of excessive_errors_window_minutes.
 
-    "Within a 15-minute window" means the events span strictly less than 15
-    minutes (a half-open window [s, s + 15 min)).
+    "Within 15 minutes" means a half-open window [s, s + 15 min): the counted
+    errors span strictly less than 15 minutes.
     """
-    errors = [e for e in _prepare(events) if _is_error_event(e)]
-    times = [e.ts for e in errors]
-    window = timedelta(minutes=th.excessive_errors_window_minutes)
+    times = [e.ts for e in _prepare(events) if _is_error_event(e)]
 
     def count(lo: int, hi: int) -> float | None:
         return hi - lo if hi - lo >= th.excessive_errors_medium else None
 
     found = []
-    for ep in _sliding_episodes(times, window, count):
-        peak = int(ep.peak)
-        severity = "high" if peak >= th.excessive_errors_high else "medium"
-        details = {
+    for ep in _sliding_episodes(times, timedelta(minutes=th.excessive_errors_window_minutes), count):
+        start, end, peak = times[ep.first], times[ep.last], int(ep.peak)
+        measured = {
             "peak_error_count": peak,
             "peak_window_start": times[ep.peak_lo].isoformat(),
             "peak_window_end": times[ep.peak_hi - 1].isoformat(),
             "episode_error_count": ep.last - ep.first + 1,
         }
-        start, end = times[ep.first], times[ep.last]
-        found.append(_found("excessive_errors", severity, (start, end), start.isoformat(), details, th))
+        severity = "high" if peak >= th.excessive_errors_high else "medium"
+        found.append(_found("excessive_errors", severity, (start, end), start.isoformat(), measured, th))
     return found
 
 
 def _debug_sessions(events: Sequence[NormalizedEvent]) -> list[tuple[str, datetime, datetime, bool]]:
-    """(debug_session_id, start, end, still_open) for every started session.
+    """(debug_session_id, start, end, still_open), sorted by id.
 
     A session runs from its earliest debug.start to the first debug.stop with
-    the same id at or after it, or to the developer's last event if none. A
-    start without an id cannot be matched or keyed and is ignored; a reused id
-    after its stop is treated as the same (already closed) session.
+    the same id at or after it, else to the developer's last event. A start
+    without an id can be neither matched nor keyed and is ignored; an id reused
+    after its stop stays the same, already closed, session.
     """
     starts: dict[str, datetime] = {}
-    for e in events:
-        sid = e.payload.get("debug_session_id")
-        if e.type == "debug.start" and isinstance(sid, str | int) and str(sid) not in starts:
-            starts[str(sid)] = e.ts
-    # Second pass: a stop sharing the start's timestamp may sort before it.
     stops: dict[str, datetime] = {}
-    for e in events:
-        sid = e.payload.get("debug_session_id")
-        if e.type != "debug.stop" or not isinstance(sid, str | int):
-            continue
-        key = str(sid)
-        if key in starts and key not in stops and e.ts >= starts[key]:
-            stops[key] = e.ts
+    for kind, found in (("debug.start", starts), ("debug.stop", stops)):
+        # Starts first: a stop with the start's timestamp may sort before it.
+        for e in events:
+            sid = e.payload.get("debug_session_id")
+            if e.type != kind or isinstance(sid, bool) or not isinstance(sid, str | int):
+                continue
+            key = str(sid)
+            if key not in found and (kind == "debug.start" or (key in starts and e.ts >= starts[key])):
+                found[key] = e.ts
     last = events[-1].ts if events else _EPOCH
     return sorted((sid, start, stops.get(sid, last), sid not in stops) for sid, start in starts.items())
 
 
-def detect_extended_debugging(
-    events: Iterable[NormalizedEvent], th: DangerThresholds = DEFAULT_THRESHOLDS
-) -> list[Detection]:
-    """One debug session lasting extended_debugging_*_minutes or longer."""
+def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
+    """One debug session lasting extended_debugging_medium/high_minutes or more."""
     levels = [
         ("high", timedelta(minutes=th.extended_debugging_high_minutes)),
         ("medium", timedelta(minutes=th.extended_debugging_medium_minutes)),
@@ -322,7 +277,7 @@ def detect_extended_debugging(
         if severity is None:
             continue
         seconds = (end - start).total_seconds()
-        details = {
+        measured = {
             "debug_session_id": sid,
             "duration_minutes": round(seconds / 60, 2),
             "duration_seconds": seconds,
@@ -330,40 +285,38 @@ def detect_extended_debugging(
             "started_at": start.isoformat(),
             "ended_at": end.isoformat(),
         }
-        found.append(_found("extended_debugging", severity, (start, end), sid, details, th))
+        found.append(_found("extended_debugging", severity, (start, end), sid, measured, th))
     return found
 
 
-def detect_high_ai_dependency(
-    events: Iterable[NormalizedEvent], th: DangerThresholds = DEFAULT_THRESHOLDS
-) -> list[Detection]:
+def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
     """Share of AI-inserted characters among all added characters per window,
     judged only when the window holds at least ai_min_chars characters."""
-    items: list[tuple[datetime, int, int]] = []
+    times: list[datetime] = []
+    ai_sum, typed_sum = [0], [0]  # prefix sums: any window's totals in O(1)
     for e in _prepare(events):
-        ai = _chars(e.payload, "chars_inserted") if e.type in _AI_TYPES else 0
-        typed = _chars(e.payload, "chars_typed") if e.type == "file.edit" else 0
+        ai = _num(e.payload, "chars_inserted") if e.type in _AI_TYPES else None
+        typed = _num(e.payload, "chars_typed") if e.type == "file.edit" else None
+        ai, typed = max(int(ai or 0), 0), max(int(typed or 0), 0)
         if ai or typed:  # zero-character events would only stretch the extent
-            items.append((e.ts, ai, typed))
-    times = [t for t, _, _ in items]
-    ai_sum, typed_sum = [0], [0]
-    for _, ai, typed in items:
-        ai_sum.append(ai_sum[-1] + ai)
-        typed_sum.append(typed_sum[-1] + typed)
+            times.append(e.ts)
+            ai_sum.append(ai_sum[-1] + ai)
+            typed_sum.append(typed_sum[-1] + typed)
 
     def share(lo: int, hi: int) -> float | None:
         ai = ai_sum[hi] - ai_sum[lo]
         total = ai + typed_sum[hi] - typed_sum[lo]
-        if total < th.ai_min_chars or total == 0:
+        if total == 0 or total < th.ai_min_chars:
             return None
-        value = ai / total  # correctly rounded, so 7000/10000 == 0.70 exactly
+        value = ai / total  # correctly rounded: 7000/10000 == 0.70 exactly
         return value if value >= th.ai_medium else None
 
     found = []
     for ep in _sliding_episodes(times, timedelta(minutes=th.ai_window_minutes), share):
         ai = ai_sum[ep.peak_hi] - ai_sum[ep.peak_lo]
         typed = typed_sum[ep.peak_hi] - typed_sum[ep.peak_lo]
-        details = {
+        start, end = times[ep.first], times[ep.last]
+        measured = {
             "peak_ai_share": round(ep.peak, 4),
             "peak_ai_chars": ai,
             "peak_typed_chars": typed,
@@ -372,14 +325,13 @@ def detect_high_ai_dependency(
             "peak_window_end": times[ep.peak_hi - 1].isoformat(),
         }
         severity = "high" if ep.peak >= th.ai_high else "medium"
-        start, end = times[ep.first], times[ep.last]
-        found.append(_found("high_ai_dependency", severity, (start, end), start.isoformat(), details, th))
+        found.append(_found("high_ai_dependency", severity, (start, end), start.isoformat(), measured, th))
     return found
 
 
-def detect_no_break(events: Iterable[NormalizedEvent], th: DangerThresholds = DEFAULT_THRESHOLDS) -> list[Detection]:
-    """Runs of activity with no gap longer than no_break_gap_minutes (a gap of
-    exactly that length does not break the run)."""
+def detect_no_break(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
+    """Runs of events with no gap longer than no_break_gap_minutes between
+    consecutive ones (a gap of exactly that length does not end the run)."""
     evs = _prepare(events)
     gap = timedelta(minutes=th.no_break_gap_minutes)
     levels = [("high", timedelta(hours=th.no_break_high_hours)), ("medium", timedelta(hours=th.no_break_medium_hours))]
@@ -391,24 +343,15 @@ def detect_no_break(events: Iterable[NormalizedEvent], th: DangerThresholds = DE
         start, end = evs[first].ts, evs[i - 1].ts
         severity = _grade(end - start, levels)
         if severity is not None:
-            details = {
+            measured = {
                 "duration_minutes": round((end - start).total_seconds() / 60, 2),
                 "run_start": start.isoformat(),
                 "run_end": end.isoformat(),
                 "event_count": i - first,
             }
-            found.append(_found("no_break", severity, (start, end), start.isoformat(), details, th))
+            found.append(_found("no_break", severity, (start, end), start.isoformat(), measured, th))
         first = i
     return found
-
-
-@dataclass
-class _Night:
-    active: timedelta
-    first_utc: datetime
-    last_utc: datetime
-    first_local: datetime
-    last_local: datetime
 
 
 def _night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
@@ -418,60 +361,51 @@ def _night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
     return start_day + timedelta(hours=th.late_night_start_hour), midnight + timedelta(hours=th.late_night_end_hour)
 
 
-def detect_late_night_work(
-    events: Iterable[NormalizedEvent], th: DangerThresholds = DEFAULT_THRESHOLDS
-) -> list[Detection]:
-    """Active minutes inside the local night window.
+def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
+    """Active minutes inside the developer's local night window.
 
-    Activity = each gap between consecutive events of at most
+    Active time = every gap between consecutive events of at most
     idle_timeout_seconds. A gap is placed in local time with the offset of its
     EARLIER event (the zone the developer was in when that stretch began), then
     clipped to each night it touches.
     """
-    evs = _prepare(events)
     idle = timedelta(seconds=th.idle_timeout_seconds)
-    nights: dict[date, _Night] = {}
-    for a, b in pairwise(evs):
+    # night date -> [active time, (utc, local) of first activity, (utc, local) of last]
+    nights: dict[date, list[Any]] = {}
+    for a, b in pairwise(_prepare(events)):
         gap = b.ts - a.ts
         if not timedelta(0) < gap <= idle:
             continue
         offset = timedelta(minutes=a.utc_offset_minutes)
         local_a = (a.ts + offset).replace(tzinfo=None)
-        local_b = local_a + gap
         day = local_a.date()
-        while day <= local_b.date() + timedelta(days=1):
+        while day <= (local_a + gap).date() + timedelta(days=1):
             night_start, night_end = _night_bounds(day, th)
-            lo, hi = max(local_a, night_start), min(local_b, night_end)
+            lo, hi = max(local_a, night_start), min(local_a + gap, night_end)
             if lo < hi:
-                lo_utc, hi_utc = (lo - offset).replace(tzinfo=UTC), (hi - offset).replace(tzinfo=UTC)
-                tally = nights.get(day)
-                if tally is None:
-                    nights[day] = _Night(hi - lo, lo_utc, hi_utc, lo, hi)
-                else:
-                    tally.active += hi - lo
-                    tally.last_utc, tally.last_local = hi_utc, hi
+                tally = nights.setdefault(day, [timedelta(0), ((lo - offset).replace(tzinfo=UTC), lo), None])
+                tally[0] += hi - lo
+                tally[2] = ((hi - offset).replace(tzinfo=UTC), hi)
             day += timedelta(days=1)
     levels = [
         ("medium", timedelta(minutes=th.late_night_medium_minutes)),
         ("low", timedelta(minutes=th.late_night_low_minutes)),
     ]
     found = []
-    for day, tally in sorted(nights.items()):
-        severity = _grade(tally.active, levels)
-        if severity is None:
-            continue
-        details = {
-            "night_date": day.isoformat(),
-            "active_minutes": round(tally.active.total_seconds() / 60, 2),
-            "local_start": tally.first_local.isoformat(),
-            "local_end": tally.last_local.isoformat(),
-        }
-        span = (tally.first_utc, tally.last_utc)
-        found.append(_found("late_night_work", severity, span, day.isoformat(), details, th))
+    for day, (active, (start, local_start), (end, local_end)) in sorted(nights.items()):
+        severity = _grade(active, levels)
+        if severity is not None:
+            measured = {
+                "night_date": day.isoformat(),
+                "active_minutes": round(active.total_seconds() / 60, 2),
+                "local_start": local_start.isoformat(),
+                "local_end": local_end.isoformat(),
+            }
+            found.append(_found("late_night_work", severity, (start, end), day.isoformat(), measured, th))
     return found
 
 
-Rule = Callable[[Iterable[NormalizedEvent], DangerThresholds], list[Detection]]
+Rule = Callable[[Events, DangerThresholds], list[Detection]]
 
 RULES: dict[str, Rule] = {
     "excessive_errors": detect_excessive_errors,
@@ -483,20 +417,17 @@ RULES: dict[str, Rule] = {
 
 
 def escalate_critical(detections: Iterable[Detection]) -> list[Detection]:
-    """Raise to critical every high detection whose episode overlaps (closed
+    """Make critical every high detection whose episode overlaps (closed
     intervals) a high detection of a DIFFERENT pattern.
 
-    Already-critical detections count as high, so applying this twice changes
-    nothing. Input order is preserved.
+    Critical ones count as high, so applying this twice changes nothing; the
+    input order is kept.
     """
     items = list(detections)
     high = severity_rank("high")
     hot = [d for d in items if severity_rank(d.severity) >= high]
     out = []
     for d in items:
-        if severity_rank(d.severity) < high:
-            out.append(d)
-            continue
         partners = sorted(
             {
                 o.pattern
@@ -504,7 +435,7 @@ def escalate_critical(detections: Iterable[Detection]) -> list[Detection]:
                 if o.pattern != d.pattern and o.window_start <= d.window_end and d.window_start <= o.window_end
             }
         )
-        if not partners:
+        if severity_rank(d.severity) < high or not partners:
             out.append(d)
             continue
         base = d.details.get("escalated_from", d.severity)
@@ -515,8 +446,8 @@ def escalate_critical(detections: Iterable[Detection]) -> list[Detection]:
 
 
 def prioritize(detections: Iterable[Detection]) -> list[Detection]:
-    """Highest severity first, then newest (window_end descending), then
-    pattern name; episode key and start break any remaining tie."""
+    """Highest severity first, then newest (window_end descending), then pattern
+    name; episode key and start break any remaining tie, so the order is total."""
     return sorted(
         detections,
         key=lambda d: (
@@ -529,11 +460,10 @@ def prioritize(detections: Iterable[Detection]) -> list[Detection]:
     )
 
 
-def detect(events: Iterable[NormalizedEvent], thresholds: DangerThresholds = DEFAULT_THRESHOLDS) -> list[Detection]:
-    """All patterns for ONE developer's events, escalated and prioritized.
+def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> list[Detection]:
+    """Every pattern for ONE developer's events, escalated and prioritized.
 
-    Deterministic and idempotent: any permutation or duplication of the same
-    events gives the identical list.
+    Any permutation or duplication of the same events gives the identical list.
     """
     prepared = _prepare(events)
     found = [d for rule in RULES.values() for d in rule(prepared, thresholds)]

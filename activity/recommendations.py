@@ -42,7 +42,7 @@ def _figure(details: Details, key: str, default: str = "?") -> str:
 def _errors_fact(d: Details) -> str:
     return (
         f"You hit {_figure(d, 'peak_error_count', 'many')} errors (failed builds, tests, commands or diagnostics) "
-        f"within {_figure(d, 'window_minutes', 'a few')} minutes."
+        f"within {_figure(d, 'excessive_errors_window_minutes', 'a few')} minutes."
     )
 
 
@@ -56,7 +56,7 @@ def _ai_fact(d: Details) -> str:
     percent = f"{round(share * 100)}%" if share is not None else "Most"
     return (
         f"{percent} of the {_figure(d, 'peak_total_chars', 'many')} characters you added within "
-        f"{_figure(d, 'window_minutes', '60')} minutes came from AI "
+        f"{_figure(d, 'ai_window_minutes', '60')} minutes came from AI "
         f"({_figure(d, 'peak_ai_chars')} AI-inserted vs {_figure(d, 'peak_typed_chars')} typed)."
     )
 
@@ -64,13 +64,13 @@ def _ai_fact(d: Details) -> str:
 def _no_break_fact(d: Details) -> str:
     return (
         f"You have worked {_duration(_number(d, 'duration_minutes'))} without a break longer than "
-        f"{_figure(d, 'gap_minutes', '10')} minutes."
+        f"{_figure(d, 'no_break_gap_minutes', '10')} minutes."
     )
 
 
 def _late_night_fact(d: Details) -> str:
-    start = int(_number(d, "night_start_hour") or 0)
-    end = int(_number(d, "night_end_hour") or 5)
+    start = int(_number(d, "late_night_start_hour") or 0)
+    end = int(_number(d, "late_night_end_hour") or 5)
     night = f" on the night of {d['night_date']}" if isinstance(d.get("night_date"), str) else ""
     return (
         f"You were active {_duration(_number(d, 'active_minutes'))} between {start:02d}:00 and {end:02d}:00 "

@@ -121,7 +121,10 @@ def _prepare_event(
         return reject(first.code, first.field, first.message)
 
     client_ts: datetime = event["timestamp"]
-    corrected = correct_timestamp(client_ts, sent_at, received_at)
+    try:
+        corrected = correct_timestamp(client_ts, sent_at, received_at)
+    except (ValueError, OverflowError):
+        return reject("invalid_timestamp", "timestamp", "timestamp is out of range once corrected for clock skew")
     time_error = check_event_time(corrected, received_at, settings.max_event_age_days)
     if time_error is not None:
         return reject(time_error.code, time_error.field, time_error.message)
