@@ -20,10 +20,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, storage, tokens_cli
+    from app import errors, pipeline, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
+    pipeline.init_app(app, settings)
     tokens_cli.init_app(app)
 
     @app.before_request
@@ -36,8 +37,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
         return response
 
-    from app import batches, ingest
+    from app import batches, ingest, metrics_api
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(metrics_api.bp)
     return app

@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.storage import StorageUnavailable
+
 
 class ApiError(Exception):
     def __init__(
@@ -31,6 +33,12 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def init_app(app: Flask) -> None:
+    @app.errorhandler(StorageUnavailable)
+    def _storage_unavailable(exc: StorageUnavailable):  # type: ignore[no-untyped-def]
+        # Raised outside the views' own handling too (e.g. the token lookup): always a 503, never a 500.
+        body = error_body("storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}])
+        return jsonify(body), 503, {"Retry-After": str(exc.retry_after)}
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
         body = exc.body if exc.body is not None else error_body(exc.code, exc.message, exc.details)

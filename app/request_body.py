@@ -11,6 +11,9 @@ from flask import request
 from app.errors import ApiError
 
 _CHUNK = 64 * 1024
+# Far deeper than any real batch (the envelope, events, an event and its payload take 4 levels), and shallow
+# enough that nothing after parsing (validation, json.dumps, the database driver) can hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
 
 
 def _too_large(limit: int) -> ApiError:
@@ -44,13 +47,32 @@ def read_json_body(limit: int) -> Any:
         raise ApiError(400, "invalid_json", f"The body is not valid UTF-8 (byte {exc.start}).",
                        [{"field": "_body", "message": "invalid UTF-8"}]) from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError as exc:
-        raise ApiError(400, "invalid_json", "The JSON is nested too deeply.",
-                       [{"field": "_body", "message": "nested too deeply"}]) from exc
+        raise _too_deep() from exc
     except ValueError as exc:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {str(exc)[:200]}",
                        [{"field": "_body", "message": str(exc)[:200]}]) from exc
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "invalid_json", f"The JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels).",
+                    [{"field": "_body", "message": "nested too deeply"}])
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Iterative, so checking a deep document cannot itself recurse."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _gunzip_capped(data: bytes, limit: int) -> bytes:

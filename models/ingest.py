@@ -121,7 +121,9 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
                 "received_at": prepared.received_at,
                 "raw": e.raw,
             }
-            for e in prepared.events
+            # Ascending key order: concurrent overlapping batches then take the unique-index locks in one
+            # global order and cannot deadlock (PostgreSQL would abort one of them).
+            for e in sorted(prepared.events, key=lambda e: e.event_id)
         ]
         result = session.execute(
             insert(RawEvent).on_conflict_do_nothing(index_elements=[RawEvent.event_id]).returning(RawEvent.event_id),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, after_this_request, current_app, g, jsonify
 
 from activity.catalog import SUPPORTED_SCHEMA_VERSIONS
 from app.auth import ensure_may_act_for, require_token
@@ -64,18 +64,33 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         }, 200
 
     if outcome.outbox_id is not None:
-        # After commit: the ack never waits for the pipeline, and a failed publish is the relay's job.
-        publish = current_app.extensions.get("devpulse.publish")
-        if publish is not None:
-            try:
-                publish(outcome.outbox_id)
-            except Exception:  # events are safe; the outbox relay retries
-                current_app.logger.warning("publish after commit failed; the outbox relay will retry",
-                                           exc_info=True)
+        _publish_after_response(outcome.outbox_id)
     body = _counts_body(prepared, outcome.accepted_ids, outcome.duplicate_ids)
     if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
         body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
     return body, 202
+
+
+def _publish_after_response(outbox_id: int) -> None:
+    """Launch the chord once the response is on its way: the ack never waits for the broker.
+
+    If the process dies first, or the broker is down, the outbox relay publishes it later.
+    """
+    publish = current_app.extensions.get("devpulse.publish")
+    if publish is None:
+        return
+    logger = current_app.logger
+
+    @after_this_request
+    def _schedule(response):  # type: ignore[no-untyped-def]
+        def _run() -> None:
+            try:
+                publish(outbox_id)
+            except Exception:  # events are safe in PostgreSQL; the relay retries
+                logger.warning("publish after commit failed; the outbox relay will retry", exc_info=True)
+
+        response.call_on_close(_run)
+        return response
 
 
 def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,43 @@ def content_hash(developer_id: str, body: dict[str, Any]) -> str:
         {"developer_id": developer_id, "schema_version": body.get("schema_version"), "events": body.get("events")},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: an unpaired surrogate (legal as a JSON escape) is rejected per event later, not a crash here.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _storable_text(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """(field, reason) of the first value PostgreSQL's jsonb cannot hold, or None.
+
+    Valid JSON may still carry "\\u0000", an unpaired surrogate such as "\\ud800", or a number that overflows
+    to infinity (1e400); the database rejects all three, which would fail the whole batch.
+    """
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        here, node = stack.pop()
+        if isinstance(node, str):
+            if not _storable_text(node):
+                return here, "contains a NUL character or an unpaired surrogate"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return here, "is a number too large to store"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if not _storable_text(key):
+                    return here, "has a key with a NUL character or an unpaired surrogate"
+                stack.append((f"{here}.{key}"[:200], child))
+        elif isinstance(node, list):
+            stack.extend((f"{here}[{i}]"[:200], child) for i, child in enumerate(node))
+    return None
 
 
 def validate_envelope(body: Any, settings: Settings) -> dict[str, Any]:
@@ -37,11 +74,18 @@ def validate_envelope(body: Any, settings: Settings) -> dict[str, Any]:
                        f"A batch may hold at most {settings.max_events_per_batch} events; this one has {len(events)}.",
                        [{"field": "events", "message": f"at most {settings.max_events_per_batch} events"}])
     try:
-        return envelope_schema.load(body)
+        envelope = envelope_schema.load(body)
     except ValidationError as exc:
         details = [{"field": f, "message": m} for f, m in flatten_errors(exc.messages)]
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         raise ApiError(400, "invalid_envelope", f"The batch envelope is invalid: {summary}", details) from exc
+    # The stored or echoed envelope fields (events are checked one by one).
+    for name in ("client", "schema_version"):
+        problem = unstorable(body.get(name), name)
+        if problem is not None:
+            raise ApiError(400, "invalid_envelope", f"The batch envelope is invalid: {problem[0]} {problem[1]}",
+                           [{"field": problem[0], "message": problem[1]}])
+    return envelope
 
 
 def prepare_batch(
@@ -80,7 +124,7 @@ def prepare_batch(
 
 
 def _raw_event_id(raw: Any) -> str | None:
-    if isinstance(raw, dict) and isinstance(raw.get("event_id"), str):
+    if isinstance(raw, dict) and isinstance(raw.get("event_id"), str) and _storable_text(raw["event_id"]):
         return raw["event_id"][:64]
     return None
 
@@ -95,6 +139,10 @@ def _prepare_event(
 
     if not isinstance(raw, dict):
         return reject("invalid_event", f"events[{index}]", "each event must be a JSON object")
+    problem = unstorable(raw, "")
+    if problem is not None:
+        field = problem[0].lstrip(".") or f"events[{index}]"
+        return reject("invalid_value", field, f"{field} {problem[1]}")
     try:
         event = event_schema.load(raw)
     except ValidationError as exc:

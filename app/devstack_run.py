@@ -1,0 +1,314 @@
+"""`make run` (`python -m app.devstack run`): the whole stack on one machine with nothing installed.
+
+1. PostgreSQL and Redis: the ones DATABASE_URL / REDIS_URL name, else embedded durable servers whose data
+   lives under ./var/ on fixed ports (DEVPULSE_PG_PORT, DEVPULSE_REDIS_PORT), so a restart finds its data.
+2. `alembic upgrade head`.
+3. A fresh developer token (dev-1) and admin token, labelled 'make-run' (tokens are stored as hashes only,
+   so the ones of an earlier start cannot be shown again).
+4. The Procfile's web, worker, beat and flower under honcho, until SIGINT/SIGTERM; then the embedded
+   servers are shut down cleanly.
+
+`--no-procs` (or DEVPULSE_STACK_ONLY=1) stops after step 3 and keeps the servers up until interrupted;
+`source var/devstack.env` then gives another shell the URLs and tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
+from models.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+PROCESSES = ("web", "worker", "beat", "flower")
+CELERY_PROCESSES = ("worker", "beat", "flower")
+DATABASE = "devpulse"
+DEVELOPER = "dev-1"
+
+
+class _Stop(Exception):
+    """A stop signal arrived before the processes were started."""
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_leftover(pidfile: Path, marker: str, sig: signal.Signals, what: str) -> None:
+    """Stop a server an earlier run left behind (it was killed before it could stop its servers)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid <= 1 or not _alive(pid) or marker not in _cmdline(pid):
+        return
+    print(f"devstack: stopping the {what} an earlier run left running (pid {pid})", flush=True)
+    os.kill(pid, sig)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _check_free(port: int, env_name: str, what: str) -> None:
+    if _port_in_use(port):
+        raise SystemExit(f"devstack: port {port} ({what}) is already in use on 127.0.0.1; "
+                         f"stop whatever listens there or set {env_name} to another port.")
+
+
+def start_postgres(port: int) -> tuple[EmbeddedPostgres, str]:
+    server = EmbeddedPostgres(VAR / "postgres", port, durable=True)
+    _stop_leftover(server.data_dir / "postmaster.pid", str(server.data_dir), signal.SIGINT, "PostgreSQL")
+    _check_free(port, "DEVPULSE_PG_PORT", "embedded PostgreSQL")
+    print(f"devstack: starting PostgreSQL on 127.0.0.1:{port} (data in {server.data_dir})", flush=True)
+    server.start(timeout=60)
+    return server, server.create_database(DATABASE)
+
+
+def start_redis(port: int) -> tuple[EmbeddedRedis, str]:
+    server = EmbeddedRedis(VAR / "redis", port, durable=True)
+    pidfile = server.data_dir / "devstack-redis.pid"
+    _stop_leftover(pidfile, "redis-server", signal.SIGTERM, "Redis")
+    _check_free(port, "DEVPULSE_REDIS_PORT", "embedded Redis")
+    print(f"devstack: starting Redis on 127.0.0.1:{port} (data in {server.data_dir})", flush=True)
+    server.start()
+    assert server.process is not None
+    pidfile.write_text(f"{server.process.pid}\n")
+    return server, server.url(0)
+
+
+def create_tokens(database_url: str) -> tuple[str, str]:
+    from models.db import Database
+    from models.tokens import create_token
+
+    db = Database()
+    db.configure(database_url, pool_size=1)
+    try:
+        with db.transaction() as session:
+            developer = create_token(session, DEVELOPER, label="make-run")
+            admin = create_token(session, None, admin=True, label="make-run")
+    finally:
+        db.dispose()
+    return developer, admin
+
+
+def celery_app_problem(env: dict[str, str]) -> str | None:
+    """None if `celery -A tasks` finds its app, else the reason it does not."""
+    probe = "from celery.app.utils import find_app; find_app('tasks')"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def banner(env: dict[str, str], developer: str, admin: str, processes: list[str], skipped: str | None) -> str:
+    api = f"http://127.0.0.1:{env['PORT']}"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    batch_id = str(uuid.uuid4())
+    body = json.dumps({
+        "batch_id": batch_id, "developer_id": DEVELOPER, "sent_at": now, "schema_version": "1.1",
+        "client": {"extension_version": "0.1.0", "editor": "vscode"},
+        "events": [{"event_id": str(uuid.uuid4()), "type": "file.save", "timestamp": now,
+                    "session_id": "s-1", "payload": {"file": "src/app.py", "language": "python"}}],
+    }, separators=(",", ":"))
+    user, _, password = env["FLOWER_BASIC_AUTH"].partition(":")
+    lines = [
+        "",
+        "=" * 78,
+        "devpulse is running" if processes else "devpulse servers are running (no processes: --no-procs)",
+        "",
+        f"  API            {api}" + ("" if "web" in processes else "   (web not started)"),
+        f"  developer      {DEVELOPER}",
+        f"  dev token      {developer}",
+        f"  admin token    {admin}",
+    ]
+    if "flower" in processes:
+        lines.append(f"  Flower         http://127.0.0.1:{env['FLOWER_PORT']}   (user {user!r}, password {password!r})")
+    if skipped:
+        lines += ["", f"  NOT started: {', '.join(CELERY_PROCESSES)} - `celery -A tasks` finds no app:",
+                  f"    {skipped}"]
+    lines += [
+        f"  DATABASE_URL   {env['DATABASE_URL']}",
+        f"  REDIS_URL      {env['REDIS_URL']}",
+        "",
+        "  Send one event (202 Accepted; the same batch again answers 200 'duplicate'):",
+        "",
+        f"    curl -sS -X POST {api}/api/workflow/events/orchestrate \\",
+        f"      -H 'Authorization: Bearer {developer}' -H 'Content-Type: application/json' \\",
+        f"      -d '{body}'",
+        "",
+        "  Then follow the batch:",
+        "",
+        f"    curl -sS -H 'Authorization: Bearer {developer}' {api}/api/workflow/batches/{batch_id}",
+        "",
+        "  These tokens are new at every start. `source var/devstack.env` sets them in another shell.",
+        "  Stop with Ctrl-C: the processes stop, then the embedded servers (data stays in ./var).",
+        "=" * 78,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_env_file(env: dict[str, str], developer: str, admin: str) -> Path:
+    path = VAR / "devstack.env"
+    values = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"],
+              "DEVPULSE_API_URL": f"http://127.0.0.1:{env['PORT']}", "DEVPULSE_TOKEN": developer,
+              "DEVPULSE_ADMIN_TOKEN": admin}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"export {k}='{v}'\n" for k, v in values.items())
+    return path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.devstack run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-procs", action="store_true",
+                        default=os.environ.get("DEVPULSE_STACK_ONLY", "") not in ("", "0"),
+                        help="only servers, migrations and tokens; wait for Ctrl-C (also DEVPULSE_STACK_ONLY=1)")
+    parser.add_argument("processes", nargs="*", metavar="PROCESS",
+                        help=f"Procfile processes to start (default: {' '.join(PROCESSES)})")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.processes) - set(PROCESSES))
+    if unknown:
+        parser.error(f"unknown process {', '.join(unknown)}; choose from {', '.join(PROCESSES)}")
+    return args
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    processes = [] if args.no_procs else list(dict.fromkeys(args.processes or PROCESSES))
+    env = dict(os.environ)
+    settings = Settings.from_env(env)
+    env.setdefault("PORT", "8000")
+    env.setdefault("FLOWER_PORT", "5555")
+    env.setdefault("WEB_CONCURRENCY", "2")
+    env.setdefault("WORKER_CONCURRENCY", "2")
+    env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+
+    child: subprocess.Popen[bytes] | None = None
+    requested: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        requested.append(signum)
+        if child is None:
+            raise _Stop
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    env_file: Path | None = None
+    code = 0
+    try:
+        VAR.mkdir(exist_ok=True)
+        for name, process in (("PORT", "web"), ("FLOWER_PORT", "flower")):
+            if process in processes:
+                _check_free(int(env[name]), name, f"the {process} process")
+        if not env.get("DATABASE_URL"):
+            postgres, env["DATABASE_URL"] = start_postgres(int(env.get("DEVPULSE_PG_PORT") or 54329))
+        if not env.get("REDIS_URL"):
+            redis, env["REDIS_URL"] = start_redis(int(env.get("DEVPULSE_REDIS_PORT") or 63799))
+        database_url = Settings(database_url=env["DATABASE_URL"]).sqlalchemy_url
+        print("devstack: alembic upgrade head", flush=True)
+        migrate(database_url)
+        developer, admin = create_tokens(database_url)
+        env_file = write_env_file(env, developer, admin)
+
+        skipped = None
+        if any(p in CELERY_PROCESSES for p in processes):
+            skipped = celery_app_problem(env)
+            if skipped:
+                processes = [p for p in processes if p not in CELERY_PROCESSES]
+        text = banner(env, developer, admin, processes, skipped)
+        if not processes:
+            print(text, flush=True)
+            while True:  # until a signal raises _Stop
+                time.sleep(1)
+                for server, what in ((postgres, "PostgreSQL"), (redis, "Redis")):
+                    if server is not None and not server.running:
+                        print(f"devstack: {what} exited unexpectedly", file=sys.stderr, flush=True)
+                        return 1
+
+        child = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT),
+             "-p", env["PORT"], *processes],
+            cwd=ROOT, env=env, start_new_session=True,  # signals reach honcho through us only
+        )
+        announce_by = time.monotonic() + 60
+        announced = False
+        while child.poll() is None:
+            if not announced and ("web" not in processes or time.monotonic() > announce_by
+                                  or _port_in_use(int(env["PORT"]))):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                announced = True
+            for server, what in ((postgres, "PostgreSQL"), (redis, "Redis")):
+                if server is not None and not server.running and child.poll() is None and not requested:
+                    print(f"devstack: {what} exited unexpectedly; stopping", file=sys.stderr, flush=True)
+                    requested.append(0)
+                    child.terminate()
+            time.sleep(0.2)
+        code = 0 if requested else (child.returncode or 0)
+    except _Stop:
+        code = 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the clean-up
+            signal.signal(sig, lambda *_: print("devstack: stopping, please wait", flush=True))
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)
+        if redis is not None:
+            redis.stop()
+            with contextlib.suppress(OSError):
+                (redis.data_dir / "devstack-redis.pid").unlink()
+            print("devstack: Redis stopped", flush=True)
+        if postgres is not None:
+            postgres.stop("fast")
+            print("devstack: PostgreSQL stopped (data kept in var/postgres)", flush=True)
+    return code

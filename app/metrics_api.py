@@ -1,0 +1,54 @@
+"""GET /api/developers/<developer_id>/metrics?from=&to=&granularity=hour|day"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from activity.clock import parse_rfc3339
+from app.auth import ensure_may_act_for, require_token
+from app.errors import ApiError
+from app.storage import StorageUnavailable, storage
+from models.aggregation import metric_rows
+from models.tables import DeveloperMetric
+
+bp = Blueprint("metrics_api", __name__)
+
+_COLUMNS = [c.name for c in DeveloperMetric.__table__.columns
+            if c.name not in ("developer_id", "granularity", "bucket_start", "computed_at")]
+
+
+def _time_arg(name: str):  # type: ignore[no-untyped-def]
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be an RFC 3339 timestamp with an offset.",
+                       [{"field": name, "message": str(exc)}]) from exc
+
+
+@bp.get("/api/developers/<developer_id>/metrics")
+@require_token
+def developer_metrics(developer_id: str):  # type: ignore[no-untyped-def]
+    ensure_may_act_for(developer_id)
+    granularity = request.args.get("granularity", "hour")
+    if granularity not in ("hour", "day"):
+        raise ApiError(400, "invalid_parameter", "'granularity' must be 'hour' or 'day'.",
+                       [{"field": "granularity", "message": f"got '{granularity[:20]}'"}])
+    start, end = _time_arg("from"), _time_arg("to")
+    if start and end and start > end:
+        raise ApiError(400, "invalid_parameter", "'from' must not be after 'to'.",
+                       [{"field": "from", "message": "after 'to'"}])
+    try:
+        rows = storage().transaction(lambda s: metric_rows(s, developer_id, granularity, start, end))
+    except StorageUnavailable as exc:
+        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    return jsonify({
+        "developer_id": developer_id,
+        "granularity": granularity,
+        "from": start.isoformat() if start else None,
+        "to": end.isoformat() if end else None,
+        "buckets": [{"bucket_start": r.bucket_start.isoformat(), **{c: getattr(r, c) for c in _COLUMNS}}
+                    for r in rows],
+    })

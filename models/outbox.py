@@ -1,0 +1,123 @@
+"""The transactional outbox: what still has to be handed to the broker, and with what backoff."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.admin_alerts import raise_admin_alert
+from models.pipeline_state import audit
+from models.tables import Batch, Outbox
+
+
+def claim(session: Session, outbox_id: int) -> Outbox | None:
+    """Lock one pending record; None if another process holds it or it is no longer pending."""
+    return session.execute(
+        select(Outbox).where(Outbox.id == outbox_id, Outbox.status == "pending").with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+
+
+def claim_due(session: Session, limit: int = 50) -> list[Outbox]:
+    return list(session.execute(
+        select(Outbox)
+        .where(Outbox.status == "pending", Outbox.next_attempt_at <= func.now())
+        .order_by(Outbox.next_attempt_at, Outbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars())
+
+
+def start_dispatch(session: Session, record: Outbox) -> dict[str, Any]:
+    """Move the batch to `dispatched` and build the small context every job receives.
+
+    Done before the publish inside the same transaction: the batch row stays
+    locked until commit, so a fast worker cannot mark it `processing` first.
+    """
+    batch = session.execute(select(Batch).where(Batch.batch_id == record.batch_id).with_for_update()).scalar_one()
+    batch.status = "dispatched"
+    batch.dispatched_at = datetime.now(UTC)
+    batch.updated_at = datetime.now(UTC)
+    batch.dispatch_count += 1
+    batch.last_error = None
+    return {
+        "batch_id": str(batch.batch_id),
+        "developer_id": batch.developer_id,
+        "correlation_id": record.correlation_id,
+        "received_at": batch.received_at.isoformat(),
+        "event_count": batch.accepted,
+        "first_ts": batch.first_ts.isoformat() if batch.first_ts else None,
+        "last_ts": batch.last_ts.isoformat() if batch.last_ts else None,
+        "is_replay": record.is_replay,
+        "attempt": batch.dispatch_count,
+    }
+
+
+def finish_dispatch(session: Session, record: Outbox, task_ids: dict[str, str]) -> None:
+    record.status = "dispatched"
+    record.attempts += 1
+    record.dispatched_at = datetime.now(UTC)
+    audit(session, "dispatched", batch_id=record.batch_id, correlation_id=record.correlation_id,
+          is_replay=record.is_replay, outbox_id=record.id, attempt=record.attempts, task_ids=task_ids)
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * (2 ** max(0, attempts - 1))))
+
+
+def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts: int, base: float,
+                   cap: float) -> str:
+    """Count a failed publish; after `max_attempts` the record is dead-lettered and an admin alert raised."""
+    record = session.execute(select(Outbox).where(Outbox.id == outbox_id).with_for_update()).scalar_one_or_none()
+    if record is None or record.status != "pending":
+        return "gone"
+    record.attempts += 1
+    record.last_error = error[:2000]
+    if record.attempts >= max_attempts:
+        record.status = "dead_letter"
+        raise_admin_alert(session, "outbox_dead_letter",
+                          f"Batch {record.batch_id} could not be published after {record.attempts} attempts: {error}",
+                          batch_id=record.batch_id, correlation_id=record.correlation_id,
+                          context={"outbox_id": record.id, "attempts": record.attempts, "step": "outbox_publish",
+                                   "error": error[:500]})
+        return "dead_letter"
+    record.next_attempt_at = datetime.now(UTC) + timedelta(seconds=backoff_delay(record.attempts, base, cap))
+    return "retry"
+
+
+def enqueue(session: Session, batch_id: uuid.UUID, correlation_id: str, *, is_replay: bool = False) -> int:
+    """A new pending record (sweeper, requeue, replay): the relay publishes it."""
+    record = Outbox(batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay)
+    session.add(record)
+    session.flush()
+    return record.id
+
+
+def stuck_batches(session: Session, older_than: timedelta, limit: int = 100) -> list[Batch]:
+    """Batches left in dispatched/processing too long, with no publish still pending for them."""
+    pending = select(Outbox.batch_id).where(Outbox.status == "pending")
+    return list(session.execute(
+        select(Batch)
+        .where(Batch.status.in_(("dispatched", "processing")),
+               Batch.updated_at < datetime.now(UTC) - older_than,
+               Batch.batch_id.not_in(pending))
+        .order_by(Batch.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars())
+
+
+def redispatch_stuck(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
+    ids = []
+    for batch in stuck_batches(session, older_than, limit):
+        enqueue(session, batch.batch_id, batch.correlation_id)
+        session.execute(update(Batch).where(Batch.batch_id == batch.batch_id).values(updated_at=func.now()))
+        audit(session, "requeued", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
+              reason="stuck", status=batch.status)
+        ids.append(str(batch.batch_id))
+    return ids

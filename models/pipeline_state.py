@@ -1,0 +1,93 @@
+"""Batch lifecycle and per-job state, kept in PostgreSQL (Redis may lose everything).
+
+persisted -> dispatched -> processing -> processed | processed_with_errors | failed.
+Every transition is a conditional UPDATE, so a late or repeated message can
+never move a batch backwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models.tables import AuditRecord, Batch, BatchJob
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def audit(session: Session, step: str, *, batch_id: uuid.UUID | str | None, correlation_id: str,
+          is_replay: bool = False, **details: Any) -> None:
+    session.execute(insert(AuditRecord).values(
+        step=step, batch_id=uuid.UUID(str(batch_id)) if batch_id else None, correlation_id=correlation_id,
+        is_replay=is_replay, details=details,
+    ))
+
+
+def mark_processing(session: Session, batch_id: uuid.UUID) -> None:
+    session.execute(
+        update(Batch)
+        .where(Batch.batch_id == batch_id, Batch.status.in_(("persisted", "dispatched")))
+        .values(status="processing", processing_started_at=func.now(), updated_at=func.now())
+    )
+
+
+def job_started(session: Session, batch_id: uuid.UUID, job: str, task_id: str | None, is_replay: bool) -> None:
+    stmt = insert(BatchJob).values(batch_id=batch_id, job=job, status="running", attempts=1, task_id=task_id,
+                                   is_replay=is_replay, started_at=func.now(), finished_at=None, error=None)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[BatchJob.batch_id, BatchJob.job],
+        set_={"status": "running", "attempts": BatchJob.attempts + 1, "task_id": task_id, "is_replay": is_replay,
+              "started_at": func.now(), "finished_at": None, "duration_ms": None, "error": None},
+    ))
+
+
+def job_finished(session: Session, batch_id: uuid.UUID, job: str, ok: bool, duration_ms: int,
+                 error: str | None = None) -> None:
+    session.execute(
+        update(BatchJob)
+        .where(BatchJob.batch_id == batch_id, BatchJob.job == job)
+        .values(status="ok" if ok else "failed", finished_at=func.now(), duration_ms=duration_ms, error=error)
+    )
+
+
+def complete_batch(session: Session, batch_id: uuid.UUID, results: list[dict[str, Any]], correlation_id: str,
+                   is_replay: bool) -> str | None:
+    """The chord callback's effect. Idempotent: a second run with the same results changes nothing.
+
+    Returns the new status, or None when nothing changed.
+    """
+    batch = session.execute(select(Batch).where(Batch.batch_id == batch_id).with_for_update()).scalar_one_or_none()
+    if batch is None:
+        return None
+    failures = [r for r in results if isinstance(r, dict) and not r.get("ok")]
+    status = "processed_with_errors" if failures else "processed"
+    error = "; ".join(f"{r.get('job')}: {r.get('error')}" for r in failures) or None
+    if batch.status == status and batch.last_error == error and batch.completed_at is not None:
+        return None
+    batch.status = status
+    batch.last_error = error
+    batch.completed_at = now()
+    batch.updated_at = now()
+    audit(session, "completed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
+          status=status, failed_jobs=[r.get("job") for r in failures], errors=error)
+    return status
+
+
+def fail_batch(session: Session, batch_id: uuid.UUID, error: str, correlation_id: str, is_replay: bool) -> bool:
+    """A hard failure of the canvas (callback crashed, time limit): recorded, never over a completed run."""
+    result = session.execute(
+        update(Batch)
+        .where(Batch.batch_id == batch_id, Batch.status.in_(("persisted", "dispatched", "processing")))
+        .values(status="failed", last_error=error[:2000], completed_at=func.now(), updated_at=func.now())
+    )
+    if result.rowcount:
+        audit(session, "failed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
+              error=error[:2000])
+    return bool(result.rowcount)

@@ -1,0 +1,77 @@
+"""The Celery app: one queue per kind of work, at-least-once delivery settings, one beat schedule."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from models.settings import Settings
+from tasks.schedule import BEAT_SCHEDULE
+
+QUEUES = ("aggregation", "normalization", "danger", "pipeline", "maintenance")
+
+TASK_ROUTES = {
+    "devpulse.aggregate": {"queue": "aggregation"},
+    "devpulse.normalize": {"queue": "normalization"},
+    "devpulse.detect_danger": {"queue": "danger"},
+    "devpulse.mark_batch_processed": {"queue": "pipeline"},
+    "devpulse.mark_batch_failed": {"queue": "pipeline"},
+    "devpulse.maintenance.*": {"queue": "maintenance"},
+}
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    celery = Celery("devpulse", include=["tasks.pipeline", "tasks.maintenance"])
+    celery.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="pipeline",
+        task_routes=TASK_ROUTES,
+        result_expires=24 * 3600,
+        result_extended=True,
+        # An unacknowledged message comes back after this long if its worker vanished entirely;
+        # the sweeper covers the rest.
+        broker_transport_options={"visibility_timeout": 3 * settings.task_time_limit,
+                                  "socket_connect_timeout": 2, "socket_timeout": 5},
+        result_backend_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
+        redis_socket_connect_timeout=2,
+        redis_socket_timeout=5,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule=BEAT_SCHEDULE,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    celery.conf.devpulse_settings = settings
+    return celery
+
+
+app = make_celery()
+
+
+def configure(settings: Settings) -> None:
+    """Point the shared app at the given servers (the web process calls this from create_app)."""
+    app.conf.update(broker_url=settings.redis_url, result_backend=settings.redis_url)
+    app.conf.devpulse_settings = settings
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    # Connections must never be shared across a fork: each pool process opens its own.
+    from tasks.context import reset_database
+
+    reset_database()

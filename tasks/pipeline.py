@@ -1,0 +1,145 @@
+"""The batch chord: aggregate ∥ normalize ∥ detect_danger -> mark_batch_processed.
+
+Tasks are thin: they take a batch id and a small context, open a session and
+call a plain function in models/. A header job never raises past its retries:
+it returns {"ok": False, ...} so the callback still runs and the batch ends
+`processed_with_errors` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from models.admin_alerts import raise_admin_alert
+from models.aggregation import aggregate_batch
+from models.breakers import is_connectivity_error
+from models.danger_detection import detect_for_batch
+from models.normalization import normalize_batch
+from models.pipeline_state import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
+from models.tables import Batch
+from tasks.celery_app import app
+from tasks.context import DevpulseTask, database, settings
+
+log = logging.getLogger("devpulse.pipeline")
+
+JobFunction = Callable[[Session, Batch, dict[str, Any]], dict[str, Any]]
+
+
+def _retry_delay(retries: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return random.uniform(0, min(60.0, 1.0 * (2**retries)))
+
+
+def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
+    return {"batch_id": ctx.get("batch_id"), "correlation_id": ctx.get("correlation_id"), "step": step,
+            "is_replay": ctx.get("is_replay", False), **more}
+
+
+def run_job(task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction) -> dict[str, Any]:
+    batch_id = uuid.UUID(ctx["batch_id"])
+    is_replay = bool(ctx.get("is_replay"))
+    db = database()
+    started = time.monotonic()
+    try:
+        with db.transaction() as session:
+            mark_processing(session, batch_id)
+            job_started(session, batch_id, job, task.request.id, is_replay)
+            audit(session, "job_started", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                  is_replay=is_replay, job=job, task_id=task.request.id, attempt=task.request.retries + 1)
+        with db.transaction() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                raise LookupError(f"batch {batch_id} does not exist")
+            outcome = work(session, batch, ctx)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        with db.transaction() as session:
+            job_finished(session, batch_id, job, True, duration_ms)
+            audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                  is_replay=is_replay, job=job, ok=True, duration_ms=duration_ms, outcome=outcome)
+        log.info("job %s ok", job, extra=_log_extra(ctx, job, duration_ms=duration_ms))
+        return {"job": job, "ok": True, "duration_ms": duration_ms, **outcome}
+    except SoftTimeLimitExceeded as exc:
+        return _give_up(task, job, ctx, exc, started)
+    except Exception as exc:
+        if is_connectivity_error(exc) and task.request.retries < settings().task_max_retries:
+            log.warning("job %s: transient error, retrying: %s", job, exc, extra=_log_extra(ctx, job))
+            raise task.retry(exc=exc, countdown=_retry_delay(task.request.retries)) from exc
+        return _give_up(task, job, ctx, exc, started)
+
+
+def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseException, started: float) -> dict[str, Any]:
+    """Record the failure on the batch and as an admin alert, and report it to the callback."""
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    duration_ms = int((time.monotonic() - started) * 1000)
+    log.error("job %s failed after %d attempt(s): %s", job, task.request.retries + 1, error,
+              extra=_log_extra(ctx, job, duration_ms=duration_ms))
+    batch_id = uuid.UUID(ctx["batch_id"])
+    try:
+        with database().transaction() as session:
+            job_finished(session, batch_id, job, False, duration_ms, error)
+            audit(session, "job_failed", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                  is_replay=bool(ctx.get("is_replay")), job=job, error=error, attempts=task.request.retries + 1)
+            raise_admin_alert(session, "job_failed", f"Job {job} failed for batch {batch_id}: {error}",
+                              batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                              context={"job": job, "step": job, "attempt": task.request.retries + 1,
+                                       "task_id": task.request.id, "error": error})
+    except Exception:
+        log.exception("could not record the failure of job %s", job, extra=_log_extra(ctx, job))
+    return {"job": job, "ok": False, "error": error}
+
+
+def _aggregate(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
+    return aggregate_batch(session, batch, settings().idle_timeout_seconds)
+
+
+def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
+    return normalize_batch(session, batch)
+
+
+def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
+    return detect_for_batch(session, batch, ctx, settings())
+
+
+@app.task(bind=True, base=DevpulseTask, name="devpulse.aggregate")
+def aggregate(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
+    return run_job(self, "aggregate", ctx, _aggregate)
+
+
+@app.task(bind=True, base=DevpulseTask, name="devpulse.normalize")
+def normalize(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
+    return run_job(self, "normalize", ctx, _normalize)
+
+
+@app.task(bind=True, base=DevpulseTask, name="devpulse.detect_danger")
+def detect_danger(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
+    return run_job(self, "detect_danger", ctx, _detect)
+
+
+@app.task(bind=True, base=DevpulseTask, name="devpulse.mark_batch_processed",
+          autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=5)
+def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx: dict[str, Any]) -> str | None:
+    with database().transaction() as session:
+        status = complete_batch(session, uuid.UUID(ctx["batch_id"]), results, ctx["correlation_id"],
+                                bool(ctx.get("is_replay")))
+    log.info("batch %s", status or "unchanged", extra=_log_extra(ctx, "completed", status=status))
+    return status
+
+
+@app.task(bind=True, base=DevpulseTask, name="devpulse.mark_batch_failed")
+def mark_batch_failed(self: DevpulseTask, request: Any, exc: Any, traceback: Any, ctx: dict[str, Any]) -> None:
+    """Errback of the callback: a hard failure (time limit, crash) still leaves a visible state."""
+    error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    with database().transaction() as session:
+        if fail_batch(session, uuid.UUID(ctx["batch_id"]), error, ctx["correlation_id"], bool(ctx.get("is_replay"))):
+            raise_admin_alert(session, "batch_failed", f"Batch {ctx['batch_id']} failed: {error}",
+                              batch_id=ctx["batch_id"], correlation_id=ctx["correlation_id"],
+                              context={"step": "canvas", "error": error})
+    log.error("batch failed: %s", error, extra=_log_extra(ctx, "failed"))
