@@ -82,31 +82,42 @@ def _stop_leftover(pidfile: Path, marker: str, sig: signal.Signals, what: str) -
         os.kill(pid, signal.SIGKILL)
 
 
+def _lock_var() -> object:
+    """One `run` per ./var: a second one would find the first one's servers and take them for leftovers."""
+    import fcntl
+
+    f = open(VAR / "devstack.lock", "a+")  # noqa: SIM115 - kept open (locked) for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SystemExit(f"devstack: another `python -m app.devstack run` is using {VAR}; stop it first.") from None
+    return f
+
+
 def _check_free(port: int, env_name: str, what: str) -> None:
     if _port_in_use(port):
         raise SystemExit(f"devstack: port {port} ({what}) is already in use on 127.0.0.1; "
                          f"stop whatever listens there or set {env_name} to another port.")
 
 
-def start_postgres(port: int) -> tuple[EmbeddedPostgres, str]:
-    server = EmbeddedPostgres(VAR / "postgres", port, durable=True)
+def start_postgres(server: EmbeddedPostgres) -> str:
     _stop_leftover(server.data_dir / "postmaster.pid", str(server.data_dir), signal.SIGINT, "PostgreSQL")
-    _check_free(port, "DEVPULSE_PG_PORT", "embedded PostgreSQL")
-    print(f"devstack: starting PostgreSQL on 127.0.0.1:{port} (data in {server.data_dir})", flush=True)
+    _check_free(server.port, "DEVPULSE_PG_PORT", "embedded PostgreSQL")
+    print(f"devstack: starting PostgreSQL on 127.0.0.1:{server.port} (data in {server.data_dir})", flush=True)
     server.start(timeout=60)
-    return server, server.create_database(DATABASE)
+    return server.create_database(DATABASE)
 
 
-def start_redis(port: int) -> tuple[EmbeddedRedis, str]:
-    server = EmbeddedRedis(VAR / "redis", port, durable=True)
+def start_redis(server: EmbeddedRedis) -> str:
     pidfile = server.data_dir / "devstack-redis.pid"
     _stop_leftover(pidfile, "redis-server", signal.SIGTERM, "Redis")
-    _check_free(port, "DEVPULSE_REDIS_PORT", "embedded Redis")
-    print(f"devstack: starting Redis on 127.0.0.1:{port} (data in {server.data_dir})", flush=True)
+    _check_free(server.port, "DEVPULSE_REDIS_PORT", "embedded Redis")
+    print(f"devstack: starting Redis on 127.0.0.1:{server.port} (data in {server.data_dir})", flush=True)
     server.start()
     assert server.process is not None
     pidfile.write_text(f"{server.process.pid}\n")
-    return server, server.url(0)
+    return server.url(0)
 
 
 def create_tokens(database_url: str) -> tuple[str, str]:
@@ -223,7 +234,8 @@ def run(argv: list[str]) -> int:
     env["PYTHONUNBUFFERED"] = "1"
 
     child: subprocess.Popen[bytes] | None = None
-    requested: list[int] = []
+    requested: list[int] = []  # stop signals received
+    failed = False
 
     def on_signal(signum: int, _frame: object) -> None:
         requested.append(signum)
@@ -241,13 +253,19 @@ def run(argv: list[str]) -> int:
     code = 0
     try:
         VAR.mkdir(exist_ok=True)
+        lock = _lock_var()  # noqa: F841 - held until this process exits
+        # Holding the lock, whatever still runs from ./var was left by a run that was killed.
+        _stop_leftover(VAR / "devstack-honcho.pid", "honcho", signal.SIGTERM, "processes (honcho)")
         for name, process in (("PORT", "web"), ("FLOWER_PORT", "flower")):
             if process in processes:
                 _check_free(int(env[name]), name, f"the {process} process")
+        # Assigned before starting, so that a Ctrl-C during the start still stops them.
         if not env.get("DATABASE_URL"):
-            postgres, env["DATABASE_URL"] = start_postgres(int(env.get("DEVPULSE_PG_PORT") or 54329))
+            postgres = EmbeddedPostgres(VAR / "postgres", int(env.get("DEVPULSE_PG_PORT") or 54329), durable=True)
+            env["DATABASE_URL"] = start_postgres(postgres)
         if not env.get("REDIS_URL"):
-            redis, env["REDIS_URL"] = start_redis(int(env.get("DEVPULSE_REDIS_PORT") or 63799))
+            redis = EmbeddedRedis(VAR / "redis", int(env.get("DEVPULSE_REDIS_PORT") or 63799), durable=True)
+            env["REDIS_URL"] = start_redis(redis)
         database_url = Settings(database_url=env["DATABASE_URL"]).sqlalchemy_url
         print("devstack: alembic upgrade head", flush=True)
         migrate(database_url)
@@ -274,6 +292,7 @@ def run(argv: list[str]) -> int:
              "-p", env["PORT"], *processes],
             cwd=ROOT, env=env, start_new_session=True,  # signals reach honcho through us only
         )
+        (VAR / "devstack-honcho.pid").write_text(f"{child.pid}\n")
         announce_by = time.monotonic() + 60
         announced = False
         while child.poll() is None:
@@ -283,24 +302,26 @@ def run(argv: list[str]) -> int:
                 sys.stdout.flush()
                 announced = True
             for server, what in ((postgres, "PostgreSQL"), (redis, "Redis")):
-                if server is not None and not server.running and child.poll() is None and not requested:
+                if server is not None and not server.running and not (failed or requested):
                     print(f"devstack: {what} exited unexpectedly; stopping", file=sys.stderr, flush=True)
-                    requested.append(0)
+                    failed = True
                     child.terminate()
             time.sleep(0.2)
-        code = 0 if requested else (child.returncode or 0)
+        code = 1 if failed else 0 if requested else (child.returncode or 0)
     except _Stop:
         code = 0
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the clean-up
-            signal.signal(sig, lambda *_: print("devstack: stopping, please wait", flush=True))
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            signal.signal(sig, lambda *_: os.write(2, b"devstack: stopping, please wait\n"))
+        if child is not None:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            (VAR / "devstack-honcho.pid").unlink(missing_ok=True)
         if env_file is not None:
             env_file.unlink(missing_ok=True)
         if redis is not None:

@@ -1,14 +1,171 @@
-"""Danger-detection job (rules and alerts come with the danger-detection issue)."""
+"""Danger-detection job: run the pure rules over the developer's stored events around a batch,
+and keep one alert per (developer, pattern, episode).
+
+Each rule runs on its own: an exception in one is recorded and the others
+still run, so a broken rule costs its own alerts and nothing else.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from activity import danger
+from activity.danger import DangerThresholds, Detection, escalate_critical, prioritize, severity_rank
+from models.aggregation import lock_developer
+from models.alerts import alert_view
+from models.event_reader import debug_related_events, developer_events, merge_unique
 from models.settings import Settings
-from models.tables import Batch
+from models.tables import Alert, Batch
+
+log = logging.getLogger("devpulse.danger")
+
+# How far around a batch the rules look: longer than any no-break run or night we grade.
+WINDOW = timedelta(hours=24)
+
+# Patterns measured over sliding windows or runs, whose episodes cannot overlap themselves.
+OVERLAP_PATTERNS = frozenset({"excessive_errors", "high_ai_dependency", "no_break", "late_night_work"})
+
+
+def thresholds(settings: Settings) -> DangerThresholds:
+    """DangerThresholds with DANGER_<FIELD> environment overrides (collected by Settings)."""
+    overrides = settings.extra.get("danger", {})
+    values: dict[str, Any] = {}
+    for f in fields(DangerThresholds):
+        raw = overrides.get(f.name)
+        if raw is not None:
+            values[f.name] = type(f.default)(raw)
+    return DangerThresholds(**values)
+
+
+@dataclass
+class DetectionOutcome:
+    stored: int = 0
+    notify: list[dict[str, Any]] = field(default_factory=list)
+    rule_errors: dict[str, str] = field(default_factory=dict)
+
+
+def run_rules(events: list, th: DangerThresholds) -> tuple[list[Detection], dict[str, str]]:
+    found: list[Detection] = []
+    errors: dict[str, str] = {}
+    for name, rule in danger.RULES.items():
+        try:
+            found.extend(rule(events, th))
+        except Exception as exc:  # isolation: one broken rule must not cost the others
+            errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+            log.exception("danger rule %s failed", name)
+    return prioritize(escalate_critical(found)), errors
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(details, default=str))
+
+
+def store_detections(
+    session: Session, developer_id: str, detections: list[Detection], *, batch_id: uuid.UUID, correlation_id: str,
+    now: datetime, freshness: timedelta,
+) -> tuple[int, list[Alert]]:
+    """Upsert alerts by episode. Returns (rows written, alerts to push now).
+
+    Severity only ever rises; an unchanged detection (a replay, a retry) writes nothing.
+    """
+    if not detections:
+        return 0, []
+    keys = {(d.pattern, d.episode_key) for d in detections}
+    lo = min(d.window_start for d in detections)
+    hi = max(d.window_end for d in detections)
+    candidates = list(session.execute(
+        select(Alert).where(
+            Alert.developer_id == developer_id,
+            Alert.pattern.in_({d.pattern for d in detections}),
+            or_(Alert.episode_key.in_({k for _, k in keys}), and_(Alert.window_end >= lo, Alert.window_start <= hi)),
+        ).order_by(Alert.detected_at).with_for_update()
+    ).scalars())
+
+    def find(d: Detection) -> Alert | None:
+        for a in candidates:
+            if a.pattern == d.pattern and a.episode_key == d.episode_key:
+                return a
+        if d.pattern in OVERLAP_PATTERNS:
+            # A late event can move an episode's start (and so its key): the same stretch of time
+            # is still the same episode, so it updates the alert instead of adding one.
+            for a in candidates:
+                if a.pattern == d.pattern and a.window_start <= d.window_end and d.window_start <= a.window_end:
+                    return a
+        return None
+
+    written = 0
+    push: list[Alert] = []
+    for d in detections:
+        stale = now - d.window_end > freshness
+        details = _jsonable(d.details)
+        alert = find(d)
+        if alert is None:
+            alert = Alert(
+                alert_id=uuid.uuid4(), developer_id=developer_id, pattern=d.pattern, episode_key=d.episode_key,
+                severity=d.severity, window_start=d.window_start, window_end=d.window_end, details=details,
+                recommendation=d.recommendation, batch_id=batch_id, correlation_id=correlation_id,
+                detected_at=now, updated_at=now, status="open", stale=stale, deliveries=[],
+            )
+            session.add(alert)
+            candidates.append(alert)
+            written += 1
+            if not stale:
+                push.append(alert)
+            continue
+        raised = severity_rank(d.severity) > severity_rank(alert.severity)
+        grew = d.window_end > alert.window_end or d.window_start < alert.window_start
+        if not (raised or grew):
+            continue
+        if raised:
+            alert.severity = d.severity
+            alert.recommendation = d.recommendation
+            # A sharper alert is news again, even if the earlier one was acknowledged.
+            alert.status = "open"
+            alert.acknowledged_at = None
+        alert.window_start = min(alert.window_start, d.window_start)
+        alert.window_end = max(alert.window_end, d.window_end)
+        alert.details = details
+        alert.batch_id = batch_id
+        alert.correlation_id = correlation_id
+        alert.updated_at = now
+        alert.stale = stale
+        written += 1
+        if raised and not stale:
+            push.append(alert)
+    session.flush()
+    return written, push
 
 
 def detect_for_batch(session: Session, batch: Batch, ctx: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    return {"alerts": 0}
+    if batch.first_ts is None or batch.last_ts is None:
+        return {"alerts": 0, "notify": []}
+    lock_developer(session, "danger", batch.developer_id)
+    start, end = batch.first_ts - WINDOW, batch.last_ts + WINDOW
+    events = merge_unique(
+        developer_events(session, batch.developer_id, since=start, until=end),
+        # A debug session may have started long before the window.
+        debug_related_events(session, batch.developer_id, before=start),
+    )
+    detections, errors = run_rules(list(events), thresholds(settings))
+    now = datetime.now(UTC)
+    written, push = store_detections(
+        session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=ctx["correlation_id"],
+        now=now, freshness=timedelta(hours=settings.alert_freshness_hours),
+    )
+    result: dict[str, Any] = {
+        "alerts": written,
+        "detections": len(detections),
+        # Pushed only after commit, by the task: never announce what might roll back.
+        "notify": [alert_view(a) for a in push],
+    }
+    if errors:
+        result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
+    return result

@@ -67,6 +67,9 @@ class Settings:
             if raw is not None and raw != "":
                 kind = type(f.default) if f.default is not None else str
                 values[f.name] = _parse(kind, raw)
+        # Danger thresholds are DANGER_<FIELD> (e.g. DANGER_EXCESSIVE_ERRORS_HIGH=50).
+        danger = {k[len("DANGER_"):].lower(): v for k, v in env.items() if k.startswith("DANGER_") and v != ""}
+        values["extra"] = {"danger": danger}
         values.update(overrides)
         return cls(**values)
 

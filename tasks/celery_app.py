@@ -17,13 +17,14 @@ TASK_ROUTES = {
     "devpulse.detect_danger": {"queue": "danger"},
     "devpulse.mark_batch_processed": {"queue": "pipeline"},
     "devpulse.mark_batch_failed": {"queue": "pipeline"},
+    "devpulse.deliver_alert_webhook": {"queue": "danger"},
     "devpulse.maintenance.*": {"queue": "maintenance"},
 }
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
-    celery = Celery("devpulse", include=["tasks.pipeline", "tasks.maintenance"])
+    celery = Celery("devpulse", include=["tasks.pipeline", "tasks.maintenance", "tasks.alert_delivery"])
     celery.conf.update(
         broker_url=settings.redis_url,
         result_backend=settings.redis_url,

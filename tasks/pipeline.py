@@ -25,6 +25,7 @@ from models.danger_detection import detect_for_batch
 from models.normalization import normalize_batch
 from models.pipeline_state import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
 from models.tables import Batch
+from tasks.alert_delivery import push as push_alerts
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, database, settings
 
@@ -43,7 +44,12 @@ def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
             "is_replay": ctx.get("is_replay", False), **more}
 
 
-def run_job(task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction) -> dict[str, Any]:
+def run_job(
+    task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction,
+    after_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one header job; `work` may return "error" (a partial failure, committed work kept) and
+    "notify" (items for `after_commit`, run only once the work is committed)."""
     batch_id = uuid.UUID(ctx["batch_id"])
     is_replay = bool(ctx.get("is_replay"))
     db = database()
@@ -59,6 +65,15 @@ def run_job(task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction
             if batch is None:
                 raise LookupError(f"batch {batch_id} does not exist")
             outcome = work(session, batch, ctx)
+        error = outcome.pop("error", None)
+        notify = outcome.pop("notify", None)
+        if after_commit is not None and notify:
+            try:
+                after_commit(notify)
+            except Exception as exc:  # delivery must never block the batch
+                error = "; ".join(filter(None, [error, f"delivery failed: {type(exc).__name__}: {exc}"]))
+        if error:
+            return _give_up(task, job, ctx, RuntimeError(error), started)
         duration_ms = int((time.monotonic() - started) * 1000)
         with db.transaction() as session:
             job_finished(session, batch_id, job, True, duration_ms)
@@ -120,7 +135,7 @@ def normalize(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(bind=True, base=DevpulseTask, name="devpulse.detect_danger")
 def detect_danger(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
-    return run_job(self, "detect_danger", ctx, _detect)
+    return run_job(self, "detect_danger", ctx, _detect, after_commit=push_alerts)
 
 
 @app.task(bind=True, base=DevpulseTask, name="devpulse.mark_batch_processed",

@@ -77,7 +77,8 @@ def flatten_errors(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if isinstance(messages, dict):
         for key, value in messages.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
+            # marshmallow reports a nested field of the wrong type (e.g. "client": "x") under "_schema".
+            name = prefix if key == "_schema" and prefix else f"{prefix}.{key}" if prefix else str(key)
             out.extend(flatten_errors(value, name))
     elif isinstance(messages, list):
         for item in messages:

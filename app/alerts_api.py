@@ -1,0 +1,102 @@
+"""Alerts for the developer: list (by priority), acknowledge, and a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from activity.clock import parse_rfc3339
+from app.auth import ensure_may_act_for, require_token
+from app.errors import ApiError
+from app.storage import StorageUnavailable, storage
+from models.alerts import acknowledge, alert_channel, alert_view, list_alerts
+
+bp = Blueprint("alerts_api", __name__)
+
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+def _storage_call(work):  # type: ignore[no-untyped-def]
+    try:
+        return storage().transaction(work)
+    except StorageUnavailable as exc:
+        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+
+
+@bp.get("/api/developers/<developer_id>/alerts")
+@require_token
+def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
+    ensure_may_act_for(developer_id)
+    status = request.args.get("status")
+    if status not in (None, "open", "acknowledged"):
+        raise ApiError(400, "invalid_parameter", "'status' must be 'open' or 'acknowledged'.",
+                       [{"field": "status", "message": f"got '{status[:20]}'"}])
+    since = None
+    if request.args.get("since"):
+        try:
+            since = parse_rfc3339(request.args["since"])
+        except ValueError as exc:
+            raise ApiError(400, "invalid_parameter", "'since' must be an RFC 3339 timestamp with an offset.",
+                           [{"field": "since", "message": str(exc)}]) from exc
+    alerts = _storage_call(lambda s: [alert_view(a) for a in list_alerts(s, developer_id, status=status,
+                                                                          since=since)])
+    return jsonify({"developer_id": developer_id, "alerts": alerts})
+
+
+@bp.post("/api/developers/<developer_id>/alerts/<alert_id>/ack")
+@require_token
+def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
+    ensure_may_act_for(developer_id)
+    try:
+        aid = uuid.UUID(alert_id)
+    except ValueError:
+        raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
+                       [{"field": "alert_id", "message": "not a UUID"}]) from None
+    view = _storage_call(lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a))
+    if not view:
+        raise ApiError(404, "alert_not_found", f"No alert {aid} for developer '{developer_id}'.",
+                       [{"field": "alert_id", "message": "not found"}])
+    return jsonify(view)
+
+
+@bp.get("/api/developers/<developer_id>/alerts/stream")
+@require_token
+def stream_alerts(developer_id: str):  # type: ignore[no-untyped-def]
+    """New, non-stale alerts pushed as they are detected (`event: alert`, data = the alert JSON)."""
+    ensure_may_act_for(developer_id)
+    settings = current_app.config["DEVPULSE_SETTINGS"]
+    max_seconds = float(request.args.get("max_seconds", "0") or 0)  # lets a client bound the stream
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(alert_channel(developer_id))
+    except redis.RedisError as exc:
+        raise ApiError(503, "stream_unavailable", "The alert stream is unavailable; poll the alerts list.",
+                       [{"field": "_redis", "message": str(exc)[:200]}], headers={"Retry-After": "5"}) from exc
+
+    def events() -> Iterator[str]:
+        started = last_sent = time.monotonic()
+        yield ": connected\n\n"
+        try:
+            while not max_seconds or time.monotonic() - started < max_seconds:
+                message = pubsub.get_message(timeout=0.5)
+                if message and message.get("type") == "message":
+                    data = message["data"].decode("utf-8") if isinstance(message["data"], bytes) else message["data"]
+                    alert_id = json.loads(data).get("alert_id", "")
+                    yield f"event: alert\nid: {alert_id}\ndata: {data}\n\n"
+                    last_sent = time.monotonic()
+                elif time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
+                    yield ": keep-alive\n\n"
+                    last_sent = time.monotonic()
+        finally:
+            pubsub.close()
+            client.close()
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
