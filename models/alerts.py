@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import Alert
 
+
 def alert_channel(developer_id: str) -> str:
     """The Redis pub/sub channel on which a developer's new alerts are pushed."""
     return f"devpulse:alerts:{developer_id}"
