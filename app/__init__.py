@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from models import json_logging
 from models.settings import Settings
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -20,17 +21,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, pipeline, storage, tokens_cli
+    from app import errors, observability, pipeline, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
     pipeline.init_app(app, settings)
     tokens_cli.init_app(app)
+    observability.init_app(app)
 
     @app.before_request
     def _correlation_id() -> None:
         incoming = request.headers.get("X-Correlation-ID", "")
         g.correlation_id = incoming if _CORRELATION_RE.match(incoming) else uuid.uuid4().hex
+        json_logging.bind(correlation_id=g.correlation_id)
 
     @app.after_request
     def _echo_correlation_id(response):  # type: ignore[no-untyped-def]

@@ -176,7 +176,8 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         f"  DATABASE_URL   {env['DATABASE_URL']}",
         f"  REDIS_URL      {env['REDIS_URL']}",
         "",
-        "  Send one event (202 Accepted; the same batch again answers 200 'duplicate'):",
+        "  Send one event (202 Accepted; the same batch again answers 200 'duplicate')"
+        + (":" if "web" in processes else f", once a web process listens on {api}:"),
         "",
         f"    curl -sS -X POST {api}/api/workflow/events/orchestrate \\",
         f"      -H 'Authorization: Bearer {developer}' -H 'Content-Type: application/json' \\",

@@ -54,6 +54,8 @@ class Settings:
     # Operations
     flower_basic_auth: str = "admin:devpulse"
     log_level: str = "INFO"
+    # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
+    log_json: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 from kombu import Queue
 
+from models import json_logging
 from models.settings import Settings
 from tasks.schedule import BEAT_SCHEDULE
 
@@ -76,3 +77,25 @@ def _fresh_connections_after_fork(**_: object) -> None:
     from tasks.context import reset_database
 
     reset_database()
+
+
+@setup_logging.connect
+def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
+    # Connecting this signal stops Celery from installing its own handlers: worker and beat log JSON too.
+    settings = app.conf.devpulse_settings
+    if settings.log_json:
+        json_logging.configure_logging(settings.log_level)
+
+
+@task_prerun.connect
+def _bind_log_context(task_id: str | None = None, task=None, args=None, kwargs=None, **_: object) -> None:  # type: ignore[no-untyped-def]
+    ctx = next((a for a in (*(args or ()), *(kwargs or {}).values()) if isinstance(a, dict) and "batch_id" in a),
+               None)
+    json_logging.bind(task_id=task_id, task=getattr(task, "name", None),
+                      correlation_id=(ctx or {}).get("correlation_id"), batch_id=(ctx or {}).get("batch_id"),
+                      is_replay=(ctx or {}).get("is_replay"))
+
+
+@task_postrun.connect
+def _unbind_log_context(**_: object) -> None:
+    json_logging.bind()

@@ -28,6 +28,7 @@ from models.tables import Batch
 from tasks.alert_delivery import push as push_alerts
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, database, settings
+from tasks.telemetry import TASK_OUTCOMES, observe_completion
 
 log = logging.getLogger("devpulse.pipeline")
 
@@ -80,6 +81,7 @@ def run_job(
             audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
                   is_replay=is_replay, job=job, ok=True, duration_ms=duration_ms, outcome=outcome)
         log.info("job %s ok", job, extra=_log_extra(ctx, job, duration_ms=duration_ms))
+        TASK_OUTCOMES.labels(job, "ok").inc()
         return {"job": job, "ok": True, "duration_ms": duration_ms, **outcome}
     except SoftTimeLimitExceeded as exc:
         return _give_up(task, job, ctx, exc, started)
@@ -96,6 +98,7 @@ def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseExcepti
     duration_ms = int((time.monotonic() - started) * 1000)
     log.error("job %s failed after %d attempt(s): %s", job, task.request.retries + 1, error,
               extra=_log_extra(ctx, job, duration_ms=duration_ms))
+    TASK_OUTCOMES.labels(job, "failed").inc()
     batch_id = uuid.UUID(ctx["batch_id"])
     try:
         with database().transaction() as session:
@@ -145,6 +148,8 @@ def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx:
         status = complete_batch(session, uuid.UUID(ctx["batch_id"]), results, ctx["correlation_id"],
                                 bool(ctx.get("is_replay")))
     log.info("batch %s", status or "unchanged", extra=_log_extra(ctx, "completed", status=status))
+    if status is not None:
+        observe_completion(ctx.get("received_at"), bool(ctx.get("is_replay")))
     return status
 
 

@@ -21,6 +21,9 @@ from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
 from models.db import Database
 from models.settings import Settings
 
+# Plain-text logs under pytest (JSON logging would replace pytest's capture handlers).
+os.environ.setdefault("LOG_JSON", "0")
+
 TABLES = ("audit_log", "admin_alerts", "alerts", "developer_metrics", "normalized_events", "batch_jobs",
           "outbox", "raw_events", "batches", "api_tokens")
 

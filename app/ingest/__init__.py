@@ -11,6 +11,7 @@ from activity.catalog import SUPPORTED_SCHEMA_VERSIONS
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.ingest.prepare import prepare_batch
+from app.observability import EVENTS
 from app.request_body import read_json_body
 from app.storage import StorageUnavailable, storage
 from models.ingest import PersistOutcome, PreparedBatch, persist_batch
@@ -37,6 +38,7 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     except _NothingValid:
         body = _counts_body(prepared, [], [])
         body["status"] = "rejected"
+        _count_events(body)
         if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
             body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
         raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body) from None
@@ -66,6 +68,7 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     if outcome.outbox_id is not None:
         _publish_after_response(outcome.outbox_id)
     body = _counts_body(prepared, outcome.accepted_ids, outcome.duplicate_ids)
+    _count_events(body)
     if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
         body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
     return body, 202
@@ -91,6 +94,12 @@ def _publish_after_response(outbox_id: int) -> None:
 
         response.call_on_close(_run)
         return response
+
+
+def _count_events(body: dict[str, Any]) -> None:
+    for outcome in ("accepted", "duplicates", "rejected"):
+        if body[outcome]:
+            EVENTS.labels(outcome).inc(body[outcome])
 
 
 def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[str]) -> dict[str, Any]:

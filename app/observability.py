@@ -1,0 +1,158 @@
+"""Health, readiness, Prometheus metrics and circuit-breaker administration."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select, text
+
+from app.auth import require_admin
+from app.errors import ApiError
+from app.storage import database
+from models import json_logging
+from models.breakers import breakers
+from models.tables import Outbox
+
+bp = Blueprint("observability", __name__)
+
+REQUESTS = Counter("devpulse_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"])
+EVENTS = Counter("devpulse_events_total", "Ingested events by outcome", ["outcome"])
+INGEST_LATENCY = Histogram("devpulse_ingest_latency_seconds", "Time to acknowledge an ingest request",
+                           buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+BREAKER_STATES = ("closed", "half-open", "open")
+
+
+class _DatabaseGauges:
+    """Outbox gauges read from PostgreSQL at scrape time (the truth, whichever process asks)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        pending = GaugeMetricFamily("devpulse_outbox_records", "Outbox records by status", labels=["status"])
+        try:
+            with database().session() as session:
+                rows = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
+            counts = dict(rows)
+            for status in ("pending", "dispatched", "dead_letter"):
+                pending.add_metric([status], counts.get(status, 0))
+        except Exception:  # a scrape must still answer while the database is down
+            pass
+        yield pending
+        states = GaugeMetricFamily("devpulse_circuit_breaker_state",
+                                   "1 for the current state of each named breaker (this process)",
+                                   labels=["name", "state"])
+        for b in breakers.describe():
+            for state in BREAKER_STATES:
+                states.add_metric([b["name"], state], 1.0 if b["state"] == state else 0.0)
+        yield states
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Under gunicorn (and with workers sharing the directory) every process's samples are merged.
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY
+    return registry
+
+
+@bp.get("/metrics")
+def metrics():  # type: ignore[no-untyped-def]
+    output = generate_latest(_registry())
+    extra = CollectorRegistry(auto_describe=False)
+    extra.register(_DatabaseGauges())
+    return Response(output + generate_latest(extra), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/healthz")
+def healthz():  # type: ignore[no-untyped-def]
+    return jsonify({"status": "ok"})
+
+
+def _migration_head() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = Config(os.path.join(root, "alembic.ini"))
+    cfg.set_main_option("script_location", os.path.join(root, "alembic"))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+@bp.get("/readyz")
+def readyz():  # type: ignore[no-untyped-def]
+    checks: dict[str, Any] = {}
+    try:
+        with database().engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+        checks["postgresql"] = {"ok": True}
+        head = _migration_head()
+        checks["migrations"] = {"ok": current == head, "current": current, "head": head}
+    except Exception as exc:
+        checks["postgresql"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        checks["migrations"] = {"ok": False, "error": "database unreachable"}
+    try:
+        settings = current_app.config["DEVPULSE_SETTINGS"]
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+        checks["broker"] = {"ok": True}
+    except Exception as exc:
+        checks["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    ready = all(c["ok"] for c in checks.values())
+    failing = [name for name, c in checks.items() if not c["ok"]]
+    return jsonify({"status": "ready" if ready else "not_ready", "failing": failing, "checks": checks}), (
+        200 if ready else 503)
+
+
+@bp.get("/api/admin/circuit-breakers")
+@require_admin
+def list_breakers():  # type: ignore[no-untyped-def]
+    return jsonify({"circuit_breakers": breakers.describe(), "scope": "this process", "pid": os.getpid()})
+
+
+@bp.post("/api/admin/circuit-breakers/<name>/reset")
+@require_admin
+def reset_breaker(name: str):  # type: ignore[no-untyped-def]
+    if not breakers.reset(name):
+        raise ApiError(404, "breaker_not_found", f"No circuit breaker named '{name[:64]}'.",
+                       [{"field": "name", "message": f"known: {', '.join(breakers.names())}"}])
+    return jsonify({"reset": name, "circuit_breakers": breakers.describe()})
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["DEVPULSE_SETTINGS"]
+    # Every breaker exists from the start, so operators see all of them, tripped or not.
+    breakers.get("database", fail_max=settings.db_breaker_fail_max, reset_timeout=settings.db_breaker_reset_timeout)
+    breakers.get("broker", fail_max=3, reset_timeout=5)
+    breakers.get("webhook", fail_max=5, reset_timeout=30)
+    if settings.log_json:
+        json_logging.configure_logging(settings.log_level)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response):  # type: ignore[no-untyped-def]
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if request.endpoint == "ingest.orchestrate":
+            INGEST_LATENCY.observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
+        return response
+
+    app.register_blueprint(bp)
