@@ -21,11 +21,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, observability, pipeline, storage, tokens_cli
+    from app import errors, observability, pipeline, rate_limit, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
     pipeline.init_app(app, settings)
+    rate_limit.init_app(app)
     tokens_cli.init_app(app)
     observability.init_app(app)
 

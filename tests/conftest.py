@@ -23,6 +23,9 @@ from models.settings import Settings
 
 # Plain-text logs under pytest (JSON logging would replace pytest's capture handlers).
 os.environ.setdefault("LOG_JSON", "0")
+# The suite posts far faster than a developer would; the rate-limit tests set the real limits explicitly.
+os.environ.setdefault("RATE_LIMIT_PER_SECOND", "100000")
+os.environ.setdefault("RATE_LIMIT_BURST", "100000")
 
 TABLES = ("audit_log", "admin_alerts", "alerts", "developer_metrics", "normalized_events", "batch_jobs",
           "outbox", "raw_events", "batches", "api_tokens")
@@ -123,6 +126,12 @@ def app(clean_db: Database, redis_url: str):  # type: ignore[no-untyped-def]
     from app.auth import clear_token_cache
 
     clear_token_cache()
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("devpulse:ratelimit:*"):
+        client.delete(key)
+    client.close()
     application = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url})
     application.config["TESTING"] = True
     yield application

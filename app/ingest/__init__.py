@@ -12,6 +12,7 @@ from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.ingest.prepare import prepare_batch
 from app.observability import EVENTS
+from app.rate_limit import check_rate_limit
 from app.request_body import read_json_body
 from app.storage import StorageUnavailable, storage
 from models.ingest import PersistOutcome, PreparedBatch, persist_batch
@@ -121,6 +122,7 @@ def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[
 def orchestrate():  # type: ignore[no-untyped-def]
     settings = current_app.config["DEVPULSE_SETTINGS"]
     received_at = datetime.now(UTC)
+    check_rate_limit(g.principal.token_id)
     body = read_json_body(settings.max_body_bytes)
     prepared = prepare_batch(body, correlation_id=g.correlation_id, received_at=received_at, settings=settings)
     response, status = ingest(prepared)
