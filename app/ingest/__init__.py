@@ -15,6 +15,7 @@ from app.observability import EVENTS
 from app.rate_limit import check_rate_limit
 from app.request_body import read_json_body
 from app.storage import StorageUnavailable, storage
+from models.admin_alerts import log_admin_alert
 from models.ingest import PersistOutcome, PreparedBatch, persist_batch
 
 bp = Blueprint("ingest", __name__)
@@ -44,6 +45,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
             body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
         raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body) from None
     except StorageUnavailable as exc:
+        log_admin_alert("ingest_storage_unavailable", f"Batch {prepared.batch_id} answered 503: {exc}",
+                        batch_id=str(prepared.batch_id), correlation_id=prepared.correlation_id, step="ingest",
+                        event_ids=[str(e.event_id) for e in prepared.events[:50]], cause=str(exc.__cause__)[:300])
         raise ApiError(503, "storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}],
                        headers={"Retry-After": str(exc.retry_after)}) from exc
 
