@@ -1,0 +1,220 @@
+"""The OpenAPI 3 description of every endpoint, generated from the marshmallow schemas.
+
+Served at /openapi.json and browsable at /docs. Request schemas are the ones
+the endpoints validate with; response schemas are declared here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, jsonify
+from marshmallow import Schema, fields
+
+from app.ingest.schemas import EnvelopeSchema, EventSchema, Rfc3339
+
+bp = Blueprint("openapi", __name__)
+
+
+class ErrorDetailSchema(Schema):
+    field = fields.Str(required=True)
+    message = fields.Str(required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.Str(required=True)
+    message = fields.Str(required=True)
+    details = fields.List(fields.Raw(), required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+    correlation_id = fields.Str(allow_none=True, required=True)
+
+
+class EventErrorSchema(Schema):
+    index = fields.Int(required=True)
+    event_id = fields.Str(allow_none=True, required=True)
+    code = fields.Str(required=True)
+    field = fields.Str(required=True)
+    message = fields.Str(required=True)
+
+
+class IngestResultSchema(Schema):
+    batch_id = fields.UUID(required=True)
+    correlation_id = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"enum": ["accepted", "partially_accepted", "duplicate", "rejected"]})
+    received = fields.Int(required=True)
+    accepted = fields.Int(required=True)
+    duplicates = fields.Int(required=True)
+    rejected = fields.Int(required=True)
+    errors = fields.List(fields.Nested(EventErrorSchema), required=True)
+    duplicate_event_ids = fields.List(fields.Str(), required=True)
+    supported_schema_versions = fields.List(fields.Str())
+    original_correlation_id = fields.Str()
+
+
+class JobSchema(Schema):
+    status = fields.Str(required=True)
+    attempts = fields.Int(required=True)
+    task_id = fields.Str(allow_none=True)
+    is_replay = fields.Bool()
+    started_at = fields.Str(allow_none=True)
+    finished_at = fields.Str(allow_none=True)
+    duration_ms = fields.Int(allow_none=True)
+    error = fields.Str(allow_none=True)
+
+
+class BatchSchema(Schema):
+    batch_id = fields.UUID(required=True)
+    developer_id = fields.Str(required=True)
+    correlation_id = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"enum": ["persisted", "dispatched", "processing", "processed",
+                                                          "processed_with_errors", "failed"]})
+    received = fields.Int(required=True)
+    accepted = fields.Int(required=True)
+    duplicates = fields.Int(required=True)
+    rejected = fields.Int(required=True)
+    replay_count = fields.Int(required=True)
+    jobs = fields.Dict(keys=fields.Str(), values=fields.Nested(JobSchema), required=True)
+
+
+class MetricsSchema(Schema):
+    developer_id = fields.Str(required=True)
+    granularity = fields.Str(required=True)
+    buckets = fields.List(fields.Dict(), required=True)
+
+
+class AlertSchema(Schema):
+    alert_id = fields.UUID(required=True)
+    developer_id = fields.Str(required=True)
+    pattern = fields.Str(required=True)
+    severity = fields.Str(required=True, metadata={"enum": ["low", "medium", "high", "critical"]})
+    window_start = fields.Str(required=True)
+    window_end = fields.Str(required=True)
+    details = fields.Dict(required=True)
+    recommendation = fields.Str(required=True)
+    batch_id = fields.UUID(required=True)
+    correlation_id = fields.Str(required=True)
+    detected_at = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"enum": ["open", "acknowledged"]})
+    stale = fields.Bool(required=True)
+
+
+class AlertListSchema(Schema):
+    developer_id = fields.Str(required=True)
+    alerts = fields.List(fields.Nested(AlertSchema), required=True)
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed request: the details name the field", 401: "Missing or unknown token",
+            403: "Token may not act for this developer / not admin", 404: "Not found",
+            409: "batch_id reused for different content", 413: "Too many events or body too large",
+            415: "Not JSON", 429: "Rate limited (Retry-After)", 503: "Storage unavailable (Retry-After)"}
+    return {str(c): {"description": text[c], "content": {"application/json": {"schema": "Error"}}} for c in codes}
+
+
+def _ok(schema: str, description: str, code: int = 200) -> dict[str, Any]:
+    return {str(code): {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def _path_param(name: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {"in": "path", "name": name, "required": True, "schema": schema}
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"in": "query", "name": name, "required": False, "description": description,
+            "schema": {"type": "string", **schema}}
+
+
+@cache
+def build_spec() -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title="devpulse", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
+                   info={"description": "Developer-activity ingestion, metrics and alerts."})
+    plugin.map_to_openapi_type(Rfc3339, "string", "date-time")
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name, schema in (("Envelope", EnvelopeSchema), ("Event", EventSchema), ("Error", ErrorSchema),
+                         ("IngestResult", IngestResultSchema), ("Batch", BatchSchema), ("Metrics", MetricsSchema),
+                         ("Alert", AlertSchema), ("AlertList", AlertListSchema)):
+        spec.components.schema(name, schema=schema)
+    secured = [{"bearer": []}]
+    spec.path(path="/api/workflow/events/orchestrate", operations={"post": {
+        "summary": "Ingest one batch of events", "security": secured,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "Envelope"}}},
+        "responses": {**_ok("IngestResult", "Batch accepted (202) or partially accepted", 202),
+                      **_ok("IngestResult", "Duplicate resend of a stored batch"),
+                      "422": {"description": "No event valid", "content": {"application/json": {
+                          "schema": "IngestResult"}}},
+                      **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}})
+    spec.path(path="/api/workflow/batches/{batch_id}", operations={"get": {
+        "summary": "A batch's lifecycle", "security": secured, "parameters": [_path_param("batch_id", "uuid")],
+        "responses": {**_ok("Batch", "The batch"), **_errors(400, 401, 404, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/metrics", operations={"get": {
+        "summary": "Metric buckets", "security": secured,
+        "parameters": [_path_param("developer_id"), _query("from", "RFC 3339", format="date-time"),
+                       _query("to", "RFC 3339", format="date-time"),
+                       _query("granularity", "hour or day", enum=["hour", "day"])],
+        "responses": {**_ok("Metrics", "Buckets"), **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
+        "summary": "Alerts, highest severity first, then newest", "security": secured,
+        "parameters": [_path_param("developer_id"), _query("status", "open or acknowledged",
+                                                           enum=["open", "acknowledged"]),
+                       _query("since", "RFC 3339", format="date-time")],
+        "responses": {**_ok("AlertList", "Alerts"), **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/alerts/{alert_id}/ack", operations={"post": {
+        "summary": "Acknowledge an alert", "security": secured,
+        "parameters": [_path_param("developer_id"), _path_param("alert_id", "uuid")],
+        "responses": {**_ok("Alert", "The acknowledged alert"), **_errors(400, 401, 403, 404, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/alerts/stream", operations={"get": {
+        "summary": "Server-Sent Events: new non-stale alerts as they are detected", "security": secured,
+        "parameters": [_path_param("developer_id")],
+        "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                      **_errors(401, 403)}}})
+    spec.path(path="/healthz", operations={"get": {"summary": "Process alive",
+                                                    "responses": {"200": {"description": "ok"}}}})
+    spec.path(path="/readyz", operations={"get": {"summary": "PostgreSQL, broker, migrations at head",
+                                                   "responses": {"200": {"description": "ready"},
+                                                                 "503": {"description": "not ready"}}}})
+    spec.path(path="/metrics", operations={"get": {"summary": "Prometheus metrics",
+                                                    "responses": {"200": {"description": "text format"}}}})
+    spec.path(path="/api/admin/circuit-breakers", operations={"get": {
+        "summary": "Named circuit breakers (admin)", "security": secured,
+        "responses": {"200": {"description": "Breakers"}, **_errors(401, 403)}}})
+    spec.path(path="/api/admin/circuit-breakers/{name}/reset", operations={"post": {
+        "summary": "Close a breaker (admin)", "security": secured, "parameters": [_path_param("name")],
+        "responses": {"200": {"description": "Reset"}, **_errors(401, 403, 404)}}})
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json():  # type: ignore[no-untyped-def]
+    return jsonify(build_spec())
+
+
+@bp.get("/docs")
+def docs():  # type: ignore[no-untyped-def]
+    """A self-contained page (no CDN): every operation with its parameters and schemas."""
+    spec = build_spec()
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>devpulse API</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+             "pre{background:#f5f5f5;padding:.75rem;overflow:auto}h3{margin-bottom:.2rem}</style></head><body>",
+             "<h1>devpulse API</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"]
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            codes = ", ".join(sorted(op.get("responses", {})))
+            parts.append(f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>"
+                         f"<p>{html.escape(op.get('summary', ''))}<br>Responses: {codes}</p>")
+    parts.append("<h2>Schemas</h2>")
+    for name, schema in spec["components"]["schemas"].items():
+        parts.append(f"<h3>{name}</h3><pre>{html.escape(json.dumps(schema, indent=2))}</pre>")
+    parts.append("</body></html>")
+    return Response("".join(parts), mimetype="text/html")
