@@ -370,8 +370,9 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
     clipped to each night it touches.
     """
     idle = timedelta(seconds=th.idle_timeout_seconds)
-    # night date -> [active time, (utc, local) of first activity, (utc, local) of last]
-    nights: dict[date, list[Any]] = {}
+    active: dict[date, timedelta] = {}  # keyed by the night's date
+    first: dict[date, tuple[datetime, datetime]] = {}  # (utc, local) where the night's activity begins
+    last: dict[date, tuple[datetime, datetime]] = {}  # ... and where it ends
     for a, b in pairwise(_prepare(events)):
         gap = b.ts - a.ts
         if not timedelta(0) < gap <= idle:
@@ -383,21 +384,22 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
             night_start, night_end = _night_bounds(day, th)
             lo, hi = max(local_a, night_start), min(local_a + gap, night_end)
             if lo < hi:
-                tally = nights.setdefault(day, [timedelta(0), ((lo - offset).replace(tzinfo=UTC), lo), None])
-                tally[0] += hi - lo
-                tally[2] = ((hi - offset).replace(tzinfo=UTC), hi)
+                active[day] = active.get(day, timedelta(0)) + (hi - lo)
+                first.setdefault(day, ((lo - offset).replace(tzinfo=UTC), lo))
+                last[day] = ((hi - offset).replace(tzinfo=UTC), hi)
             day += timedelta(days=1)
     levels = [
         ("medium", timedelta(minutes=th.late_night_medium_minutes)),
         ("low", timedelta(minutes=th.late_night_low_minutes)),
     ]
     found = []
-    for day, (active, (start, local_start), (end, local_end)) in sorted(nights.items()):
-        severity = _grade(active, levels)
+    for day in sorted(active):
+        severity = _grade(active[day], levels)
         if severity is not None:
+            (start, local_start), (end, local_end) = first[day], last[day]
             measured = {
                 "night_date": day.isoformat(),
-                "active_minutes": round(active.total_seconds() / 60, 2),
+                "active_minutes": round(active[day].total_seconds() / 60, 2),
                 "local_start": local_start.isoformat(),
                 "local_end": local_end.isoformat(),
             }
@@ -416,9 +418,14 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _overlap(a: Detection, b: Detection) -> bool:
+    # Closed intervals: episodes touching at one instant hold "at once".
+    return a.window_start <= b.window_end and b.window_start <= a.window_end
+
+
 def escalate_critical(detections: Iterable[Detection]) -> list[Detection]:
-    """Make critical every high detection whose episode overlaps (closed
-    intervals) a high detection of a DIFFERENT pattern.
+    """Make critical every high detection whose episode overlaps a high
+    detection of a DIFFERENT pattern.
 
     Critical ones count as high, so applying this twice changes nothing; the
     input order is kept.
@@ -428,13 +435,7 @@ def escalate_critical(detections: Iterable[Detection]) -> list[Detection]:
     hot = [d for d in items if severity_rank(d.severity) >= high]
     out = []
     for d in items:
-        partners = sorted(
-            {
-                o.pattern
-                for o in hot
-                if o.pattern != d.pattern and o.window_start <= d.window_end and d.window_start <= o.window_end
-            }
-        )
+        partners = sorted({o.pattern for o in hot if o.pattern != d.pattern and _overlap(o, d)})
         if severity_rank(d.severity) < high or not partners:
             out.append(d)
             continue

@@ -6,9 +6,10 @@ import uuid
 
 from flask import Blueprint, g, jsonify
 
-from app.auth import require_token
+from app.auth import require_admin, require_token
 from app.errors import ApiError
 from app.storage import StorageUnavailable, storage
+from models.audit_chain import batch_trail
 from models.batch_status import batch_view
 
 bp = Blueprint("batches", __name__)
@@ -41,3 +42,17 @@ def get_batch(batch_id: str):  # type: ignore[no-untyped-def]
     view = visible_batch(batch_id)
     view["correlation_id_of_request"] = g.correlation_id
     return jsonify(view)
+
+
+@bp.get("/api/workflow/batches/<batch_id>/audit")
+@require_admin
+def get_batch_audit(batch_id: str):  # type: ignore[no-untyped-def]
+    """The batch's audit trail in order, with each record's seal state (admin only)."""
+    bid = parse_batch_id(batch_id)
+    try:
+        trail = storage().transaction(lambda s: batch_trail(s, bid))
+    except StorageUnavailable as exc:
+        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    if trail is None:
+        raise ApiError(404, "batch_not_found", f"No batch {bid}.", [{"field": "batch_id", "message": "not found"}])
+    return jsonify({"batch_id": str(bid), "records": trail})

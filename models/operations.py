@@ -1,0 +1,283 @@
+"""Operator actions on batches: the logic behind `celery -A tasks replay | requeue | batches`.
+
+Plain functions over the database. Publishing is handed in as a callback (`publish(outbox_id) -> bool`,
+in practice tasks.canvas.dispatch_record), so models/ never imports tasks/. Every re-dispatch goes
+through a new outbox record committed first: if the publish fails, the relay publishes it later.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from models.db import Database
+from models.outbox import enqueue
+from models.pipeline_state import audit
+from models.tables import BATCH_STATUSES, TERMINAL_BATCH_STATUSES, Batch, Outbox
+
+Publish = Callable[[int], bool]
+
+QUEUED = "queued (the relay will publish it)"
+
+
+class UnknownBatchError(LookupError):
+    pass
+
+
+# --- argument parsing (shared by the CLI and anything else that takes operator input) ---------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(value: str) -> timedelta:
+    """'90s', '15m', '2h', '1d', '1h30m' or a bare number of seconds."""
+    raw = value.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    elif _DURATION.fullmatch(raw):
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(raw))
+    else:
+        raise ValueError(f"{value!r} is not a duration (examples: 90s, 15m, 2h, 1h30m)")
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: the duration must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_timestamp(value: str, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 date or time ('2024-05-01', '2024-05-01T12:00Z'; naive means UTC),
+    or a duration meaning that long ago ('2h')."""
+    raw = value.strip()
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a timestamp (examples: 2024-05-01, 2024-05-01T12:00:00Z, "
+                         "or a duration ago such as 2h)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_batch_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except (ValueError, AttributeError):
+        raise ValueError(f"{value!r} is not a batch id (a UUID)") from None
+
+
+def parse_status(value: str) -> str:
+    if value not in BATCH_STATUSES:
+        raise ValueError(f"unknown status {value!r}; one of: {', '.join(BATCH_STATUSES)}")
+    return value
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ActionRow:
+    """One line of what an operator command did (or would do) to a batch."""
+
+    batch_id: str
+    developer_id: str
+    status: str  # the batch's status when selected
+    reason: str
+    action: str
+    accepted: int = 0
+    replay_count: int = 0
+    outbox_id: int | None = None
+
+    @classmethod
+    def of(cls, batch: Batch, reason: str, action: str, outbox_id: int | None = None) -> ActionRow:
+        return cls(str(batch.batch_id), batch.developer_id, batch.status, reason, action, batch.accepted,
+                   batch.replay_count, outbox_id)
+
+
+def _publish_all(queued: list[ActionRow], publish: Publish, done: str) -> None:
+    for row in queued:
+        assert row.outbox_id is not None
+        row.action = done if publish(row.outbox_id) else QUEUED
+
+
+# --- replay -------------------------------------------------------------------------------------------------
+
+
+def replay_skip_reason(batch: Batch) -> str | None:
+    if batch.accepted == 0:
+        return "no accepted events"
+    if batch.status not in TERMINAL_BATCH_STATUSES:
+        return f"in flight ({batch.status}); use requeue for stuck batches"
+    return None
+
+
+def replay_candidates(session: Session, *, batch_id: uuid.UUID | None = None, developer_id: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      lock: bool = False) -> list[Batch]:
+    """One batch by id (UnknownBatchError if missing), or a developer's batches with accepted events
+    whose event time span [first_ts, last_ts] overlaps [since, until)."""
+    if batch_id is not None:
+        query = select(Batch).where(Batch.batch_id == batch_id)
+    elif developer_id is not None:
+        query = select(Batch).where(Batch.developer_id == developer_id, Batch.accepted > 0)
+        if since is not None:
+            query = query.where(Batch.last_ts >= since)
+        if until is not None:
+            query = query.where(Batch.first_ts < until)
+        query = query.order_by(Batch.first_ts, Batch.received_at)
+    else:
+        raise ValueError("select a batch or a developer")
+    if lock:
+        query = query.with_for_update()
+    batches = list(session.execute(query).scalars())
+    if batch_id is not None and not batches:
+        raise UnknownBatchError(f"unknown batch {batch_id}")
+    return batches
+
+
+def replay(db: Database, publish: Publish, *, batch_id: uuid.UUID | None = None, developer_id: str | None = None,
+           since: datetime | None = None, until: datetime | None = None, dry_run: bool = False,
+           requested_by: str = "cli") -> list[ActionRow]:
+    """Re-run the downstream chord of the selected batches from their persisted events.
+
+    Per batch: replay_count + 1, an audit record `replay_requested` (is_replay), a new outbox record
+    with is_replay, committed together; then each record is published. The jobs recompute their rows
+    from stored events, so a replay changes nothing a first run would not have produced.
+    """
+    rows: list[ActionRow] = []
+    queued: list[ActionRow] = []
+    with db.transaction() as session:
+        for batch in replay_candidates(session, batch_id=batch_id, developer_id=developer_id, since=since,
+                                       until=until, lock=not dry_run):
+            skip = replay_skip_reason(batch)
+            if skip is not None:
+                rows.append(ActionRow.of(batch, skip, "skipped"))
+                continue
+            if dry_run:
+                rows.append(ActionRow.of(batch, "replay requested", "would replay"))
+                continue
+            status = batch.status
+            batch.replay_count += 1
+            batch.updated_at = datetime.now(UTC)
+            audit(session, "replay_requested", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
+                  is_replay=True, replay=batch.replay_count, previous_status=status, requested_by=requested_by)
+            outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=True)
+            row = ActionRow.of(batch, "replay requested", "enqueued", outbox_id)
+            rows.append(row)
+            queued.append(row)
+    _publish_all(queued, publish, "replayed")
+    return rows
+
+
+# --- requeue ------------------------------------------------------------------------------------------------
+
+
+def _last_is_replay(session: Session, batch_id: uuid.UUID) -> bool:
+    """Whether the batch's latest dispatch was a replay (a requeue continues it as such)."""
+    latest = session.execute(
+        select(Outbox.is_replay).where(Outbox.batch_id == batch_id).order_by(Outbox.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return bool(latest)
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "?"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, failed: bool = False,
+                       dead_letter: bool = False, limit: int = 100,
+                       lock: bool = False) -> list[tuple[Batch, str, dict[str, Any]]]:
+    """(batch, reason, audit details) for each batch to re-dispatch, each batch once.
+
+    Batches that already have a pending outbox record are left alone (the relay will publish it);
+    a dead-letter record counts only if no later record exists for its batch.
+    """
+    pending = select(Outbox.batch_id).where(Outbox.status == "pending")
+    found: dict[uuid.UUID, tuple[Batch, str, dict[str, Any]]] = {}
+
+    def locked(query: Any) -> Any:
+        return query.with_for_update(of=Batch, skip_locked=True) if lock else query
+
+    if stuck_for is not None:
+        query = (select(Batch)
+                 .where(Batch.status.in_(("dispatched", "processing")),
+                        Batch.updated_at < datetime.now(UTC) - stuck_for, Batch.batch_id.not_in(pending))
+                 .order_by(Batch.updated_at).limit(limit))
+        for batch in session.execute(locked(query)).scalars():
+            found.setdefault(batch.batch_id, (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
+                                              {"reason": "stuck", "stuck_for_seconds": stuck_for.total_seconds()}))
+    if failed:
+        query = (select(Batch).where(Batch.status == "failed", Batch.batch_id.not_in(pending))
+                 .order_by(Batch.updated_at).limit(limit))
+        for batch in session.execute(locked(query)).scalars():
+            found.setdefault(batch.batch_id, (batch, f"failed: {(batch.last_error or '?')[:60]}",
+                                              {"reason": "failed", "error": batch.last_error}))
+    if dead_letter:
+        later = aliased(Outbox)
+        query = (select(Outbox, Batch).join(Batch, Batch.batch_id == Outbox.batch_id)
+                 .where(Outbox.status == "dead_letter",
+                        ~exists().where(later.batch_id == Outbox.batch_id, later.id > Outbox.id))
+                 .order_by(Outbox.id).limit(limit))
+        for record, batch in session.execute(locked(query)):
+            found.setdefault(batch.batch_id, (batch, f"outbox #{record.id} dead-lettered after {record.attempts} "
+                                                     f"attempt(s)",
+                                              {"reason": "dead_letter", "dead_outbox_id": record.id,
+                                               "error": record.last_error, "is_replay": record.is_replay}))
+    return list(found.values())
+
+
+def requeue(db: Database, publish: Publish, *, stuck_for: timedelta | None = None, failed: bool = False,
+            dead_letter: bool = False, limit: int = 100, dry_run: bool = False,
+            requested_by: str = "cli") -> list[ActionRow]:
+    """Re-dispatch stuck, failed and/or dead-lettered batches through a NEW pending outbox record
+    (a dead-letter record stays as history)."""
+    rows: list[ActionRow] = []
+    queued: list[ActionRow] = []
+    with db.transaction() as session:
+        for batch, reason, details in requeue_candidates(session, stuck_for=stuck_for, failed=failed,
+                                                         dead_letter=dead_letter, limit=limit, lock=not dry_run):
+            if dry_run:
+                rows.append(ActionRow.of(batch, reason, "would requeue"))
+                continue
+            is_replay = details.pop("is_replay") if "is_replay" in details else _last_is_replay(session,
+                                                                                                 batch.batch_id)
+            outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=is_replay)
+            session.execute(update(Batch).where(Batch.batch_id == batch.batch_id).values(updated_at=func.now()))
+            audit(session, "requeued", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
+                  is_replay=is_replay, status=batch.status, outbox_id=outbox_id, requested_by=requested_by,
+                  **details)
+            row = ActionRow.of(batch, reason, "enqueued", outbox_id)
+            rows.append(row)
+            queued.append(row)
+    _publish_all(queued, publish, "requeued")
+    return rows
+
+
+# --- listing ------------------------------------------------------------------------------------------------
+
+
+def list_batches(session: Session, *, status: str | None = None, developer_id: str | None = None,
+                 limit: int = 50) -> list[Batch]:
+    """The most recently received batches first."""
+    query = select(Batch)
+    if status is not None:
+        query = query.where(Batch.status == status)
+    if developer_id is not None:
+        query = query.where(Batch.developer_id == developer_id)
+    return list(session.execute(query.order_by(Batch.received_at.desc()).limit(limit)).scalars())

@@ -1,0 +1,248 @@
+"""Operator commands on the `celery` program (registered through the `celery.commands` entry point in setup.cfg):
+
+    celery -A tasks batches [--status S] [--developer D] [--limit N]
+    celery -A tasks replay  --batch ID | --developer D [--since T] [--until T]   [--dry-run]
+    celery -A tasks requeue [--stuck-for 15m] [--failed] [--dead-letter] [--limit N] [--dry-run]
+    celery -A tasks audit verify [--since T]
+    celery -A tasks audit seal [--grace SECONDS]
+
+Thin: argument parsing and printing. The logic lives in models/operations.py and models/audit_chain.py;
+the database is the one the workers use (DATABASE_URL), and re-dispatches go through the outbox and
+tasks.canvas.dispatch_record like any other publish. Bad arguments exit 2, an unknown batch or a
+broken audit chain exits 1, each with a message on stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from celery.bin.base import CeleryCommand
+from sqlalchemy.exc import OperationalError
+
+from models import audit_chain, operations
+from models.db import Database
+from models.tables import BATCH_STATUSES
+
+
+class _Parsed(click.ParamType):
+    """A click type from one of the parse_* functions (ValueError -> a usage error naming the option)."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+BATCH_ID = _Parsed("uuid", operations.parse_batch_id)
+DURATION = _Parsed("duration", operations.parse_duration)
+TIMESTAMP = _Parsed("timestamp", operations.parse_timestamp)
+
+
+def _database() -> Database:
+    from tasks.context import database
+
+    return database()
+
+
+def _publish(outbox_id: int) -> bool:
+    from tasks.canvas import dispatch_record
+    from tasks.context import database, settings
+
+    return dispatch_record(database(), settings(), outbox_id)
+
+
+@contextmanager
+def _db_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        first_line = str(exc.orig or exc).strip().splitlines()[0]
+        raise click.ClickException(f"cannot reach the database (DATABASE_URL): {first_line}") from exc
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "-"
+
+
+def _cut(value: str | None, width: int) -> str:
+    if not value:
+        return "-"
+    value = " ".join(value.split())
+    return value if len(value) <= width else value[: width - 3] + "..."
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers], *[[("-" if c is None else str(c)) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _style(ctx: click.Context, word: str, **style: Any) -> str:
+    return word if getattr(ctx.obj, "no_color", False) else click.style(word, **style)
+
+
+# --- batches ------------------------------------------------------------------------------------------------
+
+
+@click.command(cls=CeleryCommand)
+@click.option("--status", type=click.Choice(BATCH_STATUSES), help="Only batches in this state.")
+@click.option("--developer", help="Only this developer's batches.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.pass_context
+def batches(ctx: click.Context, status: str | None, developer: str | None, limit: int) -> None:
+    """List batches and their pipeline state, most recently received first."""
+    with _db_errors(), _database().session() as session:
+        found = operations.list_batches(session, status=status, developer_id=developer, limit=limit)
+    if not found:
+        click.echo("no batches match")
+        return
+    click.echo(table(
+        ("batch_id", "developer", "status", "recv", "acc", "dup", "rej", "replays", "received_at", "completed_at",
+         "last_error"),
+        [(b.batch_id, b.developer_id, b.status, b.received, b.accepted, b.duplicates, b.rejected, b.replay_count,
+          _when(b.received_at), _when(b.completed_at), _cut(b.last_error, 40)) for b in found],
+    ))
+    click.echo(f"{len(found)} batch(es)" + (f" (--limit {limit} reached)" if len(found) == limit else ""))
+
+
+# --- replay -------------------------------------------------------------------------------------------------
+
+
+def _action_table(rows: list[operations.ActionRow], *, replay: bool) -> str:
+    if replay:
+        return table(("batch_id", "developer", "status", "accepted", "replays", "action"),
+                     [(r.batch_id, r.developer_id, r.status, r.accepted, r.replay_count,
+                       r.action if r.action != "skipped" else f"skipped: {r.reason}") for r in rows])
+    return table(("batch_id", "developer", "status", "reason", "action"),
+                 [(r.batch_id, r.developer_id, r.status, r.reason, r.action) for r in rows])
+
+
+@click.command(cls=CeleryCommand)
+@click.option("--batch", "batch_id", type=BATCH_ID, help="Replay this batch.")
+@click.option("--developer", help="Replay this developer's batches (optionally within --since/--until).")
+@click.option("--since", type=TIMESTAMP,
+              help="With --developer: batches with events at or after T (ISO 8601, or a duration ago: 2h).")
+@click.option("--until", type=TIMESTAMP, help="With --developer: batches with events before T.")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
+@click.pass_context
+def replay(ctx: click.Context, batch_id: Any, developer: str | None, since: datetime | None,
+           until: datetime | None, dry_run: bool) -> None:
+    """Re-run the downstream jobs of batches from their stored events.
+
+    Each replayed batch gets replay_count + 1, an audit record `replay_requested` and a new outbox
+    record flagged is_replay; the jobs recompute their rows, so nothing is duplicated.
+    """
+    if (batch_id is None) == (developer is None):
+        raise click.UsageError("give exactly one of --batch ID or --developer ID", ctx)
+    if batch_id is not None and (since or until):
+        raise click.UsageError("--since/--until select a developer's batches; use them with --developer", ctx)
+    if since and until and since >= until:
+        raise click.UsageError("--since must be before --until", ctx)
+    with _db_errors():
+        try:
+            rows = operations.replay(_database(), _publish, batch_id=batch_id, developer_id=developer,
+                                     since=since, until=until, dry_run=dry_run, requested_by="cli")
+        except operations.UnknownBatchError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not rows:
+        click.echo("no batches match")
+        return
+    click.echo(_action_table(rows, replay=True))
+    done = [r for r in rows if r.action != "skipped"]
+    if dry_run:
+        click.echo(f"dry run: {len(done)} batch(es) would be replayed; nothing was changed")
+    else:
+        click.echo(f"{len(done)} batch(es) replayed, {len(rows) - len(done)} skipped")
+    if batch_id is not None and not done:
+        raise click.ClickException(f"batch {batch_id} was not replayed: {rows[0].reason}")
+
+
+# --- requeue ------------------------------------------------------------------------------------------------
+
+
+@click.command(cls=CeleryCommand)
+@click.option("--stuck-for", type=DURATION,
+              help="Batches dispatched/processing with no progress for this long (90s, 15m, 2h).")
+@click.option("--failed", is_flag=True, help="Batches whose pipeline failed.")
+@click.option("--dead-letter", is_flag=True, help="Batches whose outbox record was dead-lettered.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most this many batches per kind.")
+@click.option("--dry-run", is_flag=True, help="Show what would be requeued; change nothing.")
+@click.pass_context
+def requeue(ctx: click.Context, stuck_for: Any, failed: bool, dead_letter: bool, limit: int, dry_run: bool) -> None:
+    """Re-dispatch stuck, failed or dead-lettered batches through a new outbox record."""
+    if stuck_for is None and not failed and not dead_letter:
+        raise click.UsageError("nothing selected: give --stuck-for DURATION, --failed and/or --dead-letter", ctx)
+    with _db_errors():
+        rows = operations.requeue(_database(), _publish, stuck_for=stuck_for, failed=failed,
+                                  dead_letter=dead_letter, limit=limit, dry_run=dry_run, requested_by="cli")
+    if not rows:
+        click.echo("nothing to requeue")
+        return
+    click.echo(_action_table(rows, replay=False))
+    click.echo(f"dry run: {len(rows)} batch(es) would be requeued; nothing was changed" if dry_run
+               else f"{len(rows)} batch(es) requeued")
+
+
+# --- audit --------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail's hash chain: verify it, or seal pending records now."""
+
+
+@audit.command(cls=CeleryCommand)
+@click.option("--since", type=TIMESTAMP,
+              help="Start at the first sealed record created at or after T (ISO 8601, or a duration ago: 2h).")
+@click.pass_context
+def verify(ctx: click.Context, since: datetime | None) -> None:
+    """Verify the hash chain; exit 1 at the first broken link."""
+    with _db_errors(), _database().session() as session:
+        result = audit_chain.verify_chain(session, since=since)
+    if result.broken is not None:
+        link = result.broken
+        click.echo(f"{_style(ctx, 'BROKEN', fg='red', bold=True)}: first broken link at seal_seq {link.seal_seq}"
+                   f" (id {link.id}): {link.problem}: {link.message}", err=True)
+        click.echo(f"{result.checked} record(s) verified before it", err=True)
+        ctx.exit(1)
+    if result.checked:
+        click.echo(f"{_style(ctx, 'OK', fg='green', bold=True)}: {result.checked} sealed record(s) verified "
+                   f"(seal_seq {result.first_seq}..{result.last_seq})")
+        click.echo(f"head: seal_seq {result.last_seq} chain {result.head}")
+    else:
+        click.echo(f"{_style(ctx, 'OK', fg='green', bold=True)}: no sealed records"
+                   + (" since then" if since else ""))
+    click.echo(f"unsealed: {result.unsealed}"
+               + (f" (oldest created {_when(result.oldest_unsealed)})" if result.unsealed else ""))
+    if result.out_of_id_order:
+        click.echo(f"sealed after a higher id (a long transaction committed late): {result.out_of_id_order}")
+
+
+@audit.command(cls=CeleryCommand)
+@click.option("--grace", type=click.FloatRange(min=0), default=audit_chain.DEFAULT_GRACE_SECONDS,
+              show_default=True, help="Seal only records whose transaction started at least this many seconds ago.")
+@click.pass_context
+def seal(ctx: click.Context, grace: float) -> None:
+    """Seal the pending audit records now (beat does it every 10 s)."""
+    with _db_errors():
+        result = audit_chain.seal_pending(_database(), grace_seconds=grace)
+    if result.sealed:
+        click.echo(f"sealed {result.sealed} record(s): seal_seq {result.first_seq}..{result.last_seq}")
+    else:
+        click.echo("nothing to seal")
+    if result.head:
+        click.echo(f"head: chain {result.head}")
