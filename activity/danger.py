@@ -17,23 +17,21 @@ pattern, episode) and, when a later batch extends it, updates that alert:
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any
 
 from activity import recommendations as _advice
+from activity.episodes import EPOCH, grade, micros, num, prepare, sliding_episodes
 from activity.events import NormalizedEvent
+from activity.metrics import is_error_event
 
 SEVERITY_ORDER: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 Events = Iterable[NormalizedEvent]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AI_TYPES = frozenset({"ai.suggestion_accepted", "ai.chat_insert"})
-_Measure = TypeVar("_Measure", int, float, timedelta)
 
 
 def severity_rank(severity: str) -> int:
@@ -116,120 +114,19 @@ def _found(
     return Detection(pattern, severity, *span, key, details, _advice.recommendation(pattern, severity, details))
 
 
-def _content_key(event: NormalizedEvent) -> tuple[datetime, str, str, int, str]:
-    payload = json.dumps(event.payload, sort_keys=True, default=repr)
-    return (event.ts, event.type, payload, event.utc_offset_minutes, event.session_id or "")
-
-
-def _prepare(events: Events) -> list[NormalizedEvent]:
-    """Deduplicate by event_id, sort by (ts, event_id), times in UTC.
-
-    Two different events sharing an id should not exist; if they do, the one
-    with the smallest content wins whatever the input order, so no rule ever
-    depends on the order of delivery.
-    """
-    chosen: dict[str, NormalizedEvent] = {}
-    for event in events:
-        if event.ts.tzinfo is None or event.ts.utcoffset() is None:
-            raise ValueError(f"event {event.event_id}: ts must be timezone-aware")
-        if event.ts.tzinfo is not UTC:  # ISO keys must not depend on the zone given
-            event = replace(event, ts=event.ts.astimezone(UTC))
-        current = chosen.get(event.event_id)
-        if current is None or _content_key(event) < _content_key(current):
-            chosen[event.event_id] = event
-    return sorted(chosen.values(), key=lambda e: (e.ts, e.event_id))
-
-
-def _num(payload: dict[str, Any], key: str) -> float | None:
-    """A finite number from the payload, or None (bools are not numbers here)."""
-    value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return value
-
-
-def _is_error_event(event: NormalizedEvent) -> bool:
-    """Private twin of metrics.is_error_event, kept here so this module does not
-    depend on work in progress (to be deduplicated)."""
-    payload = event.payload
-    if event.type == "build.result":
-        return payload.get("success") is False
-    if event.type == "test.result":
-        return (_num(payload, "failed") or 0) > 0
-    if event.type == "terminal.command":
-        code = _num(payload, "exit_code")
-        return code is not None and code != 0  # a missing exit code is not a failure
-    if event.type == "diagnostics.snapshot":
-        return (_num(payload, "errors") or 0) > 0
-    return False
-
-
-def _grade(value: _Measure, levels: Sequence[tuple[str, _Measure]]) -> str | None:
-    """The first severity (levels listed from highest down) whose threshold is met."""
-    return next((severity for severity, threshold in levels if value >= threshold), None)
-
-
-def _micros(moment: datetime) -> int:
-    # Exact integer ordering key; float timestamps could tie or misorder.
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class _Episode:
-    first: int  # index of the episode's first item
-    last: int  # index of its last item
-    peak_lo: int  # the peak window is items[peak_lo:peak_hi]
-    peak_hi: int
-    peak: float
-
-
-def _sliding_episodes(
-    times: Sequence[datetime], window: timedelta, measure: Callable[[int, int], float | None]
-) -> list[_Episode]:
-    """Merge overlapping qualifying windows into episodes.
-
-    A window is the trailing interval (end - window, end] at each distinct item
-    time; `measure(lo, hi)` returns the value of items[lo:hi] if it qualifies,
-    else None. For a count this finds the maximum over "any window of that
-    length" exactly; a share is judged as seen at the window's last event, which
-    is what keeps windows immutable when later events arrive (stable keys).
-    Windows overlap when their item spans (closed) intersect; the peak is the
-    highest value, the earliest window on ties.
-    """
-    episodes: list[_Episode] = []
-    lo = hi = 0
-    while hi < len(times):
-        end = times[hi]
-        while hi < len(times) and times[hi] == end:
-            hi += 1
-        while times[lo] <= end - window:
-            lo += 1
-        value = measure(lo, hi)
-        if value is None:
-            continue
-        # Window starts never move backwards, so only the last episode can overlap.
-        if episodes and times[lo] <= times[episodes[-1].last]:
-            prev = episodes[-1]
-            peak = (lo, hi, value) if value > prev.peak else (prev.peak_lo, prev.peak_hi, prev.peak)
-            episodes[-1] = _Episode(prev.first, hi - 1, *peak)
-        else:
-            episodes.append(_Episode(lo, hi - 1, lo, hi, value))
-    return episodes
-
-
 def detect_excessive_errors(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
     """Error events within any window of excessive_errors_window_minutes.
 
     "Within 15 minutes" means a half-open window [s, s + 15 min): the counted
     errors span strictly less than 15 minutes.
     """
-    times = [e.ts for e in _prepare(events) if _is_error_event(e)]
+    times = [e.ts for e in prepare(events) if is_error_event(e)]
 
     def count(lo: int, hi: int) -> float | None:
         return hi - lo if hi - lo >= th.excessive_errors_medium else None
 
     found = []
-    for ep in _sliding_episodes(times, timedelta(minutes=th.excessive_errors_window_minutes), count):
+    for ep in sliding_episodes(times, timedelta(minutes=th.excessive_errors_window_minutes), count):
         start, end, peak = times[ep.first], times[ep.last], int(ep.peak)
         measured = {
             "peak_error_count": peak,
@@ -261,7 +158,7 @@ def _debug_sessions(events: Sequence[NormalizedEvent]) -> list[tuple[str, dateti
             key = str(sid)
             if key not in found and (kind == "debug.start" or (key in starts and e.ts >= starts[key])):
                 found[key] = e.ts
-    last = events[-1].ts if events else _EPOCH
+    last = events[-1].ts if events else EPOCH
     return sorted((sid, start, stops.get(sid, last), sid not in stops) for sid, start in starts.items())
 
 
@@ -272,8 +169,8 @@ def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT) -
         ("medium", timedelta(minutes=th.extended_debugging_medium_minutes)),
     ]
     found = []
-    for sid, start, end, still_open in _debug_sessions(_prepare(events)):
-        severity = _grade(end - start, levels)
+    for sid, start, end, still_open in _debug_sessions(prepare(events)):
+        severity = grade(end - start, levels)
         if severity is None:
             continue
         seconds = (end - start).total_seconds()
@@ -294,9 +191,9 @@ def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -
     judged only when the window holds at least ai_min_chars characters."""
     times: list[datetime] = []
     ai_sum, typed_sum = [0], [0]  # prefix sums: any window's totals in O(1)
-    for e in _prepare(events):
-        ai = _num(e.payload, "chars_inserted") if e.type in _AI_TYPES else None
-        typed = _num(e.payload, "chars_typed") if e.type == "file.edit" else None
+    for e in prepare(events):
+        ai = num(e.payload, "chars_inserted") if e.type in _AI_TYPES else None
+        typed = num(e.payload, "chars_typed") if e.type == "file.edit" else None
         ai, typed = max(int(ai or 0), 0), max(int(typed or 0), 0)
         if ai or typed:  # zero-character events would only stretch the extent
             times.append(e.ts)
@@ -312,7 +209,7 @@ def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -
         return value if value >= th.ai_medium else None
 
     found = []
-    for ep in _sliding_episodes(times, timedelta(minutes=th.ai_window_minutes), share):
+    for ep in sliding_episodes(times, timedelta(minutes=th.ai_window_minutes), share):
         ai = ai_sum[ep.peak_hi] - ai_sum[ep.peak_lo]
         typed = typed_sum[ep.peak_hi] - typed_sum[ep.peak_lo]
         start, end = times[ep.first], times[ep.last]
@@ -332,7 +229,7 @@ def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -
 def detect_no_break(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
     """Runs of events with no gap longer than no_break_gap_minutes between
     consecutive ones (a gap of exactly that length does not end the run)."""
-    evs = _prepare(events)
+    evs = prepare(events)
     gap = timedelta(minutes=th.no_break_gap_minutes)
     levels = [("high", timedelta(hours=th.no_break_high_hours)), ("medium", timedelta(hours=th.no_break_medium_hours))]
     found = []
@@ -341,7 +238,7 @@ def detect_no_break(events: Events, th: DangerThresholds = _DEFAULT) -> list[Det
         if i < len(evs) and evs[i].ts - evs[i - 1].ts <= gap:
             continue
         start, end = evs[first].ts, evs[i - 1].ts
-        severity = _grade(end - start, levels)
+        severity = grade(end - start, levels)
         if severity is not None:
             measured = {
                 "duration_minutes": round((end - start).total_seconds() / 60, 2),
@@ -373,7 +270,7 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
     active: dict[date, timedelta] = {}  # keyed by the night's date
     first: dict[date, tuple[datetime, datetime]] = {}  # (utc, local) where the night's activity begins
     last: dict[date, tuple[datetime, datetime]] = {}  # ... and where it ends
-    for a, b in pairwise(_prepare(events)):
+    for a, b in pairwise(prepare(events)):
         gap = b.ts - a.ts
         if not timedelta(0) < gap <= idle:
             continue
@@ -394,7 +291,7 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
     ]
     found = []
     for day in sorted(active):
-        severity = _grade(active[day], levels)
+        severity = grade(active[day], levels)
         if severity is not None:
             (start, local_start), (end, local_end) = first[day], last[day]
             measured = {
@@ -453,10 +350,10 @@ def prioritize(detections: Iterable[Detection]) -> list[Detection]:
         detections,
         key=lambda d: (
             -severity_rank(d.severity),
-            -_micros(d.window_end),
+            -micros(d.window_end),
             d.pattern,
             d.episode_key,
-            -_micros(d.window_start),
+            -micros(d.window_start),
         ),
     )
 
@@ -466,6 +363,6 @@ def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> list[Dete
 
     Any permutation or duplication of the same events gives the identical list.
     """
-    prepared = _prepare(events)
+    prepared = prepare(events)
     found = [d for rule in RULES.values() for d in rule(prepared, thresholds)]
     return prioritize(escalate_critical(found))
