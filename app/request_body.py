@@ -64,14 +64,20 @@ def _too_deep() -> ApiError:
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Iterative, so checking a deep document cannot itself recurse."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
+    """Level by level, so checking a deep document cannot itself recurse (and a flat one costs one pass)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                # An empty container adds a level only when that level is already over the limit.
+                if isinstance(child, dict | list) and (child or depth + 1 > limit):
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 

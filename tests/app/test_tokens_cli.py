@@ -1,0 +1,91 @@
+"""`flask --app app tokens create <developer_id> [--admin]` and `tokens revoke`, through Flask's CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from sqlalchemy import text
+
+from app.auth import clear_token_cache
+from tests.factories import auth, batch, event
+
+POST_URL = "/api/workflow/events/orchestrate"
+
+
+def token_rows(db) -> list[dict]:  # type: ignore[no-untyped-def]
+    with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM api_tokens ORDER BY id"))]
+
+
+def all_token_text(db) -> str:  # type: ignore[no-untyped-def]
+    with db.engine.connect() as conn:
+        return " ".join(conn.execute(text("SELECT row_to_json(t)::text FROM api_tokens t")).scalars())
+
+
+def create(app, *args: str) -> str:  # type: ignore[no-untyped-def]
+    result = app.test_cli_runner().invoke(args=["tokens", "create", *args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1  # the token, printed once, and nothing else
+    return lines[0]
+
+
+def test_create_prints_a_token_once_and_stores_only_its_hash(app, clean_db):  # type: ignore[no-untyped-def]
+    token = create(app, "dev-9")
+    assert token.startswith("dp_") and len(token) > 40
+    rows = token_rows(clean_db)
+    assert len(rows) == 1
+    assert rows[0]["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert (rows[0]["developer_id"], rows[0]["is_admin"], rows[0]["revoked_at"], rows[0]["expires_at"]) == (
+        "dev-9", False, None, None)
+    assert token not in all_token_text(clean_db)
+    assert token[3:] not in all_token_text(clean_db)
+
+
+def test_created_token_works_for_its_developer_only(app, client, clean_db):  # type: ignore[no-untyped-def]
+    token = create(app, "dev-9")
+    own = client.post(POST_URL, json=batch([event()], developer_id="dev-9"), headers=auth(token))
+    other = client.post(POST_URL, json=batch([event()], developer_id="dev-1"), headers=auth(token))
+    assert (own.status_code, other.status_code) == (202, 403)
+
+
+def test_admin_token(app, client, clean_db):  # type: ignore[no-untyped-def]
+    admin = create(app, "--admin")
+    row = token_rows(clean_db)[0]
+    assert (row["developer_id"], row["is_admin"]) == (None, True)
+    assert row["token_hash"] == hashlib.sha256(admin.encode()).hexdigest()
+    assert admin not in all_token_text(clean_db)
+    dev = create(app, "dev-9")
+    body = batch([event()], developer_id="dev-9")
+    assert client.post(POST_URL, json=body, headers=auth(dev)).status_code == 202
+    r = client.get(f"/api/workflow/batches/{body['batch_id']}", headers=auth(admin))
+    assert r.status_code == 200 and r.get_json()["developer_id"] == "dev-9"
+    other = batch([event()], developer_id="dev-3")
+    assert client.post(POST_URL, json=other, headers=auth(admin)).status_code == 202
+
+
+def test_every_token_is_new(app, clean_db):  # type: ignore[no-untyped-def]
+    tokens = {create(app, "dev-9") for _ in range(3)}
+    assert len(tokens) == 3
+    assert len({r["token_hash"] for r in token_rows(clean_db)}) == 3
+
+
+@pytest.mark.parametrize("args", [["bad id"], ["x" * 129], []])
+def test_invalid_developer_id_creates_nothing(app, clean_db, args):  # type: ignore[no-untyped-def]
+    result = app.test_cli_runner().invoke(args=["tokens", "create", *args])
+    assert result.exit_code == 2
+    assert "dp_" not in result.output
+    assert token_rows(clean_db) == []
+
+
+def test_revoke(app, client, clean_db):  # type: ignore[no-untyped-def]
+    token = create(app, "dev-9")
+    result = app.test_cli_runner().invoke(args=["tokens", "revoke", token])
+    assert (result.exit_code, result.output.strip()) == (0, "revoked")
+    assert token_rows(clean_db)[0]["revoked_at"] is not None
+    clear_token_cache()
+    r = client.post(POST_URL, json=batch([event()], developer_id="dev-9"), headers=auth(token))
+    assert r.status_code == 401
+    unknown = app.test_cli_runner().invoke(args=["tokens", "revoke", "dp_nope"])
+    assert unknown.exit_code == 1 and "no such token" in unknown.output
