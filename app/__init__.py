@@ -41,11 +41,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
         return response
 
-    from app import alerts_api, batches, ingest, metrics_api, openapi
+    from app import alerts_api, batches, compat_wakatime, ingest, metrics_api, openapi
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(metrics_api.bp)
     app.register_blueprint(alerts_api.bp)
+    app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(openapi.bp)
     return app

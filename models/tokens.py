@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,8 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.tables import ApiToken
-
-TOKEN_PREFIX = "dp_"
 
 
 def hash_token(token: str) -> str:
@@ -33,7 +32,9 @@ def create_token(
     session: Session, developer_id: str | None, *, admin: bool = False, label: str = "",
     expires_at: datetime | None = None,
 ) -> str:
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    # A random UUIDv4 (122 random bits): the WakaTime plugins accept only API keys of that form,
+    # so one token works for the native API and for every WakaTime plugin alike.
+    token = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
     session.add(ApiToken(token_hash=hash_token(token), developer_id=developer_id, is_admin=admin, label=label,
                          expires_at=expires_at))
     session.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from sqlalchemy import text
@@ -33,14 +34,14 @@ def create(app, *args: str) -> str:  # type: ignore[no-untyped-def]
 
 def test_create_prints_a_token_once_and_stores_only_its_hash(app, clean_db):  # type: ignore[no-untyped-def]
     token = create(app, "dev-9")
-    assert token.startswith("dp_") and len(token) > 40
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", token)
     rows = token_rows(clean_db)
     assert len(rows) == 1
     assert rows[0]["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
     assert (rows[0]["developer_id"], rows[0]["is_admin"], rows[0]["revoked_at"], rows[0]["expires_at"]) == (
         "dev-9", False, None, None)
     assert token not in all_token_text(clean_db)
-    assert token[3:] not in all_token_text(clean_db)
+    assert token.replace("-", "") not in all_token_text(clean_db)
 
 
 def test_created_token_works_for_its_developer_only(app, client, clean_db):  # type: ignore[no-untyped-def]
@@ -75,7 +76,7 @@ def test_every_token_is_new(app, clean_db):  # type: ignore[no-untyped-def]
 def test_invalid_developer_id_creates_nothing(app, clean_db, args):  # type: ignore[no-untyped-def]
     result = app.test_cli_runner().invoke(args=["tokens", "create", *args])
     assert result.exit_code == 2
-    assert "dp_" not in result.output
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-4", result.output)
     assert token_rows(clean_db) == []
 
 

@@ -1,0 +1,289 @@
+"""WakaTime compatibility: existing WakaTime plugins and command-line clients report to devpulse unchanged.
+
+    POST /api/compat/wakatime/v1/users/current/heartbeats.bulk   a JSON array of heartbeats (one batch)
+    POST /api/compat/wakatime/v1/users/current/heartbeats        one heartbeat
+    GET  /api/compat/wakatime/v1/users/current/statusbar/today   today's coding time, as the plugins show it
+
+Auth: `Authorization: Basic base64(<token>)` (what WakaTime clients send) or `Bearer <token>`, with a *developer*
+token; an admin token gets 403 (a heartbeat must belong to a developer).
+
+Each heartbeat becomes one `editor.heartbeat` event (schema 1.1) whose payload is the heartbeat itself, and the
+request becomes one native batch body that goes through `prepare_batch(..., source="wakatime")` and `ingest()`:
+the same validation, persistence, pipeline, metrics and alerts as the native endpoint.
+
+Identifiers (deterministic, so the plugins' offline-queue resends deduplicate exactly):
+- namespace: WAKATIME_NAMESPACE = c5683437-f003-51eb-8338-4998b98e3703 (= uuid5(NAMESPACE_URL,
+  "urn:devpulse:compat:wakatime"));
+- event_id = uuid5(WAKATIME_NAMESPACE, "heartbeat:" + canonical JSON of
+  [developer_id, entity, type, category, project, branch, language, is_write, time]) with absent fields as null
+  and a numeric `time` as a float (1700000000 and 1700000000.0 are the same heartbeat);
+- batch_id = uuid5(WAKATIME_NAMESPACE, "batch:<developer_id>:" + sha256 hex of the canonical JSON of the
+  request body). The canonical JSON of the parsed body is used rather than the raw bytes, which this module never
+  sees (the shared body reader gunzips and parses them); the same heartbeats resent, even re-encoded or gzipped,
+  get the same batch_id.
+"Canonical JSON" is `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`.
+
+Clock skew: a heartbeat's `time` comes from the client's clock, and WakaTime sends no per-request send time, so
+the batch's `sent_at` is set to the server's receive time and clock-skew correction is a no-op for heartbeats:
+the stored `corrected_ts` equals `time`.
+
+Payload normalization, as WakaTime's own API is lenient in the same two ways (nothing else is touched; unknown
+fields are kept as sent):
+- WakaTime clients send null for optional values they do not know (e.g. `lineno`, `lines`); a null for an optional
+  field that the catalog does not declare nullable is dropped (null means absent);
+- the command-line client sends `--lineno`/`--cursorpos` as strings ("3"); a string of 1-15 ASCII digits in a
+  count field (lines, lineno, cursorpos, line_additions, line_deletions) becomes that integer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from activity.catalog import field_specs
+from app.auth import current_principal
+from app.errors import ApiError
+from app.ingest import ingest
+from app.ingest.prepare import prepare_batch
+from app.rate_limit import check_rate_limit
+from app.request_body import read_json_body
+from app.storage import storage
+from models.aggregation import metric_rows
+from models.ingest import PreparedBatch, Rejection
+
+bp = Blueprint("compat_wakatime", __name__, url_prefix="/api/compat/wakatime/v1")
+
+WAKATIME_NAMESPACE = uuid.UUID("c5683437-f003-51eb-8338-4998b98e3703")
+HEARTBEAT_EVENT_TYPE = "editor.heartbeat"
+HEARTBEAT_SCHEMA_VERSION = "1.1"
+SOURCE = "wakatime"
+EVENT_ID_FIELDS = ("entity", "type", "category", "project", "branch", "language", "is_write", "time")
+# The fields echoed back in a heartbeat's "data" (WakaTime echoes the stored heartbeat).
+_ECHOED_FIELDS = (*EVENT_ID_FIELDS, "lines", "lineno", "cursorpos", "line_additions", "line_deletions")
+
+_SPECS = field_specs(HEARTBEAT_EVENT_TYPE, HEARTBEAT_SCHEMA_VERSION)
+_NULL_MEANS_ABSENT = frozenset(name for name, spec in _SPECS.items() if not spec.required and not spec.nullable)
+_COUNT_FIELDS = frozenset(name for name, spec in _SPECS.items() if spec.kind == "count")
+_DIGITS = re.compile(r"[0-9]{1,15}")
+
+# Timestamps for heartbeats whose `time` cannot be one; validation rejects each of them (see `_timestamp`).
+_UNUSABLE_TIME = "1970-01-01T00:00:00Z"
+_FAR_PAST = "0001-01-01T00:00:00Z"
+_FAR_FUTURE = "9999-12-31T23:59:59Z"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _normalized_time(value: Any) -> Any:
+    if _is_number(value):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range: keep it (validation rejects it anyway)
+            return value
+    return value
+
+
+def heartbeat_event_id(developer_id: str, heartbeat: Any) -> uuid.UUID:
+    if isinstance(heartbeat, dict):
+        fields = [heartbeat.get(name) for name in EVENT_ID_FIELDS]
+        fields[-1] = _normalized_time(fields[-1])
+        name = canonical_json([developer_id, *fields])
+    else:  # not a heartbeat at all; it is rejected, but still gets a stable id
+        name = canonical_json([developer_id, "not-an-object", heartbeat])
+    return uuid.uuid5(WAKATIME_NAMESPACE, "heartbeat:" + name)
+
+
+def request_batch_id(developer_id: str, body: Any) -> uuid.UUID:
+    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()
+    return uuid.uuid5(WAKATIME_NAMESPACE, f"batch:{developer_id}:{digest}")
+
+
+def _rfc3339(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(heartbeat: Any) -> str:
+    """RFC 3339 (UTC) of the heartbeat's epoch-seconds `time`.
+
+    When `time` is missing or not a finite number the payload validation rejects the event, so the fixed
+    placeholder is never stored; a number too large for a datetime maps to year 1 or 9999, which the event-age
+    checks reject (too old / in the future).
+    """
+    value = heartbeat.get("time") if isinstance(heartbeat, dict) else None
+    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+        return _UNUSABLE_TIME
+    try:
+        return _rfc3339(datetime.fromtimestamp(value, UTC))
+    except (OverflowError, ValueError, OSError):
+        return _FAR_PAST if value < 0 else _FAR_FUTURE
+
+
+def _payload(heartbeat: Any) -> Any:
+    """The heartbeat as the event payload, normalized as described in the module docstring."""
+    if not isinstance(heartbeat, dict):
+        return heartbeat  # rejected by the event schema: the payload must be an object
+    payload: dict[str, Any] = {}
+    for key, value in heartbeat.items():
+        if value is None and key in _NULL_MEANS_ABSENT:
+            continue
+        if key in _COUNT_FIELDS and isinstance(value, str) and _DIGITS.fullmatch(value):
+            value = int(value)
+        payload[key] = value
+    return payload
+
+
+def build_batch_body(developer_id: str, heartbeats: list[Any], body: Any, received_at: datetime) -> dict[str, Any]:
+    """The native batch body for these heartbeats (sent_at = received_at: see the module docstring)."""
+    user_agent = request.headers.get("User-Agent", "")
+    client: dict[str, str] = {"editor": "wakatime"}
+    if user_agent:
+        client["extension_version"] = user_agent[:64]
+    return {
+        "batch_id": str(request_batch_id(developer_id, body)),
+        "developer_id": developer_id,
+        "sent_at": _rfc3339(received_at),
+        "schema_version": HEARTBEAT_SCHEMA_VERSION,
+        "client": client,
+        "events": [
+            {
+                "event_id": str(heartbeat_event_id(developer_id, hb)),
+                "type": HEARTBEAT_EVENT_TYPE,
+                "timestamp": _timestamp(hb),
+                "payload": _payload(hb),
+            }
+            for hb in heartbeats
+        ],
+    }
+
+
+def _developer_id() -> str:
+    principal = current_principal()
+    if principal.is_admin or principal.developer_id is None:
+        raise ApiError(403, "developer_token_required",
+                       "Heartbeats belong to a developer: use a developer token, not an admin token.",
+                       [{"field": "Authorization", "message": "not a developer token"}])
+    check_rate_limit(principal.token_id)
+    return principal.developer_id
+
+
+def _process(developer_id: str, heartbeats: list[Any], body: Any) -> tuple[dict[str, Any], PreparedBatch]:
+    """Store the heartbeats as one batch; returns the native batch body and the prepared batch."""
+    settings = current_app.config["DEVPULSE_SETTINGS"]
+    received_at = datetime.now(UTC)
+    native = build_batch_body(developer_id, heartbeats, body, received_at)
+    prepared = prepare_batch(native, correlation_id=g.correlation_id, received_at=received_at, settings=settings,
+                             source=SOURCE)
+    try:
+        ingest(prepared)  # a batch resent as a whole answers "duplicate": its heartbeats are stored already
+    except ApiError as exc:
+        # No heartbeat valid: nothing is stored, and every heartbeat gets its own 400 entry.
+        if exc.status != 422 or exc.code != "no_valid_events":
+            raise
+    return native, prepared
+
+
+def _data(event_id: str, heartbeat: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event_id, **{k: heartbeat[k] for k in _ECHOED_FIELDS if k in heartbeat}}
+
+
+def _error_text(rejection: Rejection) -> str:
+    return f"{rejection.message} ({rejection.code})"
+
+
+def _entries(native: dict[str, Any], prepared: PreparedBatch, heartbeats: list[Any]) -> list[Any]:
+    rejected = {r.index: r for r in prepared.rejections}
+    entries: list[Any] = []
+    for index, (event, heartbeat) in enumerate(zip(native["events"], heartbeats, strict=True)):
+        if index in rejected:
+            entries.append([{"error": _error_text(rejected[index])}, 400])
+        else:
+            entries.append([{"data": _data(event["event_id"], heartbeat)}, 201])
+    return entries
+
+
+@bp.post("/users/current/heartbeats.bulk")
+def heartbeats_bulk():  # type: ignore[no-untyped-def]
+    developer_id = _developer_id()
+    body = read_json_body(current_app.config["DEVPULSE_SETTINGS"].max_body_bytes)
+    if not isinstance(body, list):
+        raise ApiError(400, "invalid_heartbeats", "The request body must be a JSON array of heartbeats.",
+                       [{"field": "_body", "message": "expected a JSON array"}])
+    if not body:
+        return jsonify({"responses": []}), 201
+    native, prepared = _process(developer_id, body, body)
+    return jsonify({"responses": _entries(native, prepared, body)}), 201
+
+
+@bp.post("/users/current/heartbeats")
+def heartbeat_single():  # type: ignore[no-untyped-def]
+    developer_id = _developer_id()
+    body = read_json_body(current_app.config["DEVPULSE_SETTINGS"].max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_heartbeat", "The request body must be one heartbeat (a JSON object).",
+                       [{"field": "_body", "message": "expected a JSON object"}])
+    native, prepared = _process(developer_id, [body], body)
+    if prepared.rejections:
+        rejection = prepared.rejections[0]
+        raise ApiError(400, "invalid_heartbeat", f"The heartbeat is invalid: {rejection.message}",
+                       [rejection.as_dict()])
+    return jsonify({"data": _data(native["events"][0]["event_id"], body)}), 201
+
+
+def _duration_text(total_seconds: float) -> dict[str, Any]:
+    """WakaTime's grand_total block: 5400 s -> decimal "1.50", digital "1:30", text "1 hr 30 mins"."""
+    whole = int(total_seconds)
+    hours, minutes, seconds = whole // 3600, whole % 3600 // 60, whole % 60
+
+    def unit(n: int, name: str) -> str:
+        return f"{n} {name}{'' if n == 1 else 's'}"
+
+    if hours or minutes:
+        text = " ".join(unit(n, name) for n, name in ((hours, "hr"), (minutes, "min")) if n)
+    else:
+        text = unit(seconds, "sec")
+    return {
+        "decimal": f"{hours + minutes / 60:.2f}",
+        "digital": f"{hours}:{minutes:02d}",
+        "hours": hours,
+        "minutes": minutes,
+        "text": text,
+        "total_seconds": float(total_seconds),
+    }
+
+
+@bp.get("/users/current/statusbar/today")
+def statusbar_today():  # type: ignore[no-untyped-def]
+    """Today's (UTC day) active coding time from the day bucket of developer_metrics."""
+    developer_id = _developer_id()
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = start + timedelta(days=1)
+    rows = storage().transaction(lambda s: metric_rows(s, developer_id, "day", start, end))
+    total = float(rows[0].active_seconds) if rows else 0.0
+    return jsonify({
+        "data": {
+            "grand_total": _duration_text(total),
+            "categories": [],
+            "languages": [],
+            "range": {
+                "date": start.date().isoformat(),
+                "start": _rfc3339(start),
+                "end": _rfc3339(end - timedelta(seconds=1)),
+                "text": "Today",
+                "timezone": "UTC",
+            },
+            "is_up_to_date": True,
+        },
+    }), 200
