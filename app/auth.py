@@ -7,6 +7,7 @@ import binascii
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -62,10 +63,14 @@ def current_principal() -> Principal:
         principal = cached[1]
     else:
         principal = storage().transaction(lambda s: find_principal(s, token))
+        keep = TOKEN_CACHE_SECONDS
+        if principal is not None and principal.expires_at is not None:
+            # Never serve a token from the cache past its own expiry.
+            keep = min(keep, (principal.expires_at - datetime.now(UTC)).total_seconds())
         with _cache_lock:
             if len(_cache) > 10_000:
                 _cache.clear()
-            _cache[key] = (now + TOKEN_CACHE_SECONDS, principal)
+            _cache[key] = (now + keep, principal)
     if principal is None:
         raise ApiError(401, "invalid_token", "The token is unknown, revoked or expired.",
                        [{"field": "Authorization", "message": "unknown, revoked or expired token"}],

@@ -23,6 +23,7 @@ class Principal:
     token_id: int
     developer_id: str | None
     is_admin: bool
+    expires_at: datetime | None = None
 
     def may_act_for(self, developer_id: str) -> bool:
         return self.is_admin or self.developer_id == developer_id
@@ -46,7 +47,8 @@ def find_principal(session: Session, token: str, now: datetime | None = None) ->
     row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    return Principal(token_id=row.id, developer_id=row.developer_id, is_admin=row.is_admin)
+    return Principal(token_id=row.id, developer_id=row.developer_id, is_admin=row.is_admin,
+                     expires_at=row.expires_at)
 
 
 def revoke_token(session: Session, token: str) -> bool:
