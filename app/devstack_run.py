@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,8 @@ PROCESSES = ("web", "worker", "beat", "flower")
 CELERY_PROCESSES = ("worker", "beat", "flower")
 DATABASE = "devpulse"
 DEVELOPER = "dev-1"
+HONCHO_SETTLE = 3.0  # seconds before a stop signal is passed on to honcho
+STOP_GRACE = 20.0  # seconds honcho gets to stop its processes before they are killed
 
 
 class _Stop(Exception):
@@ -56,16 +59,53 @@ def _cmdline(pid: int) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie, which holds no port, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
-    return True
 
 
-def _stop_leftover(pidfile: Path, marker: str, sig: signal.Signals, what: str) -> None:
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal the process groups of `pid` and of all its descendants (honcho starts each in its own)."""
+    members = [pid, *_descendants(pid)]
+    groups = set()
+    for member in members:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(member))
+    groups.discard(os.getpgrp())
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+    deadline = time.monotonic() + 10  # until they are gone (and their ports free)
+    while any(_alive(m) for m in members) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _stop_leftover(pidfile: Path, marker: str, sig: signal.Signals, what: str, *, tree: bool = False) -> None:
     """Stop a server an earlier run left behind (it was killed before it could stop its servers)."""
     try:
         pid = int(pidfile.read_text().split()[0])
@@ -75,10 +115,12 @@ def _stop_leftover(pidfile: Path, marker: str, sig: signal.Signals, what: str) -
         return
     print(f"devstack: stopping the {what} an earlier run left running (pid {pid})", flush=True)
     os.kill(pid, sig)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + (15 if tree else 30)
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if tree:
+        kill_tree(pid)
+    elif _alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -163,6 +205,7 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         "devpulse is running" if processes else "devpulse servers are running (no processes: --no-procs)",
         "",
         f"  API            {api}" + ("" if "web" in processes else "   (web not started)"),
+        f"  API docs       {api}/docs   (metrics: {api}/metrics)",
         f"  developer      {DEVELOPER}",
         f"  dev token      {developer}",
         f"  admin token    {admin}",
@@ -206,6 +249,52 @@ def write_env_file(env: dict[str, str], developer: str, admin: str) -> Path:
     return path
 
 
+def supervise(child: subprocess.Popen[bytes], processes: list[str], port: int, text: str,
+              servers: list[tuple[EmbeddedPostgres | EmbeddedRedis, str]],
+              requested: list[tuple[int, float]]) -> int:
+    """Wait for honcho; forward stop signals to it, and stop it if an embedded server dies."""
+    started = time.monotonic()
+    announced = forwarded_at = None
+    failed = False
+    while child.poll() is None:
+        now = time.monotonic()
+        if announced is None and ("web" not in processes or now - started > 60 or _port_in_use(port)):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            announced = now
+        for server, what in servers:
+            if not server.running and not failed:
+                print(f"devstack: {what} exited unexpectedly; stopping", file=sys.stderr, flush=True)
+                failed = True
+        if (requested or failed) and forwarded_at is None:
+            # honcho 2.0 crashes, then hangs, on a signal that arrives before it started every process.
+            if now - started >= HONCHO_SETTLE:
+                child.send_signal(signal.SIGINT if requested and requested[0][0] == signal.SIGINT
+                                  else signal.SIGTERM)
+                forwarded_at = now
+        elif forwarded_at is not None:
+            again = len(requested) > 1 and requested[-1][1] - requested[0][1] > 1.0  # a second Ctrl-C
+            if again or now - forwarded_at > STOP_GRACE:
+                print("devstack: killing the processes (second Ctrl-C or too slow)", file=sys.stderr, flush=True)
+                kill_tree(child.pid)
+                child.wait()
+                break
+        time.sleep(0.2)
+    return 1 if failed else 0 if requested else (child.returncode or 0)
+
+
+def prepare_metrics_dir(env: dict[str, str]) -> None:
+    """web and worker processes write Prometheus samples to one directory, merged by the web's /metrics;
+    samples of an earlier run (other pids) must not be counted again."""
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+        return
+    path = VAR / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app.devstack run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,15 +324,12 @@ def run(argv: list[str]) -> int:
     env["PYTHONUNBUFFERED"] = "1"
 
     child: subprocess.Popen[bytes] | None = None
-    requested: list[int] = []  # stop signals received
-    failed = False
+    requested: list[tuple[int, float]] = []  # stop signals received, handled by supervise()
 
     def on_signal(signum: int, _frame: object) -> None:
-        requested.append(signum)
+        requested.append((signum, time.monotonic()))
         if child is None:
             raise _Stop
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -256,7 +342,7 @@ def run(argv: list[str]) -> int:
         VAR.mkdir(exist_ok=True)
         lock = _lock_var()  # noqa: F841 - held until this process exits
         # Holding the lock, whatever still runs from ./var was left by a run that was killed.
-        _stop_leftover(VAR / "devstack-honcho.pid", "honcho", signal.SIGTERM, "processes (honcho)")
+        _stop_leftover(VAR / "devstack-honcho.pid", "honcho", signal.SIGTERM, "processes (honcho)", tree=True)
         for name, process in (("PORT", "web"), ("FLOWER_PORT", "flower")):
             if process in processes:
                 _check_free(int(env[name]), name, f"the {process} process")
@@ -272,6 +358,7 @@ def run(argv: list[str]) -> int:
         migrate(database_url)
         developer, admin = create_tokens(database_url)
         env_file = write_env_file(env, developer, admin)
+        prepare_metrics_dir(env)
 
         skipped = None
         if any(p in CELERY_PROCESSES for p in processes):
@@ -294,21 +381,8 @@ def run(argv: list[str]) -> int:
             cwd=ROOT, env=env, start_new_session=True,  # signals reach honcho through us only
         )
         (VAR / "devstack-honcho.pid").write_text(f"{child.pid}\n")
-        announce_by = time.monotonic() + 60
-        announced = False
-        while child.poll() is None:
-            if not announced and ("web" not in processes or time.monotonic() > announce_by
-                                  or _port_in_use(int(env["PORT"]))):
-                sys.stdout.write(text)
-                sys.stdout.flush()
-                announced = True
-            for server, what in ((postgres, "PostgreSQL"), (redis, "Redis")):
-                if server is not None and not server.running and not (failed or requested):
-                    print(f"devstack: {what} exited unexpectedly; stopping", file=sys.stderr, flush=True)
-                    failed = True
-                    child.terminate()
-            time.sleep(0.2)
-        code = 1 if failed else 0 if requested else (child.returncode or 0)
+        servers = [(server, what) for server, what in ((postgres, "PostgreSQL"), (redis, "Redis")) if server]
+        code = supervise(child, processes, int(env["PORT"]), text, servers, requested)
     except _Stop:
         code = 0
     finally:
@@ -318,9 +392,9 @@ def run(argv: list[str]) -> int:
             if child.poll() is None:
                 child.terminate()
                 try:
-                    child.wait(15)
+                    child.wait(STOP_GRACE)
                 except subprocess.TimeoutExpired:
-                    child.kill()
+                    kill_tree(child.pid)
                     child.wait()
             (VAR / "devstack-honcho.pid").unlink(missing_ok=True)
         if env_file is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from models import json_logging
 from models.settings import Settings
@@ -40,7 +42,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_track_started=True,
         task_send_sent_event=True,
         worker_send_task_events=True,
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue gets its own direct exchange and routing key: sharing the default exchange and key
+        # would bind every queue to every message, delivering each task once per queue.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="pipeline",
         task_routes=TASK_ROUTES,
         result_expires=24 * 3600,
@@ -65,10 +69,34 @@ def make_celery(settings: Settings | None = None) -> Celery:
 app = make_celery()
 
 
+# The web process only publishes (the outbox relay owns retrying), so when Redis is down a publish must fail
+# fast instead of holding its thread: by default kombu keeps reconnecting to the broker for its connect timeout
+# and the result backend (Celery subscribes to every sent task's result channel) for ~20 s.
+PUBLISHER_BROKER_OPTIONS = {"max_retries": 0}
+PUBLISHER_RESULT_OPTIONS = {"retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                             "interval_max": 0.2}}
+
+
 def configure(settings: Settings) -> None:
     """Point the shared app at the given servers (the web process calls this from create_app)."""
-    app.conf.update(broker_url=settings.redis_url, result_backend=settings.redis_url)
+    wanted = {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": {**app.conf.broker_transport_options, **PUBLISHER_BROKER_OPTIONS},
+        "result_backend_transport_options": {**app.conf.result_backend_transport_options,
+                                             **PUBLISHER_RESULT_OPTIONS},
+    }
+    changed = any(app.conf[key] != value for key, value in wanted.items())
+    app.conf.update(wanted)
     app.conf.devpulse_settings = settings
+    if changed:
+        # Celery caches the producer pool and a result backend per thread on first use; without this they
+        # would keep the old servers and options, whatever the configuration now says.
+        app._pool = None
+        if "amqp" in app.__dict__:
+            app.amqp._producer_pool = None
+        app._local = threading.local()
+        app._backend_cache = None
 
 
 @worker_process_init.connect

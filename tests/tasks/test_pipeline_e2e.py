@@ -26,6 +26,8 @@ def test_post_then_processed(pipeline_client, make_token, db):
     assert view["status"] == "processed"
     assert set(view["jobs"]) == {"aggregate", "normalize", "detect_danger"}
     assert all(j["status"] == "ok" for j in view["jobs"].values())
+    # Each job ran once: a routing mistake that binds every queue to every message shows up here.
+    assert [j["attempts"] for j in view["jobs"].values()] == [1, 1, 1]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 3
         upcast = s.scalars(select(NormalizedEvent).where(NormalizedEvent.source_schema_version == "1.0")).one()
