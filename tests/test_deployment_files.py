@@ -1,0 +1,57 @@
+"""The deployment files say what the README promises."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_procfile_has_every_process():
+    procs = _procfile()
+    assert set(procs) == {"release", "web", "worker", "beat", "flower"}
+    assert "alembic upgrade head" in procs["release"]
+    assert "gunicorn" in procs["web"] and "app:create_app()" in procs["web"]
+    queues = re.search(r"-Q\s+(\S+)", procs["worker"])
+    assert queues and set(queues.group(1).split(",")) == {"aggregation", "normalization", "danger", "pipeline",
+                                                          "maintenance"}
+    assert "--basic-auth" in procs["flower"]
+
+
+def test_procfile_queues_match_the_celery_app():
+    from tasks.celery_app import QUEUES
+
+    worker = _procfile()["worker"]
+    assert set(re.search(r"-Q\s+(\S+)", worker).group(1).split(",")) == set(QUEUES)  # type: ignore[union-attr]
+
+
+def _docker_compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _docker_compose_available(), reason="the docker CLI with the compose plugin is not installed")
+def test_docker_compose_config_validates():
+    result = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_declares_the_services_with_health_checks():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for service in ("postgres", "redis", "migrate", "web", "worker", "beat", "flower"):
+        assert re.search(rf"^  {service}:", text, re.M), service
+    assert text.count("healthcheck:") >= 3
+    assert re.search(r"^volumes:", text, re.M)
