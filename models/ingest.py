@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg2.extras import Json, execute_values
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -106,29 +107,29 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
 
     accepted: list[str] = []
     if prepared.events:
+        # Ascending key order: concurrent overlapping batches then take the unique-index locks in one
+        # global order and cannot deadlock (PostgreSQL would abort one of them).
+        ordered = sorted(prepared.events, key=lambda e: e.event_id)
+        batch_id = str(prepared.batch_id)
         rows = [
-            {
-                "event_id": e.event_id,
-                "batch_id": prepared.batch_id,
-                "developer_id": prepared.developer_id,
-                "seq": e.seq,
-                "type": e.type,
-                "schema_version": e.schema_version,
-                "session_id": e.session_id,
-                "client_ts": e.client_ts,
-                "client_utc_offset_minutes": e.client_utc_offset_minutes,
-                "corrected_ts": e.corrected_ts,
-                "received_at": prepared.received_at,
-                "raw": e.raw,
-            }
-            # Ascending key order: concurrent overlapping batches then take the unique-index locks in one
-            # global order and cannot deadlock (PostgreSQL would abort one of them).
-            for e in sorted(prepared.events, key=lambda e: e.event_id)
+            (str(e.event_id), batch_id, prepared.developer_id, e.seq, e.type, e.schema_version, e.session_id,
+             e.client_ts, e.client_utc_offset_minutes, e.corrected_ts, prepared.received_at, Json(e.raw))
+            for e in ordered
         ]
-        result = session.execute(
-            insert(RawEvent).on_conflict_do_nothing(index_elements=[RawEvent.event_id]).returning(RawEvent.event_id),
-            rows,
-        )
+        # The hot path of ingestion: one multi-row INSERT straight through the driver, which costs a
+        # fraction of the ORM's per-row bulk machinery for the same statement.
+        cursor = session.connection().connection.cursor()
+        try:
+            result = execute_values(
+                cursor,
+                "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
+                " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                rows, template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                page_size=len(rows), fetch=True,
+            )
+        finally:
+            cursor.close()
         accepted = [str(r[0]) for r in result]
     accepted_set = set(accepted)
     earlier_duplicates = [str(e.event_id) for e in prepared.events if str(e.event_id) not in accepted_set]
@@ -158,9 +159,7 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
             .values(batch_id=prepared.batch_id, correlation_id=prepared.correlation_id)
             .returning(Outbox.id)
         ).scalar_one()
-    batch = session.get(Batch, prepared.batch_id)
-    return PersistOutcome(kind="stored", batch=batch, accepted_ids=accepted, duplicate_ids=duplicate_ids,
-                          outbox_id=outbox_id)
+    return PersistOutcome(kind="stored", accepted_ids=accepted, duplicate_ids=duplicate_ids, outbox_id=outbox_id)
 
 
 def _original_batches(session: Session, event_ids: list[str]) -> dict[str, str]:

@@ -40,7 +40,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_track_started=True,
-        task_send_sent_event=True,
+        # Flower learns of tasks from the workers' events; a 'sent' event per publish would cost the web
+        # process CPU on every ingest for a state nobody needs.
+        task_send_sent_event=False,
         worker_send_task_events=True,
         # Each queue gets its own direct exchange and routing key: sharing the default exchange and key
         # would bind every queue to every message, delivering each task once per queue.

@@ -1,0 +1,217 @@
+"""The real stack on loopback: embedded PostgreSQL (fsync on) and Redis, gunicorn and a Celery worker.
+
+Every process is started in its own session (process group) and stopped by that group id, gently first
+(SIGTERM / PostgreSQL's fast shutdown), then SIGKILL after a bounded wait; `Stack.close()` runs on normal
+exit, exceptions, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUEUES = "aggregation,normalization,danger,pipeline,maintenance"
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "ab") as out:
+            self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the group we created (the master and its workers), SIGKILL after `timeout`."""
+        pgid = self.popen.pid  # start_new_session: the group id is the leader's pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.popen.wait(10)
+        # Children that outlived their master (a killed gunicorn leaves none normally): same group, gone too.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+class Stack:
+    def __init__(self, *, workers: int = 2, threads: int = 4, concurrency: int = 2) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="devpulse-bench-"))
+        self.web_workers = workers
+        self.web_threads = threads
+        self.concurrency = concurrency
+        self.pg = None
+        self.redis = None
+        self.database_url = ""
+        self.redis_url = ""
+        self.web: Proc | None = None
+        self.worker: Proc | None = None
+        self.web_port = 0
+
+    # -- servers ---------------------------------------------------------------------------------------
+    def start_servers(self) -> None:
+        from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
+
+        # durable=True: fsync, synchronous_commit and full_page_writes stay at PostgreSQL's defaults (on).
+        self.pg = EmbeddedPostgres(self.dir / "pg", durable=True)  # assigned first: close() stops a half-started one
+        self.pg.start(timeout=60)
+        self.database_url = self.pg.create_database("devpulse_bench")
+        # Redis without persistence: the architecture lets Redis lose everything (PostgreSQL is the truth).
+        self.redis = EmbeddedRedis(self.dir / "redis", durable=False)
+        self.redis.start()
+        self.redis_url = self.redis.url(0)
+        os.environ["DATABASE_URL"] = self.database_url
+        os.environ["REDIS_URL"] = self.redis_url
+        migrate(self.database_url)
+
+    def pg_settings(self) -> dict[str, str]:
+        out = {}
+        with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
+            for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method",
+                         "shared_buffers", "max_connections"):
+                cur.execute(f"SHOW {name}")
+                out[name] = cur.fetchone()[0]
+        return out
+
+    def connect(self):  # type: ignore[no-untyped-def]
+        import psycopg2
+
+        assert self.pg is not None
+        return psycopg2.connect(host="127.0.0.1", port=self.pg.port, user=self.pg.user, dbname="devpulse_bench",
+                                application_name="devpulse-bench")
+
+    def create_tokens(self, developer_ids: list[str]) -> dict[str, str]:
+        from models.db import Database
+        from models.tokens import create_token
+
+        db = Database()
+        db.configure(self.database_url, pool_size=1)
+        try:
+            with db.transaction() as session:
+                return {d: create_token(session, d, label="bench") for d in developer_ids}
+        finally:
+            db.dispose()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT),
+                   PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING")
+        return env
+
+    # -- processes -------------------------------------------------------------------------------------
+    def start_web(self) -> None:
+        from app.devstack import free_port
+
+        self.web_port = free_port()
+        argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers),
+                "--threads", str(self.web_threads), "--log-level", "warning", "app:create_app()"]
+        self.web = Proc("gunicorn", argv, self.env(), self.dir / "gunicorn.log")
+        deadline = time.monotonic() + 60
+        from bench.load import Client
+
+        while time.monotonic() < deadline:
+            if not self.web.alive():
+                raise RuntimeError(f"gunicorn exited:\n{_tail(self.web.log)}")
+            try:
+                client = Client(self.web_port, timeout=2)
+                status, _ = client.request("GET", "/api/workflow/batches/00000000-0000-0000-0000-000000000000",
+                                           None, {})
+                client.close()
+                if status < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer within 60 s:\n{_tail(self.web.log)}")
+
+    def start_worker(self) -> None:
+        argv = [str(BIN / "celery"), "-A", "bench.celery_bench", "worker", "-Q", QUEUES,
+                "--concurrency", str(self.concurrency), "--prefetch-multiplier", "1", "-P", "prefork",
+                "--loglevel", "WARNING"]
+        self.worker = Proc("celery", argv, self.env(), self.dir / "celery.log")
+        from bench.celery_bench import app
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if not self.worker.alive():
+                raise RuntimeError(f"celery worker exited:\n{_tail(self.worker.log)}")
+            if app.control.ping(timeout=1.0):
+                return
+        raise RuntimeError(f"celery worker did not answer a ping within 90 s:\n{_tail(self.worker.log)}")
+
+    def flush_redis(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushall()
+
+    def logs(self) -> str:
+        parts = []
+        for proc in (self.web, self.worker):
+            if proc is not None:
+                parts.append(f"--- {proc.name} ({proc.log}) ---\n{_tail(proc.log)}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        """Stop everything; a second Ctrl-C or a SIGTERM cannot cut this short (it is bounded anyway)."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[sig] = signal.signal(sig, signal.SIG_IGN)
+        try:
+            self._close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _close(self) -> None:
+        for proc in (self.worker, self.web):
+            if proc is not None:
+                with contextlib.suppress(Exception):
+                    proc.stop()
+        self.worker = self.web = None
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.stop()
+            self.redis = None
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                self.pg.stop()
+            self.pg = None
+        if os.environ.get("DEVPULSE_BENCH_KEEP"):
+            print(f"bench: kept {self.dir} (DEVPULSE_BENCH_KEEP is set)", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
