@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,7 +72,14 @@ def stream_alerts(developer_id: str):  # type: ignore[no-untyped-def]
     """New, non-stale alerts pushed as they are detected (`event: alert`, data = the alert JSON)."""
     ensure_may_act_for(developer_id)
     settings = current_app.config["DEVPULSE_SETTINGS"]
-    max_seconds = float(request.args.get("max_seconds", "0") or 0)  # lets a client bound the stream
+    raw_max = request.args.get("max_seconds", "") or "0"  # lets a client bound the stream (0: unbounded)
+    try:
+        max_seconds = float(raw_max)
+    except ValueError:
+        max_seconds = math.nan
+    if not (math.isfinite(max_seconds) and max_seconds >= 0):
+        raise ApiError(400, "invalid_parameter", "'max_seconds' must be a finite number of seconds >= 0.",
+                       [{"field": "max_seconds", "message": f"got '{raw_max[:20]}'"}])
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:

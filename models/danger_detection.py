@@ -74,7 +74,8 @@ def store_detections(
 ) -> tuple[int, list[Alert]]:
     """Upsert alerts by episode. Returns (rows written, alerts to push now).
 
-    Severity only ever rises; an unchanged detection (a replay, a retry) writes nothing.
+    Severity only ever rises; an unchanged detection (a replay, a retry) writes nothing. An alert whose
+    episode was merged into another one (a backfilled batch closing the gap) is deleted: superseded.
     """
     if not detections:
         return 0, []
@@ -103,10 +104,13 @@ def store_detections(
 
     written = 0
     push: list[Alert] = []
+    matched: set[uuid.UUID] = set()
     for d in detections:
         stale = now - d.window_end > freshness
         details = _jsonable(d.details)
         alert = find(d)
+        if alert is not None:
+            matched.add(alert.alert_id)
         if alert is None:
             alert = Alert(
                 alert_id=uuid.uuid4(), developer_id=developer_id, pattern=d.pattern, episode_key=d.episode_key,
@@ -116,6 +120,7 @@ def store_detections(
             )
             session.add(alert)
             candidates.append(alert)
+            matched.add(alert.alert_id)
             written += 1
             if not stale:
                 push.append(alert)
@@ -140,6 +145,15 @@ def store_detections(
         written += 1
         if raised and not stale:
             push.append(alert)
+    # Episodes merged by a backfilled batch come back as ONE detection under the earlier key: an alert of
+    # such a pattern that no detection claims but that lies in a detected episode is superseded by it.
+    for a in candidates:
+        if a.alert_id not in matched and a.pattern in OVERLAP_PATTERNS and any(
+            d.pattern == a.pattern and a.window_start <= d.window_end and d.window_start <= a.window_end
+            for d in detections
+        ):
+            session.delete(a)
+            written += 1
     session.flush()
     return written, push
 
