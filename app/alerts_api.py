@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from activity.clock import parse_rfc3339
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
+from app.query_params import time_param
 from app.storage import StorageUnavailable, storage
 from models.alerts import acknowledge, alert_channel, alert_view, list_alerts
 
@@ -38,13 +38,7 @@ def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
     if status not in (None, "open", "acknowledged"):
         raise ApiError(400, "invalid_parameter", "'status' must be 'open' or 'acknowledged'.",
                        [{"field": "status", "message": f"got '{status[:20]}'"}])
-    since = None
-    if request.args.get("since"):
-        try:
-            since = parse_rfc3339(request.args["since"])
-        except ValueError as exc:
-            raise ApiError(400, "invalid_parameter", "'since' must be an RFC 3339 timestamp with an offset.",
-                           [{"field": "since", "message": str(exc)}]) from exc
+    since = time_param("since")
     alerts = _storage_call(lambda s: [alert_view(a) for a in list_alerts(s, developer_id, status=status,
                                                                           since=since)])
     return jsonify({"developer_id": developer_id, "alerts": alerts})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from activity.clock import parse_rfc3339
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
+from app.query_params import time_param
 from app.storage import StorageUnavailable, storage
 from models.aggregation import metric_rows
 from models.tables import DeveloperMetric
@@ -17,17 +17,6 @@ _COLUMNS = [c.name for c in DeveloperMetric.__table__.columns
             if c.name not in ("developer_id", "granularity", "bucket_start", "computed_at")]
 
 
-def _time_arg(name: str):  # type: ignore[no-untyped-def]
-    value = request.args.get(name)
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be an RFC 3339 timestamp with an offset.",
-                       [{"field": name, "message": str(exc)}]) from exc
-
-
 @bp.get("/api/developers/<developer_id>/metrics")
 @require_token
 def developer_metrics(developer_id: str):  # type: ignore[no-untyped-def]
@@ -36,7 +25,7 @@ def developer_metrics(developer_id: str):  # type: ignore[no-untyped-def]
     if granularity not in ("hour", "day"):
         raise ApiError(400, "invalid_parameter", "'granularity' must be 'hour' or 'day'.",
                        [{"field": "granularity", "message": f"got '{granularity[:20]}'"}])
-    start, end = _time_arg("from"), _time_arg("to")
+    start, end = time_param("from"), time_param("to")
     if start and end and start > end:
         raise ApiError(400, "invalid_parameter", "'from' must not be after 'to'.",
                        [{"field": "from", "message": "after 'to'"}])

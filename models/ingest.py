@@ -159,7 +159,9 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
             .values(batch_id=prepared.batch_id, correlation_id=prepared.correlation_id)
             .returning(Outbox.id)
         ).scalar_one()
-    return PersistOutcome(kind="stored", accepted_ids=accepted, duplicate_ids=duplicate_ids, outbox_id=outbox_id)
+    batch = session.get(Batch, prepared.batch_id)
+    return PersistOutcome(kind="stored", batch=batch, accepted_ids=accepted, duplicate_ids=duplicate_ids,
+                          outbox_id=outbox_id)
 
 
 def _original_batches(session: Session, event_ids: list[str]) -> dict[str, str]:
