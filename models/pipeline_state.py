@@ -31,20 +31,23 @@ def audit(session: Session, step: str, *, batch_id: uuid.UUID | str | None, corr
 
 
 def mark_processing(session: Session, batch_id: uuid.UUID) -> None:
+    # clock_timestamp(), not now(): the header jobs wait here for each other's row lock, and now() (the start of
+    # a transaction) would let a job that waited longer appear to start before the batch began processing.
     session.execute(
         update(Batch)
         .where(Batch.batch_id == batch_id, Batch.status.in_(("persisted", "dispatched")))
-        .values(status="processing", processing_started_at=func.now(), updated_at=func.now())
+        .values(status="processing", processing_started_at=func.clock_timestamp(), updated_at=func.now())
     )
 
 
 def job_started(session: Session, batch_id: uuid.UUID, job: str, task_id: str | None, is_replay: bool) -> None:
     stmt = insert(BatchJob).values(batch_id=batch_id, job=job, status="running", attempts=1, task_id=task_id,
-                                   is_replay=is_replay, started_at=func.now(), finished_at=None, error=None)
+                                   is_replay=is_replay, started_at=func.clock_timestamp(), finished_at=None,
+                                   error=None)
     session.execute(stmt.on_conflict_do_update(
         index_elements=[BatchJob.batch_id, BatchJob.job],
         set_={"status": "running", "attempts": BatchJob.attempts + 1, "task_id": task_id, "is_replay": is_replay,
-              "started_at": func.now(), "finished_at": None, "duration_ms": None, "error": None},
+              "started_at": func.clock_timestamp(), "finished_at": None, "duration_ms": None, "error": None},
     ))
 
 

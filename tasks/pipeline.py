@@ -153,8 +153,9 @@ def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx:
     return status
 
 
-@app.task(bind=True, base=DevpulseTask, name="devpulse.mark_batch_failed")
-def mark_batch_failed(self: DevpulseTask, request: Any, exc: Any, traceback: Any, ctx: dict[str, Any]) -> None:
+# Not bound: Celery calls a bound errback with the failed task's id only, never (request, exc, traceback).
+@app.task(base=DevpulseTask, name="devpulse.mark_batch_failed")
+def mark_batch_failed(request: Any, exc: Any, traceback: Any, ctx: dict[str, Any]) -> None:
     """Errback of the callback: a hard failure (time limit, crash) still leaves a visible state."""
     error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
     with database().transaction() as session:

@@ -77,3 +77,19 @@ def pipeline_client(app, celery_worker):  # type: ignore[no-untyped-def]
 
     app.test_client_class = ClosingClient
     return app.test_client()
+
+
+def persist_body(db: Database, body: dict[str, Any], *, received_at: Any = None,
+                 correlation_id: str | None = None) -> Any:
+    """Validate and store one request body the way the ingest endpoint does, without HTTP or a publish.
+
+    Returns the `PersistOutcome` (the batch stays `persisted` with a pending outbox record).
+    """
+    from app.ingest.prepare import prepare_batch
+    from models.ingest import persist_batch
+    from tests.factories import now
+
+    prepared = prepare_batch(body, correlation_id=correlation_id or uuid.uuid4().hex,
+                             received_at=received_at or now(), settings=Settings.from_env())
+    with db.transaction() as s:
+        return persist_batch(s, prepared)

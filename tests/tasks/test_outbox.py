@@ -1,0 +1,123 @@
+"""The transactional outbox (models/outbox.py, tasks/canvas.py): publish after commit, relay, dead letter.
+
+The broker is "down" by pointing the shared Celery app at a closed port; the
+fixture below always points it back at the suite's Redis and closes the
+`broker` circuit breaker, so later tests publish normally.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from models.breakers import breakers
+from models.db import Database
+from models.settings import Settings
+from models.tables import AdminAlert, Batch, Outbox
+from tasks.canvas import relay
+from tests.factories import auth, batch, event, now
+from tests.tasks.conftest import persist_body, wait_processed
+
+DEAD_BROKER = "redis://127.0.0.1:1/0"
+
+# Celery's AsyncResult.__del__ cannot unsubscribe from a dead backend; that noise is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture
+def broker_down(celery_worker, redis_url: str) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    """Settings whose broker is unreachable; the shared Celery app is restored afterwards."""
+    from tasks.celery_app import configure
+
+    bad = Settings.from_env(redis_url=DEAD_BROKER, outbox_max_attempts=3, outbox_base_delay_seconds=3600.0,
+                            outbox_max_delay_seconds=3600.0)
+    try:
+        yield bad
+    finally:
+        configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
+        breakers.reset("broker")
+        # The failed publishes leave AsyncResults bound to the dead backend; their __del__ fails. Collect them
+        # now rather than at some random later point (a collection inside compile() trips a CPython 3.11 bug).
+        gc.collect()
+
+
+def outbox_row(db: Database, batch_id: str) -> Outbox:
+    with db.session() as s:
+        return s.scalars(select(Outbox).where(Outbox.batch_id == uuid.UUID(batch_id))).one()
+
+
+def make_due(db: Database, outbox_id: int) -> None:
+    with db.transaction() as s:
+        s.execute(update(Outbox).where(Outbox.id == outbox_id).values(next_attempt_at=func.now()
+                                                                      - text("interval '1 second'")))
+
+
+def good_settings(redis_url: str) -> Settings:
+    return Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url)
+
+
+def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_down, redis_url):  # type: ignore[no-untyped-def]
+    from app import create_app
+    from tasks.celery_app import configure
+
+    token = make_token("dev-1")
+    web = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": DEAD_BROKER,
+                      "outbox_base_delay_seconds": 3600.0, "outbox_max_delay_seconds": 3600.0})
+    body = batch([event("file.save", now() - timedelta(minutes=5))])
+    random.seed(0)  # the jitter draw below is then 0.84 * 3600 s, so "in the future" cannot flake
+    try:
+        response = web.test_client().post("/api/workflow/events/orchestrate", json=body, headers=auth(token))
+        response.get_data()
+        response.close()  # runs the publish-after-response hook, like a real server
+    finally:
+        web.extensions["devpulse.db"].dispose()
+    assert response.status_code == 202, response.get_json()
+
+    record = outbox_row(db, body["batch_id"])
+    assert record.status == "pending"
+    assert record.attempts == 1
+    assert record.last_error
+    assert record.next_attempt_at > datetime.now(UTC) + timedelta(minutes=10)
+    with db.session() as s:
+        assert s.get(Batch, uuid.UUID(body["batch_id"])).status == "persisted"
+
+    # Not due yet: the relay leaves it alone even with a working broker.
+    configure(good_settings(redis_url))
+    breakers.reset("broker")
+    assert relay(db, good_settings(redis_url)) == {"due": 0, "published": 0}
+
+    make_due(db, record.id)
+    assert relay(db, good_settings(redis_url)) == {"due": 1, "published": 1}
+    assert wait_processed(db, body["batch_id"]) == "processed"
+    record = outbox_row(db, body["batch_id"])
+    assert (record.status, record.attempts) == ("dispatched", 2)
+    assert record.dispatched_at is not None
+    assert relay(db, good_settings(redis_url)) == {"due": 0, "published": 0}
+
+
+def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[no-untyped-def]
+    from tasks.celery_app import configure
+
+    db = clean_db
+    outcome = persist_body(db, batch([event("file.save", now() - timedelta(minutes=5))]))
+    configure(broker_down)
+    for attempt in range(1, broker_down.outbox_max_attempts + 1):
+        make_due(db, outcome.outbox_id)
+        assert relay(db, broker_down) == {"due": 1, "published": 0}
+        record = outbox_row(db, str(outcome.batch.batch_id))
+        assert record.attempts == attempt
+    assert record.status == "dead_letter"
+    make_due(db, outcome.outbox_id)
+    assert relay(db, broker_down) == {"due": 0, "published": 0}
+    with db.session() as s:
+        alerts = s.scalars(select(AdminAlert).where(AdminAlert.kind == "outbox_dead_letter")).all()
+        assert [a.batch_id for a in alerts] == [outcome.batch.batch_id]
+        assert alerts[0].context["attempts"] == broker_down.outbox_max_attempts
+        assert s.get(Batch, outcome.batch.batch_id).status == "persisted"
