@@ -15,11 +15,16 @@ from models.pipeline_state import audit
 from models.tables import Batch, Outbox
 
 
-def claim(session: Session, outbox_id: int) -> Outbox | None:
-    """Lock one pending record; None if another process holds it or it is no longer pending."""
-    return session.execute(
-        select(Outbox).where(Outbox.id == outbox_id, Outbox.status == "pending").with_for_update(skip_locked=True)
-    ).scalar_one_or_none()
+def claim(session: Session, outbox_id: int, *, due_only: bool = False) -> Outbox | None:
+    """Lock one pending record; None if another process holds it or it is no longer pending.
+
+    `due_only` (the relay): also None while its backoff runs, so a record another relay has
+    just failed is not published again before its time.
+    """
+    stmt = select(Outbox).where(Outbox.id == outbox_id, Outbox.status == "pending")
+    if due_only:
+        stmt = stmt.where(Outbox.next_attempt_at <= func.now())
+    return session.execute(stmt.with_for_update(skip_locked=True)).scalar_one_or_none()
 
 
 def claim_due(session: Session, limit: int = 50) -> list[Outbox]:

@@ -43,17 +43,30 @@ def build_chord(ctx: dict[str, Any]) -> chord:
     return chord(header, body)
 
 
+class BrokerUnavailable(ConnectionError):
+    """The chord could not be handed to Redis (broker or result backend)."""
+
+
 def _publish(ctx: dict[str, Any]) -> None:
     broker = breakers.get("broker", fail_max=3, reset_timeout=5)
-    # retry=False: a dead broker must fail fast here; the outbox relay owns retrying.
-    broker.call(lambda: build_chord(ctx).apply_async(retry=False))
+
+    def send() -> None:
+        try:
+            # retry=False: a dead broker must fail fast here; the outbox relay owns retrying.
+            build_chord(ctx).apply_async(retry=False)
+        except Exception as exc:
+            # Celery's result consumer reports an unreachable Redis as a plain RuntimeError ("Retry limit
+            # exceeded ..."); the breaker would count that as a success and never open.
+            raise BrokerUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+
+    broker.call(send)
 
 
-def dispatch_record(db: Database, settings: Settings, outbox_id: int) -> bool:
+def dispatch_record(db: Database, settings: Settings, outbox_id: int, *, due_only: bool = False) -> bool:
     """Publish one pending outbox record. Returns True if this call published it."""
     try:
         with db.transaction() as session:
-            record = claim(session, outbox_id)
+            record = claim(session, outbox_id, due_only=due_only)
             if record is None:
                 return False
             ctx = start_dispatch(session, record)
@@ -75,5 +88,5 @@ def relay(db: Database, settings: Settings, limit: int = 50) -> dict[str, int]:
     """Publish every due pending record (beat runs this every few seconds)."""
     with db.transaction() as session:
         due = [r.id for r in claim_due(session, limit)]
-    published = sum(1 for outbox_id in due if dispatch_record(db, settings, outbox_id))
+    published = sum(1 for outbox_id in due if dispatch_record(db, settings, outbox_id, due_only=True))
     return {"due": len(due), "published": published}
