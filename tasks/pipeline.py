@@ -66,8 +66,14 @@ def run_job(
             if batch is None:
                 raise LookupError(f"batch {batch_id} does not exist")
             outcome = work(session, batch, ctx)
-        error = outcome.pop("error", None)
-        notify = outcome.pop("notify", None)
+            error = outcome.pop("error", None)
+            notify = outcome.pop("notify", None)
+            duration_ms = int((time.monotonic() - started) * 1000)
+            if not error:
+                # Recorded in the work's own transaction: one commit less per job on the critical path.
+                job_finished(session, batch_id, job, True, duration_ms)
+                audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                      is_replay=is_replay, job=job, ok=True, duration_ms=duration_ms, outcome=outcome)
         if after_commit is not None and notify:
             try:
                 after_commit(notify)
@@ -75,11 +81,6 @@ def run_job(
                 error = "; ".join(filter(None, [error, f"delivery failed: {type(exc).__name__}: {exc}"]))
         if error:
             return _give_up(task, job, ctx, RuntimeError(error), started)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        with db.transaction() as session:
-            job_finished(session, batch_id, job, True, duration_ms)
-            audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                  is_replay=is_replay, job=job, ok=True, duration_ms=duration_ms, outcome=outcome)
         log.info("job %s ok", job, extra=_log_extra(ctx, job, duration_ms=duration_ms))
         TASK_OUTCOMES.labels(job, "ok").inc()
         return {"job": job, "ok": True, "duration_ms": duration_ms, **outcome}
