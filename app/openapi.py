@@ -76,17 +76,53 @@ class BatchSchema(Schema):
     correlation_id = fields.Str(required=True)
     status = fields.Str(required=True, metadata={"enum": ["persisted", "dispatched", "processing", "processed",
                                                           "processed_with_errors", "failed"]})
+    source = fields.Str(required=True)
     received = fields.Int(required=True)
     accepted = fields.Int(required=True)
     duplicates = fields.Int(required=True)
     rejected = fields.Int(required=True)
+    first_ts = fields.Str(allow_none=True, required=True)
+    last_ts = fields.Str(allow_none=True, required=True)
+    received_at = fields.Str(allow_none=True, required=True)
+    sent_at = fields.Str(allow_none=True, required=True)
+    dispatched_at = fields.Str(allow_none=True, required=True)
+    processing_started_at = fields.Str(allow_none=True, required=True)
+    completed_at = fields.Str(allow_none=True, required=True)
+    updated_at = fields.Str(allow_none=True, required=True)
     replay_count = fields.Int(required=True)
+    dispatch_count = fields.Int(required=True)
+    last_error = fields.Str(allow_none=True, required=True)
     jobs = fields.Dict(keys=fields.Str(), values=fields.Nested(JobSchema), required=True)
+    correlation_id_of_request = fields.Str(required=True)
+
+
+class AuditRecordSchema(Schema):
+    id = fields.Int(required=True)
+    created_at = fields.Str(required=True)
+    correlation_id = fields.Str(allow_none=True, required=True)
+    batch_id = fields.Str(required=True)
+    step = fields.Str(required=True)
+    is_replay = fields.Bool(required=True)
+    details = fields.Dict(allow_none=True, required=True)
+    sealed = fields.Bool(required=True)
+    seal_seq = fields.Int(allow_none=True, required=True)
+    content_hash = fields.Str(allow_none=True, required=True)
+    prev_hash = fields.Str(allow_none=True, required=True)
+    sealed_at = fields.Str(allow_none=True, required=True)
+    intact = fields.Bool(allow_none=True, required=True)
+
+
+class AuditTrailSchema(Schema):
+    batch_id = fields.UUID(required=True)
+    records = fields.List(fields.Nested(AuditRecordSchema), required=True)
 
 
 class MetricsSchema(Schema):
     developer_id = fields.Str(required=True)
-    granularity = fields.Str(required=True)
+    granularity = fields.Str(required=True, metadata={"enum": ["hour", "day"]})
+    # Echo of the query's bounds (null when not given).
+    from_ = fields.Str(data_key="from", allow_none=True, required=True)
+    to = fields.Str(allow_none=True, required=True)
     buckets = fields.List(fields.Dict(), required=True)
 
 
@@ -102,8 +138,11 @@ class AlertSchema(Schema):
     batch_id = fields.UUID(required=True)
     correlation_id = fields.Str(required=True)
     detected_at = fields.Str(required=True)
+    updated_at = fields.Str(allow_none=True, required=True)
     status = fields.Str(required=True, metadata={"enum": ["open", "acknowledged"]})
+    acknowledged_at = fields.Str(allow_none=True, required=True)
     stale = fields.Bool(required=True)
+    deliveries = fields.List(fields.Raw(), required=True)
 
 
 class AlertListSchema(Schema):
@@ -144,7 +183,8 @@ def build_spec() -> dict[str, Any]:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in (("Envelope", EnvelopeSchema), ("Event", EventSchema), ("Error", ErrorSchema),
                          ("IngestResult", IngestResultSchema), ("Batch", BatchSchema), ("Metrics", MetricsSchema),
-                         ("Alert", AlertSchema), ("AlertList", AlertListSchema)):
+                         ("Alert", AlertSchema), ("AlertList", AlertListSchema),
+                         ("AuditTrail", AuditTrailSchema)):
         spec.components.schema(name, schema=schema)
     secured = [{"bearer": []}]
     spec.path(path="/api/workflow/events/orchestrate", operations={"post": {
@@ -158,6 +198,10 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/api/workflow/batches/{batch_id}", operations={"get": {
         "summary": "A batch's lifecycle", "security": secured, "parameters": [_path_param("batch_id", "uuid")],
         "responses": {**_ok("Batch", "The batch"), **_errors(400, 401, 404, 503)}}})
+    spec.path(path="/api/workflow/batches/{batch_id}/audit", operations={"get": {
+        "summary": "A batch's audit trail with each record's seal state (admin)", "security": secured,
+        "parameters": [_path_param("batch_id", "uuid")],
+        "responses": {**_ok("AuditTrail", "The audit records in order"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/metrics", operations={"get": {
         "summary": "Metric buckets", "security": secured,
         "parameters": [_path_param("developer_id"), _query("from", "RFC 3339", format="date-time"),

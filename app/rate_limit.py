@@ -7,7 +7,6 @@ failing: the `rate_limiter` breaker makes that cost nothing while it is down.
 from __future__ import annotations
 
 import math
-import time
 
 import pybreaker
 import redis
@@ -16,15 +15,18 @@ from flask import Flask, current_app
 from app.errors import ApiError
 from models.breakers import breakers
 
-# KEYS[1] bucket key; ARGV: rate per second, burst, now (seconds, float). Returns {allowed, retry_after_ms}.
+# KEYS[1] bucket key; ARGV: rate per second, burst. Returns {allowed, retry_after_ms}.
+# The clock is Redis's own (TIME), never the caller's: callers on several processes or hosts send their
+# timestamps out of order, and a `ts` that moved backwards would refill the same interval twice.
 _TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local ts = math.min(tonumber(state[2]) or now, now)
+tokens = math.min(burst, tokens + (now - ts) * rate)
 local allowed = 0
 local retry_ms = 0
 if tokens >= 1 then
@@ -52,7 +54,7 @@ class RateLimiter:
             return
         try:
             allowed, retry_ms = self.breaker.call(
-                self.script, keys=[f"devpulse:ratelimit:{token_id}"], args=[self.rate, self.burst, time.time()]
+                self.script, keys=[f"devpulse:ratelimit:{token_id}"], args=[self.rate, self.burst]
             )
         except (pybreaker.CircuitBreakerError, redis.RedisError, OSError):
             return  # Redis down: accept rather than fail; PostgreSQL still protects correctness

@@ -1,0 +1,187 @@
+"""/openapi.json is a valid OpenAPI 3 description of the app, /docs lists it, and the app keeps its promises.
+
+The last test lets schemathesis generate requests for every documented operation (bounded) and checks that
+none answers 5xx and that every documented response matches its schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from tests.factories import auth, batch, event, iso, now
+
+# The SSE stream never ends by itself: it is tested in test_alerts_api.py, not fuzzed here.
+SKIPPED = re.compile(r"/alerts/stream$")
+MAX_EXAMPLES = 30
+CHECKS = [not_a_server_error, response_schema_conformance]
+
+
+@pytest.fixture
+def spec(client) -> dict:  # type: ignore[no-untyped-def]
+    r = client.get("/openapi.json")
+    assert r.status_code == 200
+    assert r.mimetype == "application/json"
+    return r.get_json()
+
+
+def test_openapi_json_is_a_valid_openapi_3_document(spec):  # type: ignore[no-untyped-def]
+    assert spec["openapi"].startswith("3.")
+    schemathesis.openapi.from_dict(spec).validate()  # the OpenAPI 3.0 meta-schema; raises when invalid
+
+
+def test_the_validator_does_reject_an_invalid_document(spec):  # type: ignore[no-untyped-def]
+    broken = copy.deepcopy(spec)
+    broken["paths"]["/healthz"]["get"]["responses"] = "not an object"
+    with pytest.raises(Exception):  # noqa: B017 - jsonschema_rs.ValidationError, whose import path is private
+        schemathesis.openapi.from_dict(broken).validate()
+
+
+def test_every_route_of_the_app_is_documented(app, spec):  # type: ignore[no-untyped-def]
+    """Each public route appears in the spec with its methods (Flask's <x> is OpenAPI's {x})."""
+    documented = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
+                  for path, operations in spec["paths"].items() for method in operations}
+    undocumented = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.rule in ("/openapi.json", "/docs"):
+            continue
+        if rule.rule.startswith(("/api/compat/", "/api/v1/users/")):  # WakaTime compatibility, its own contract
+            continue
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if (rule.rule, method) not in documented:
+                undocumented.add((rule.rule, method))
+    assert not undocumented
+
+
+def test_docs_is_html_listing_every_path_and_method(client, spec):  # type: ignore[no-untyped-def]
+    r = client.get("/docs")
+    assert r.status_code == 200
+    assert r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert page.startswith("<!doctype html>")
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            assert f"<code>{method.upper()} {path}</code>" in page, (method, path)
+    for name in spec["components"]["schemas"]:
+        assert f"<h3>{name}</h3>" in page
+
+
+def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_token):  # type: ignore[no-untyped-def]
+    """Schemathesis over every documented operation, with an admin token (it may act for any developer).
+
+    Positive cases follow the schema; negative ones break it (and the Authorization header) on purpose.
+    """
+    headers = auth(make_token(None, admin=True))
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    tested = [op for op in operations if not SKIPPED.search(op.path)]
+    assert len(tested) == len(operations) - 1 >= 11
+    statuses: dict[str, set[int]] = {}
+
+    for operation in tested:
+        has_input = bool(operation.path_parameters or operation.query or operation.body)
+        for mode, examples in ((GenerationMode.POSITIVE, MAX_EXAMPLES),
+                               (GenerationMode.NEGATIVE, MAX_EXAMPLES if has_input else 0)):
+            if not examples:
+                continue
+
+            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: schemathesis.Case) -> None:
+                response = case.call(headers=headers)
+                statuses.setdefault(case.operation.label, set()).add(response.status_code)
+                case.validate_response(response, checks=CHECKS)
+
+            try:
+                run()
+            except Exception as exc:
+                raise AssertionError(f"{operation.label} ({mode.value}): {exc}") from exc
+    # The run reached the handlers, not just the auth layer.
+    assert 200 in statuses["GET /api/developers/{developer_id}/metrics"]
+    assert 422 in statuses["POST /api/workflow/events/orchestrate"] | {400}
+    assert {400, 404} <= statuses["GET /api/workflow/batches/{batch_id}"]
+
+
+# ------------------------------------------------------------------------- documented responses with real data
+
+
+def _call(schema, label: str, token: str, expected: int, **kwargs: Any):  # type: ignore[no-untyped-def]
+    """One hand-made request, checked like a generated one plus its status code being documented."""
+    method, path = label.split(" ", 1)
+    case = schema[path][method].Case(**kwargs)
+    response = case.call(headers=auth(token))
+    assert response.status_code == expected, (label, response.status_code, response.text[:300])
+    case.validate_response(response, checks=[*CHECKS, status_code_conformance])
+    is_json = any("json" in value for value in response.headers.get("content-type", []))
+    return response.json() if is_json else None
+
+
+def test_real_responses_match_their_documented_schemas(app, make_token, clean_db):  # type: ignore[no-untyped-def]
+    """Generated requests rarely reach the success paths: these do, with stored data behind them."""
+    from models.tables import Alert, DeveloperMetric
+
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    dev, other, admin = make_token("dev-1"), make_token("dev-2"), make_token(None, admin=True)
+    ingest = "POST /api/workflow/events/orchestrate"
+    body = batch([event(), event("file.edit", file="a.py", lines_added=1, lines_deleted=0), {"type": 1}])
+    accepted = _call(schema, ingest, dev, 202, body=body)
+    assert accepted["status"] == "partially_accepted"
+    _call(schema, ingest, dev, 200, body={**body, "sent_at": iso(now())})  # a resend: duplicate
+    _call(schema, ingest, dev, 409, body={**body, "events": [event()]})
+    rejected = _call(schema, ingest, dev, 422, body=batch([event(version="9.0")]))
+    assert rejected["supported_schema_versions"]
+    _call(schema, ingest, other, 403, body=batch([event()]))
+    _call(schema, ingest, dev, 400, body={"events": []})
+    _call(schema, ingest, "nope", 401, body=batch([event()]))
+
+    batch_id = body["batch_id"]
+    view = _call(schema, "GET /api/workflow/batches/{batch_id}", dev, 200, path_parameters={"batch_id": batch_id})
+    assert view["accepted"] == 2
+    _call(schema, "GET /api/workflow/batches/{batch_id}", other, 404, path_parameters={"batch_id": batch_id})
+    trail = _call(schema, "GET /api/workflow/batches/{batch_id}/audit", admin, 200,
+                  path_parameters={"batch_id": batch_id})
+    assert trail["records"]
+    _call(schema, "GET /api/workflow/batches/{batch_id}/audit", dev, 403, path_parameters={"batch_id": batch_id})
+
+    hour = now().replace(minute=0, second=0)
+    alert_id = uuid.uuid4()
+    with clean_db.transaction() as s:
+        s.add(DeveloperMetric(developer_id="dev-1", granularity="hour", bucket_start=hour, events=2,
+                              active_seconds=60.0, edits=1, lines_added=1, lines_deleted=0, saves=1, error_events=0,
+                              builds=0, build_failures=0, tests_passed=0, tests_failed=0, debug_seconds=0.0,
+                              typed_chars=0, ai_chars_inserted=0, ai_share=None, commits=0))
+        s.add(Alert(alert_id=alert_id, developer_id="dev-1", pattern="excessive_errors", episode_key="k",
+                    severity="high", window_start=hour, window_end=hour + timedelta(hours=1),
+                    details={"errors": 60}, recommendation="Fix the build.", batch_id=uuid.UUID(batch_id),
+                    correlation_id="c-1", detected_at=hour))
+    metrics = _call(schema, "GET /api/developers/{developer_id}/metrics", dev, 200,
+                    path_parameters={"developer_id": "dev-1"},
+                    query={"from": iso(hour - timedelta(hours=1)), "to": iso(hour + timedelta(hours=1))})
+    assert len(metrics["buckets"]) == 1
+    _call(schema, "GET /api/developers/{developer_id}/metrics", dev, 400, path_parameters={"developer_id": "dev-1"},
+          query={"granularity": "week"})
+    alerts = _call(schema, "GET /api/developers/{developer_id}/alerts", dev, 200,
+                   path_parameters={"developer_id": "dev-1"})
+    assert [a["alert_id"] for a in alerts["alerts"]] == [str(alert_id)]
+    ack = "POST /api/developers/{developer_id}/alerts/{alert_id}/ack"
+    acked = _call(schema, ack, dev, 200, path_parameters={"developer_id": "dev-1", "alert_id": str(alert_id)})
+    assert acked["status"] == "acknowledged"
+    _call(schema, ack, dev, 404, path_parameters={"developer_id": "dev-1", "alert_id": str(uuid.uuid4())})
+    _call(schema, ack, other, 403, path_parameters={"developer_id": "dev-1", "alert_id": str(alert_id)})
+
+    _call(schema, "GET /api/admin/circuit-breakers", admin, 200)
+    _call(schema, "POST /api/admin/circuit-breakers/{name}/reset", admin, 200, path_parameters={"name": "broker"})
+    _call(schema, "POST /api/admin/circuit-breakers/{name}/reset", admin, 404, path_parameters={"name": "nope"})
+    for label in ("GET /healthz", "GET /readyz", "GET /metrics"):
+        _call(schema, label, dev, 200)
