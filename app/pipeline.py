@@ -1,16 +1,79 @@
-"""Connects the web process to the Celery canvas (publishing only; tasks never import app/)."""
+"""Connects the web process to the Celery canvas (publishing only; tasks never import app/).
+
+Publishes run on a small pool of background threads, not on the request's own thread: a slow or
+frozen broker then delays no acknowledgement (not even the next request on a keep-alive
+connection), and anything the pool cannot take is left to the outbox relay.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 from flask import Flask
 
+from models.db import Database
 from models.settings import Settings
+
+log = logging.getLogger("devpulse.publisher")
+
+# Beyond this many waiting publishes (a broker that hangs), new ones are left to the outbox relay.
+MAX_BACKLOG = 200
+
+
+class Publisher:
+    def __init__(self, db: Database, settings: Settings, threads: int = 2) -> None:
+        self.db = db
+        self.settings = settings
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._backlog = 0
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # Created on first use, inside the serving process (gunicorn forks before that).
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="publisher")
+            return self._executor
+
+    def submit(self, outbox_id: int) -> bool:
+        with self._lock:
+            if self._backlog >= MAX_BACKLOG:
+                log.warning("publish backlog full; outbox %s left to the relay", outbox_id)
+                return False
+            self._backlog += 1
+        self._pool().submit(self._run, outbox_id)
+        return True
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until every submitted publish has finished (tests and graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._backlog == 0:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def _run(self, outbox_id: int) -> None:
+        from tasks.canvas import dispatch_record
+
+        try:
+            dispatch_record(self.db, self.settings, outbox_id)
+        except Exception:  # events are safe in PostgreSQL; the relay retries
+            log.warning("publish of outbox %s failed; the relay will retry", outbox_id, exc_info=True)
+        finally:
+            with self._lock:
+                self._backlog -= 1
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    from tasks.canvas import dispatch_record
     from tasks.celery_app import configure
 
     configure(settings)
-    db = app.extensions["devpulse.db"]
-    app.extensions["devpulse.publish"] = lambda outbox_id: dispatch_record(db, settings, outbox_id)
+    publisher = Publisher(app.extensions["devpulse.db"], settings)
+    app.extensions["devpulse.publisher"] = publisher
+    app.extensions["devpulse.publish"] = publisher.submit

@@ -89,7 +89,8 @@ def run_job(
     except Exception as exc:
         if is_connectivity_error(exc) and task.request.retries < settings().task_max_retries:
             log.warning("job %s: transient error, retrying: %s", job, exc, extra=_log_extra(ctx, job))
-            raise task.retry(exc=exc, countdown=_retry_delay(task.request.retries)) from exc
+            raise task.retry(exc=exc, countdown=_retry_delay(task.request.retries),
+                             max_retries=settings().task_max_retries) from exc
         return _give_up(task, job, ctx, exc, started)
 
 

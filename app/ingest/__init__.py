@@ -80,9 +80,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
 
 
 def _publish_after_response(outbox_id: int) -> None:
-    """Launch the chord once the response is on its way: the ack never waits for the broker.
-
-    If the process dies first, or the broker is down, the outbox relay publishes it later.
+    """Hand the outbox record to the publisher once the response is on its way (see app/pipeline.py):
+    the ack never waits for the broker. If the process dies first, or the broker is down, the outbox
+    relay publishes it later.
     """
     publish = current_app.extensions.get("devpulse.publish")
     if publish is None:

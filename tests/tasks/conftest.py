@@ -73,6 +73,8 @@ def pipeline_client(app, celery_worker):  # type: ignore[no-untyped-def]
             response = super().open(*args, **kwargs)
             response.get_data()
             response.close()
+            # The publish runs on the publisher's threads: wait for it, as a client would for the pipeline.
+            self.application.extensions["devpulse.publisher"].wait_idle()
             return response
 
     app.test_client_class = ClosingClient

@@ -60,6 +60,7 @@ class ClosingClient(FlaskClient):
         response = super().open(*args, **kwargs)
         response.get_data()
         response.close()
+        self.application.extensions["devpulse.publisher"].wait_idle()
         return response
 
 

@@ -76,6 +76,7 @@ def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_d
         response = web.test_client().post("/api/workflow/events/orchestrate", json=body, headers=auth(token))
         response.get_data()
         response.close()  # runs the publish-after-response hook, like a real server
+        web.extensions["devpulse.publisher"].wait_idle()
     finally:
         web.extensions["devpulse.db"].dispose()
     assert response.status_code == 202, response.get_json()

@@ -1,0 +1,110 @@
+"""Faults 3 and 4: the worker dies mid-chord (SIGKILL to its whole process group), or Redis loses
+everything mid-chord (FLUSHALL: queues, unacked messages, chord counters, results).
+
+The header jobs are made slow deterministically: several 1000-event batches of one developer are stored
+while no worker runs, so every aggregation recomputes over thousands of events. The fault is injected
+as soon as the first `job_started` audit row appears, i.e. while header jobs are running and the rest
+are still queued. Recovery comes from acks_late redelivery (visibility_timeout = 3 x TASK_TIME_LIMIT)
+or, sooner, from beat's stuck-batch sweeper (STUCK_AFTER_SECONDS=5, every 30 s); either way each batch
+ends `processed` exactly once (one `completed` audit row), metrics exact, no alert twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from tests.faults.conftest import (
+    FaultStack,
+    Ledger,
+    assert_exact,
+    check_store,
+    make_batch,
+    report,
+    wait_for,
+    wait_terminal,
+)
+
+BIG_BATCHES = 4
+BIG_EVENTS = 1000
+
+
+def _store_big_batches(stack: FaultStack, ledger: Ledger) -> None:
+    """Acknowledged and published while no worker runs: the chords wait in Redis."""
+    with requests.Session() as session:
+        for _ in range(BIG_BATCHES):
+            reply = ledger.post(session, stack, make_batch(BIG_EVENTS, spread_minutes=180), timeout=60)
+            assert reply.status == 202, reply
+
+
+def _first_job_started(stack: FaultStack) -> bool:
+    with stack.db.engine.connect() as c:
+        return bool(c.execute(text("SELECT 1 FROM audit_log WHERE step = 'job_started' LIMIT 1")).first())
+
+
+def _in_flight(stack: FaultStack) -> dict[str, int]:
+    with stack.db.engine.connect() as c:
+        running = c.execute(text("SELECT count(*) FROM batch_jobs WHERE status = 'running'")).scalar_one()
+        unfinished = c.execute(text(
+            "SELECT count(*) FROM batches WHERE status IN ('persisted', 'dispatched', 'processing')")).scalar_one()
+    return {"running_jobs": int(running), "unfinished_batches": int(unfinished)}
+
+
+def _recovered_by(stack: FaultStack) -> dict[str, int]:
+    with stack.db.engine.connect() as c:
+        requeued = c.execute(text("SELECT count(*) FROM audit_log WHERE step = 'requeued'")).scalar_one()
+        retried_jobs = c.execute(text("SELECT count(*) FROM batch_jobs WHERE attempts > 1")).scalar_one()
+    return {"sweeper_requeued": int(requeued), "jobs_run_twice": int(retried_jobs)}
+
+
+@pytest.mark.fault
+def test_worker_killed_mid_chord_batches_processed_exactly_once(fault_stack):  # type: ignore[no-untyped-def]
+    stack = fault_stack()
+    stack.start_web()
+    stack.start_beat()
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    stack.kill("worker")  # SIGKILL to the main process and every pool child at once
+    at_kill = _in_flight(stack)
+    assert at_kill["unfinished_batches"] > 0 and at_kill["running_jobs"] > 0, at_kill
+    stack.start_worker()
+    fault_end = time.monotonic()
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    report("worker_killed", figures, done - fault_end, **at_kill, **_recovered_by(stack))
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+
+
+@pytest.mark.fault
+def test_redis_flushed_mid_chord_sweeper_completes_batches(fault_stack):  # type: ignore[no-untyped-def]
+    stack = fault_stack()
+    stack.start_web()
+    stack.start_beat()
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    client = stack.redis_client()
+    try:
+        queued = sum(int(client.llen(q)) for q in ("aggregation", "normalization", "danger", "pipeline"))
+        assert client.flushall()
+    finally:
+        client.close()
+    fault_end = time.monotonic()
+    at_flush = _in_flight(stack)
+    assert at_flush["unfinished_batches"] > 0, at_flush
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    recovered = _recovered_by(stack)
+    report("redis_flushall", figures, done - fault_end, queued_messages_lost=queued, **at_flush, **recovered)
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+    if queued:
+        # Messages were lost with the flush: only the sweeper can have brought those batches back.
+        assert recovered["sweeper_requeued"] > 0, recovered
