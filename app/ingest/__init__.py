@@ -41,8 +41,6 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         body = _counts_body(prepared, [], [])
         body["status"] = "rejected"
         _count_events(body)
-        if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
-            body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
         raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body) from None
     except StorageUnavailable as exc:
         log_admin_alert("ingest_storage_unavailable", f"Batch {prepared.batch_id} answered 503: {exc}",
@@ -74,8 +72,6 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         _publish_after_response(outcome.outbox_id)
     body = _counts_body(prepared, outcome.accepted_ids, outcome.duplicate_ids)
     _count_events(body)
-    if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
-        body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
     return body, 202
 
 
@@ -108,7 +104,7 @@ def _count_events(body: dict[str, Any]) -> None:
 
 
 def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[str]) -> dict[str, Any]:
-    return {
+    body = {
         "batch_id": str(prepared.batch_id),
         "correlation_id": g.correlation_id,
         "status": "partially_accepted" if prepared.rejections else "accepted",
@@ -119,6 +115,9 @@ def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[
         "errors": [r.as_dict() for r in prepared.rejections],
         "duplicate_event_ids": duplicates,
     }
+    if any(r.code == "unsupported_schema_version" for r in prepared.rejections):
+        body["supported_schema_versions"] = list(SUPPORTED_SCHEMA_VERSIONS)
+    return body
 
 
 @bp.post("/api/workflow/events/orchestrate")
