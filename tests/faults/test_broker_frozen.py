@@ -1,10 +1,10 @@
 """Fault 1b: the broker hangs instead of refusing (SIGSTOP: like a network partition or a wedged Redis).
 
 Connections are accepted by the kernel but nothing answers, so every Redis call waits for its timeout.
-Ingestion must still acknowledge from PostgreSQL alone: nothing is lost, and once Redis answers again
-the relay publishes every batch. Publishes run on the web process's publisher threads (app/pipeline.py),
-so a frozen broker delays no acknowledgement, not even the next request on the same keep-alive connection;
-should that regress, the test ends as xfail with the measured latencies.
+Ingestion must still acknowledge from PostgreSQL alone, promptly, on one keep-alive connection: the
+rate limiter fails open after its 0.2 s timeout and the publish runs off the request's thread (a publish
+blocked on the frozen broker, ~15 s, must not delay the next request). Nothing is lost, and once Redis
+answers again every batch is published (by the web or the relay) and processed.
 """
 
 from __future__ import annotations
@@ -44,5 +44,4 @@ def test_broker_frozen_acks_from_postgres_then_relayed(fault_stack):  # type: ig
     latencies = [round(r.latency, 2) for r in replies]
     report("broker_frozen", figures, done - fault_end, ack_latencies_s=latencies)
     assert_exact(figures, expect_ack=POSTS + 1)
-    if max(latencies) >= FAST_ACK_S:
-        pytest.xfail(f"acks waited for the previous request's publish to a frozen broker: {latencies} s")
+    assert max(latencies) < FAST_ACK_S, f"acks waited for the frozen broker: {latencies} s"
