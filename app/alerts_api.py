@@ -15,19 +15,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.query_params import time_param
-from app.storage import StorageUnavailable, storage
+from app.storage import storage
 from models.alerts import acknowledge, alert_channel, alert_view, list_alerts
 
 bp = Blueprint("alerts_api", __name__)
 
 STREAM_KEEPALIVE_SECONDS = 15.0
-
-
-def _storage_call(work):  # type: ignore[no-untyped-def]
-    try:
-        return storage().transaction(work)
-    except StorageUnavailable as exc:
-        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
 
 
 @bp.get("/api/developers/<developer_id>/alerts")
@@ -39,7 +32,7 @@ def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
         raise ApiError(400, "invalid_parameter", "'status' must be 'open' or 'acknowledged'.",
                        [{"field": "status", "message": f"got '{status[:20]}'"}])
     since = time_param("since")
-    alerts = _storage_call(lambda s: [alert_view(a) for a in list_alerts(s, developer_id, status=status,
+    alerts = storage().transaction(lambda s: [alert_view(a) for a in list_alerts(s, developer_id, status=status,
                                                                           since=since)])
     return jsonify({"developer_id": developer_id, "alerts": alerts})
 
@@ -53,7 +46,7 @@ def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
     except ValueError:
         raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
                        [{"field": "alert_id", "message": "not a UUID"}]) from None
-    view = _storage_call(lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a))
+    view = storage().transaction(lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a))
     if not view:
         raise ApiError(404, "alert_not_found", f"No alert {aid} for developer '{developer_id}'.",
                        [{"field": "alert_id", "message": "not found"}])

@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify
 
 from app.auth import require_admin, require_token
 from app.errors import ApiError
-from app.storage import StorageUnavailable, storage
+from app.storage import storage
 from models.audit_chain import batch_trail
 from models.batch_status import batch_view
 
@@ -25,10 +25,8 @@ def parse_batch_id(value: str) -> uuid.UUID:
 
 def visible_batch(batch_id: str) -> dict:
     bid = parse_batch_id(batch_id)
-    try:
-        view = storage().transaction(lambda s: batch_view(s, bid))
-    except StorageUnavailable as exc:
-        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
+    view = storage().transaction(lambda s: batch_view(s, bid))
     # Another developer's batch is reported as missing: its existence is not theirs to learn.
     if view is None or not g.principal.may_act_for(view["developer_id"]):
         raise ApiError(404, "batch_not_found", f"No batch {bid} visible to this token.",
@@ -49,10 +47,8 @@ def get_batch(batch_id: str):  # type: ignore[no-untyped-def]
 def get_batch_audit(batch_id: str):  # type: ignore[no-untyped-def]
     """The batch's audit trail in order, with each record's seal state (admin only)."""
     bid = parse_batch_id(batch_id)
-    try:
-        trail = storage().transaction(lambda s: batch_trail(s, bid))
-    except StorageUnavailable as exc:
-        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
+    trail = storage().transaction(lambda s: batch_trail(s, bid))
     if trail is None:
         raise ApiError(404, "batch_not_found", f"No batch {bid}.", [{"field": "batch_id", "message": "not found"}])
     return jsonify({"batch_id": str(bid), "records": trail})

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.query_params import time_param
-from app.storage import StorageUnavailable, storage
+from app.storage import storage
 from models.aggregation import metric_rows
 from models.tables import DeveloperMetric
 
@@ -29,10 +29,8 @@ def developer_metrics(developer_id: str):  # type: ignore[no-untyped-def]
     if start and end and start > end:
         raise ApiError(400, "invalid_parameter", "'from' must not be after 'to'.",
                        [{"field": "from", "message": "after 'to'"}])
-    try:
-        rows = storage().transaction(lambda s: metric_rows(s, developer_id, granularity, start, end))
-    except StorageUnavailable as exc:
-        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
+    rows = storage().transaction(lambda s: metric_rows(s, developer_id, granularity, start, end))
     return jsonify({
         "developer_id": developer_id,
         "granularity": granularity,
