@@ -46,7 +46,9 @@ def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
     except ValueError:
         raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
                        [{"field": "alert_id", "message": "not a UUID"}]) from None
-    view = storage().transaction(lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a))
+    view = storage().transaction(
+        lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a)
+    )
     if not view:
         raise ApiError(404, "alert_not_found", f"No alert {aid} for developer '{developer_id}'.",
                        [{"field": "alert_id", "message": "not found"}])
