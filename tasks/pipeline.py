@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import ChordError, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from models.admin_alerts import raise_admin_alert
@@ -36,8 +36,13 @@ JobFunction = Callable[[Session, Batch, dict[str, Any]], dict[str, Any]]
 
 
 def _retry_delay(retries: int) -> float:
-    """Exponential backoff with full jitter, capped."""
-    return random.uniform(0, min(60.0, 1.0 * (2**retries)))
+    """Exponential backoff with "equal" jitter, capped: half the step is fixed, half random.
+
+    Full jitter may draw near-zero delays several times in a row and spend every retry inside one short
+    outage; with a fixed half the retries are guaranteed to span at least ~15 s (0.5+1+2+4+8).
+    """
+    step = min(60.0, 1.0 * (2**retries))
+    return step / 2 + random.uniform(0, step / 2)
 
 
 def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
@@ -160,9 +165,26 @@ def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx:
 def mark_batch_failed(request: Any, exc: Any, traceback: Any, ctx: dict[str, Any]) -> None:
     """Errback of the callback: a hard failure (time limit, crash) still leaves a visible state."""
     error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    if _lost_to_redis_or_database(exc):
+        # Redis (or PostgreSQL) went away under the chord: nothing is wrong with the batch. It stays
+        # dispatched/processing and the sweeper re-dispatches it; failing it would make a blip permanent.
+        log.warning("batch callback lost to %s; the sweeper will re-dispatch it", error,
+                    extra=_log_extra(ctx, "failed"))
+        return
     with database().transaction() as session:
         if fail_batch(session, uuid.UUID(ctx["batch_id"]), error, ctx["correlation_id"], bool(ctx.get("is_replay"))):
             raise_admin_alert(session, "batch_failed", f"Batch {ctx['batch_id']} failed: {error}",
                               batch_id=ctx["batch_id"], correlation_id=ctx["correlation_id"],
                               context={"step": "canvas", "error": error})
     log.error("batch failed: %s", error, extra=_log_extra(ctx, "failed"))
+
+
+def _lost_to_redis_or_database(exc: Any) -> bool:
+    if not isinstance(exc, BaseException):
+        return False
+    if is_connectivity_error(exc):
+        return True
+    # The header jobs never raise, so a chord error is the result backend failing (e.g. "Join error:
+    # network:ConnectionError"); only one caused by a connection problem is transient.
+    return isinstance(exc, ChordError) and any(
+        word in str(exc) for word in ("ConnectionError", "TimeoutError", "Connection refused", "Connection closed"))
