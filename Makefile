@@ -18,7 +18,7 @@ venv: $(STAMP)
 ## make run: the API (gunicorn), a worker on every queue, beat and Flower; embedded PostgreSQL + Redis
 ## under ./var/ unless DATABASE_URL / REDIS_URL are set.
 run: $(STAMP)
-	$(BIN)/python -m app.devstack run
+	$(BIN)/python -m devstack run
 
 ## make test: the whole suite against real PostgreSQL and Redis (embedded throwaway ones unless
 ## DATABASE_URL / REDIS_URL are set).

@@ -17,7 +17,7 @@ pattern, episode) and, when a later batch extends it, updates that alert:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -73,6 +73,30 @@ class DangerThresholds:
         start, end = self.late_night_start_hour, self.late_night_end_hour
         if not (0 <= start < 24 and 0 < end <= 24) or start == end:
             raise ValueError("late-night hours must form a non-empty window within a day")
+
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, float]) -> DangerThresholds:
+        """The defaults with `overrides` (field name -> value) applied; ValueError naming what is wrong.
+
+        Called when web and workers start, so a bad DANGER_* variable stops start-up instead of every job.
+        """
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in overrides.items():
+            spec = known.get(name)
+            if spec is None:
+                raise ValueError(f"DANGER_{name.upper()} is not a danger threshold; known: "
+                                 + ", ".join(f"DANGER_{k.upper()}" for k in sorted(known)))
+            if isinstance(spec.default, int) and float(value) != int(value):
+                raise ValueError(f"DANGER_{name.upper()} must be a whole number (got {value})")
+            if value < 0:
+                raise ValueError(f"DANGER_{name.upper()} must be >= 0 (got {value})")
+            values[name] = type(spec.default)(value)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"danger thresholds (DANGER_*): {exc}") from None
 
 
 _DEFAULT = DangerThresholds()
@@ -358,11 +382,19 @@ def prioritize(detections: Iterable[Detection]) -> list[Detection]:
     )
 
 
-def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> list[Detection]:
-    """Every pattern for ONE developer's events, escalated and prioritized.
+def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> tuple[list[Detection], dict[str, str]]:
+    """Every pattern for ONE developer's events, escalated and prioritized, and the rules that failed.
 
-    Any permutation or duplication of the same events gives the identical list.
+    Each rule runs on its own: an exception in one is collected in `errors` (rule name -> message) and the
+    others still run, so a broken rule costs its own alerts and nothing else. Any permutation or duplication
+    of the same events gives the identical result.
     """
     prepared = prepare(events)
-    found = [d for rule in RULES.values() for d in rule(prepared, thresholds)]
-    return prioritize(escalate_critical(found))
+    found: list[Detection] = []
+    errors: dict[str, str] = {}
+    for name, rule in RULES.items():
+        try:
+            found.extend(rule(prepared, thresholds))
+        except Exception as exc:  # isolation: one broken rule must not cost the others
+            errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+    return prioritize(escalate_critical(found)), errors

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import models.tables  # noqa: F401  (registers the tables on Base.metadata)
+from core.settings import Settings
 from models.base import Base
-from models.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -8,8 +8,11 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from models import json_logging
-from models.settings import Settings
+from activity.danger import DangerThresholds
+from app.settings import EXTENSION_KEY
+from core import logging as json_logging
+from core.settings import Settings
+from core.webhooks import admin_notifier
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -17,15 +20,18 @@ _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_env(**(overrides or {}))
     app = Flask(__name__)
-    app.config["DEVPULSE_SETTINGS"] = settings
+    app.extensions[EXTENSION_KEY] = settings
+    admin_notifier.configure(settings.admin_alert_webhook_url)
+    # Validated at start-up (the workers use them): a bad DANGER_* value fails here with its name.
+    DangerThresholds.from_overrides(settings.danger)
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, observability, pipeline, rate_limit, storage, tokens_cli
+    from app import errors, observability, publisher, rate_limit, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
-    pipeline.init_app(app, settings)
+    publisher.init_app(app, settings)
     rate_limit.init_app(app)
     tokens_cli.init_app(app)
     observability.init_app(app)

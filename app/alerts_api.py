@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.query_params import time_param
+from app.settings import settings
 from app.storage import storage
-from models.alerts import acknowledge, alert_channel, alert_view, list_alerts
+from models.alerts import acknowledge, alert_channel, alert_document, list_alerts
 
 bp = Blueprint("alerts_api", __name__)
 
@@ -32,7 +33,7 @@ def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
         raise ApiError(400, "invalid_parameter", "'status' must be 'open' or 'acknowledged'.",
                        [{"field": "status", "message": f"got '{status[:20]}'"}])
     since = time_param("since")
-    alerts = storage().transaction(lambda s: [alert_view(a) for a in list_alerts(s, developer_id, status=status,
+    alerts = storage().transaction(lambda s: [alert_document(a) for a in list_alerts(s, developer_id, status=status,
                                                                           since=since)])
     return jsonify({"developer_id": developer_id, "alerts": alerts})
 
@@ -47,7 +48,7 @@ def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
         raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
                        [{"field": "alert_id", "message": "not a UUID"}]) from None
     view = storage().transaction(
-        lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_view(a)
+        lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_document(a)
     )
     if not view:
         raise ApiError(404, "alert_not_found", f"No alert {aid} for developer '{developer_id}'.",
@@ -60,7 +61,7 @@ def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
 def stream_alerts(developer_id: str):  # type: ignore[no-untyped-def]
     """New, non-stale alerts pushed as they are detected (`event: alert`, data = the alert JSON)."""
     ensure_may_act_for(developer_id)
-    settings = current_app.config["DEVPULSE_SETTINGS"]
+    cfg = settings()
     raw_max = request.args.get("max_seconds", "") or "0"  # lets a client bound the stream (0: unbounded)
     try:
         max_seconds = float(raw_max)
@@ -69,7 +70,7 @@ def stream_alerts(developer_id: str):  # type: ignore[no-untyped-def]
     if not (math.isfinite(max_seconds) and max_seconds >= 0):
         raise ApiError(400, "invalid_parameter", "'max_seconds' must be a finite number of seconds >= 0.",
                        [{"field": "max_seconds", "message": f"got '{raw_max[:20]}'"}])
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    client = redis.Redis.from_url(cfg.redis_url, socket_connect_timeout=2)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(alert_channel(developer_id))

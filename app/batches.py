@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import Blueprint, g, jsonify
 
@@ -10,9 +11,53 @@ from app.auth import require_admin, require_token
 from app.errors import ApiError
 from app.storage import storage
 from models.audit_chain import batch_trail
-from models.batch_status import batch_view
+from models.batch_lifecycle import batch_with_jobs
+from models.tables import Batch, BatchJob
 
 bp = Blueprint("batches", __name__)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def batch_view(batch: Batch, jobs: list[BatchJob]) -> dict[str, Any]:
+    """The JSON of GET /api/workflow/batches/<id>: lifecycle, counts and per-job state."""
+    return {
+        "batch_id": str(batch.batch_id),
+        "developer_id": batch.developer_id,
+        "correlation_id": batch.correlation_id,
+        "status": batch.status,
+        "source": batch.source,
+        "received": batch.received,
+        "accepted": batch.accepted,
+        "duplicates": batch.duplicates,
+        "rejected": batch.rejected,
+        "first_ts": _iso(batch.first_ts),
+        "last_ts": _iso(batch.last_ts),
+        "received_at": _iso(batch.received_at),
+        "sent_at": _iso(batch.sent_at),
+        "dispatched_at": _iso(batch.dispatched_at),
+        "processing_started_at": _iso(batch.processing_started_at),
+        "completed_at": _iso(batch.completed_at),
+        "updated_at": _iso(batch.updated_at),
+        "replay_count": batch.replay_count,
+        "dispatch_count": batch.dispatch_count,
+        "last_error": batch.last_error,
+        "jobs": {
+            job.job: {
+                "status": job.status,
+                "attempts": job.attempts,
+                "task_id": job.task_id,
+                "is_replay": job.is_replay,
+                "started_at": _iso(job.started_at),
+                "finished_at": _iso(job.finished_at),
+                "duration_ms": job.duration_ms,
+                "error": job.error,
+            }
+            for job in jobs
+        },
+    }
 
 
 def parse_batch_id(value: str) -> uuid.UUID:
@@ -26,7 +71,8 @@ def parse_batch_id(value: str) -> uuid.UUID:
 def visible_batch(batch_id: str) -> dict:
     bid = parse_batch_id(batch_id)
     # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
-    view = storage().transaction(lambda s: batch_view(s, bid))
+    found = storage().transaction(lambda s: batch_with_jobs(s, bid))
+    view = batch_view(*found) if found is not None else None
     # Another developer's batch is reported as missing: its existence is not theirs to learn.
     if view is None or not g.principal.may_act_for(view["developer_id"]):
         raise ApiError(404, "batch_not_found", f"No batch {bid} visible to this token.",

@@ -45,7 +45,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from activity.catalog import field_specs
 from app.auth import current_principal
@@ -54,6 +54,7 @@ from app.ingest import ingest
 from app.ingest.prepare import prepare_batch
 from app.rate_limit import check_rate_limit
 from app.request_body import read_json_body
+from app.settings import settings
 from app.storage import storage
 from models.aggregation import metric_rows
 from models.ingest import PreparedBatch, Rejection
@@ -181,10 +182,10 @@ def _developer_id() -> str:
 
 def _process(developer_id: str, heartbeats: list[Any], body: Any) -> tuple[dict[str, Any], PreparedBatch]:
     """Store the heartbeats as one batch; returns the native batch body and the prepared batch."""
-    settings = current_app.config["DEVPULSE_SETTINGS"]
+    cfg = settings()
     received_at = datetime.now(UTC)
     native = build_batch_body(developer_id, heartbeats, body, received_at)
-    prepared = prepare_batch(native, correlation_id=g.correlation_id, received_at=received_at, settings=settings,
+    prepared = prepare_batch(native, correlation_id=g.correlation_id, received_at=received_at, settings=cfg,
                              source=SOURCE)
     try:
         ingest(prepared)  # a batch resent as a whole answers "duplicate": its heartbeats are stored already
@@ -217,7 +218,7 @@ def _entries(native: dict[str, Any], prepared: PreparedBatch, heartbeats: list[A
 @bp.post("/users/current/heartbeats.bulk")
 def heartbeats_bulk():  # type: ignore[no-untyped-def]
     developer_id = _developer_id()
-    body = read_json_body(current_app.config["DEVPULSE_SETTINGS"].max_body_bytes)
+    body = read_json_body(settings().max_body_bytes)
     if not isinstance(body, list):
         raise ApiError(400, "invalid_heartbeats", "The request body must be a JSON array of heartbeats.",
                        [{"field": "_body", "message": "expected a JSON array"}])
@@ -230,7 +231,7 @@ def heartbeats_bulk():  # type: ignore[no-untyped-def]
 @bp.post("/users/current/heartbeats")
 def heartbeat_single():  # type: ignore[no-untyped-def]
     developer_id = _developer_id()
-    body = read_json_body(current_app.config["DEVPULSE_SETTINGS"].max_body_bytes)
+    body = read_json_body(settings().max_body_bytes)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_heartbeat", "The request body must be one heartbeat (a JSON object).",
                        [{"field": "_body", "message": "expected a JSON object"}])

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -21,9 +21,10 @@ from sqlalchemy import func, select, text
 
 from app.auth import require_admin
 from app.errors import ApiError
+from app.settings import settings
 from app.storage import database
-from models import json_logging
-from models.breakers import breakers
+from core import logging as json_logging
+from core.breakers import breakers
 from models.tables import Outbox
 
 bp = Blueprint("observability", __name__)
@@ -106,8 +107,8 @@ def readyz():  # type: ignore[no-untyped-def]
         checks["postgresql"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         checks["migrations"] = {"ok": False, "error": "database unreachable"}
     try:
-        settings = current_app.config["DEVPULSE_SETTINGS"]
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        cfg = settings()
+        client = redis.Redis.from_url(cfg.redis_url, socket_connect_timeout=1, socket_timeout=1)
         client.ping()
         client.close()
         checks["broker"] = {"ok": True}
@@ -135,13 +136,13 @@ def reset_breaker(name: str):  # type: ignore[no-untyped-def]
 
 
 def init_app(app: Flask) -> None:
-    settings = app.config["DEVPULSE_SETTINGS"]
+    cfg = settings(app)
     # Every breaker exists from the start, so operators see all of them, tripped or not.
-    breakers.get("database", fail_max=settings.db_breaker_fail_max, reset_timeout=settings.db_breaker_reset_timeout)
+    breakers.get("database", fail_max=cfg.db_breaker_fail_max, reset_timeout=cfg.db_breaker_reset_timeout)
     breakers.get("broker", fail_max=3, reset_timeout=5)
     breakers.get("webhook", fail_max=5, reset_timeout=30)
-    if settings.log_json:
-        json_logging.configure_logging(settings.log_level)
+    if cfg.log_json:
+        json_logging.configure_logging(cfg.log_level)
 
     @app.before_request
     def _start_timer() -> None:

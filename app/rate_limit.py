@@ -13,7 +13,8 @@ import redis
 from flask import Flask, current_app
 
 from app.errors import ApiError
-from models.breakers import breakers
+from app.settings import settings
+from core.breakers import breakers
 
 # KEYS[1] bucket key; ARGV: rate per second, burst. Returns {allowed, retry_after_ms}.
 # The clock is Redis's own (TIME), never the caller's: callers on several processes or hosts send their
@@ -67,9 +68,9 @@ class RateLimiter:
 
 
 def init_app(app: Flask) -> None:
-    settings = app.config["DEVPULSE_SETTINGS"]
-    app.extensions["devpulse.rate_limiter"] = RateLimiter(settings.redis_url, settings.rate_limit_per_second,
-                                                          settings.rate_limit_burst)
+    cfg = settings(app)
+    app.extensions["devpulse.rate_limiter"] = RateLimiter(cfg.redis_url, cfg.rate_limit_per_second,
+                                                          cfg.rate_limit_burst)
 
 
 def check_rate_limit(token_id: int) -> None:

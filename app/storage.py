@@ -7,7 +7,6 @@ once instead of holding the client.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,9 +15,10 @@ import pybreaker
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
-from models.breakers import breakers, is_connectivity_error
+from core.breakers import breakers, is_connectivity_error
+from core.retry import backoff_delay
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
 
 T = TypeVar("T")
 
@@ -51,8 +51,7 @@ class Storage:
                 if not is_connectivity_error(exc):
                     raise
                 attempt += 1
-                # Full jitter: sleep uniformly in [0, base * 2^attempt], capped by what is left of the budget.
-                delay = random.uniform(0, 0.02 * (2**attempt))
+                delay = backoff_delay(attempt, base=0.02, cap=self.budget)
                 if time.monotonic() + delay >= deadline:
                     raise StorageUnavailable("The database is unavailable; retry later.") from exc
                 time.sleep(delay)

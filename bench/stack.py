@@ -84,7 +84,7 @@ class Stack:
 
     # -- servers ---------------------------------------------------------------------------------------
     def start_servers(self) -> None:
-        from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
+        from devstack.servers import EmbeddedPostgres, EmbeddedRedis, migrate
 
         # durable=True: fsync, synchronous_commit and full_page_writes stay at PostgreSQL's defaults (on).
         self.pg = EmbeddedPostgres(self.dir / "pg", durable=True)  # assigned first: close() stops a half-started one
@@ -134,7 +134,7 @@ class Stack:
 
     # -- processes -------------------------------------------------------------------------------------
     def start_web(self) -> None:
-        from app.devstack import free_port
+        from devstack.servers import free_port
 
         self.web_port = free_port()
         argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers),

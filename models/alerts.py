@@ -20,7 +20,12 @@ def alert_channel(developer_id: str) -> str:
 _SEVERITY_RANK = case({"low": 0, "medium": 1, "high": 2, "critical": 3}, value=Alert.severity)
 
 
-def alert_view(alert: Alert) -> dict[str, Any]:
+def alert_document(alert: Alert) -> dict[str, Any]:
+    """The alert as published: the same document in the API, the SSE stream and the webhook body.
+
+    Kept here rather than in app/ because the workers publish it too (pub/sub, webhook), and one
+    definition keeps the three from drifting apart.
+    """
     return {
         "alert_id": str(alert.alert_id),
         "developer_id": alert.developer_id,

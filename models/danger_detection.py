@@ -1,8 +1,8 @@
 """Danger-detection job: run the pure rules over the developer's stored events around a batch,
 and keep one alert per (developer, pattern, episode).
 
-Each rule runs on its own: an exception in one is recorded and the others
-still run, so a broken rule costs its own alerts and nothing else.
+Each rule runs on its own (activity.danger.detect): an exception in one is
+reported and the others still run, so a broken rule costs its own alerts only.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,11 +17,10 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from activity import danger
-from activity.danger import DangerThresholds, Detection, escalate_critical, prioritize, severity_rank
+from activity.danger import DangerThresholds, Detection, severity_rank
 from models.aggregation import lock_developer
-from models.alerts import alert_view
+from models.alerts import alert_document
 from models.event_reader import debug_related_events, developer_events, merge_unique
-from models.settings import Settings
 from models.tables import Alert, Batch
 
 log = logging.getLogger("devpulse.danger")
@@ -32,36 +30,6 @@ WINDOW = timedelta(hours=24)
 
 # Patterns measured over sliding windows or runs, whose episodes cannot overlap themselves.
 OVERLAP_PATTERNS = frozenset({"excessive_errors", "high_ai_dependency", "no_break", "late_night_work"})
-
-
-def thresholds(settings: Settings) -> DangerThresholds:
-    """DangerThresholds with DANGER_<FIELD> environment overrides (collected by Settings)."""
-    overrides = settings.extra.get("danger", {})
-    values: dict[str, Any] = {}
-    for f in fields(DangerThresholds):
-        raw = overrides.get(f.name)
-        if raw is not None:
-            values[f.name] = type(f.default)(raw)
-    return DangerThresholds(**values)
-
-
-@dataclass
-class DetectionOutcome:
-    stored: int = 0
-    notify: list[dict[str, Any]] = field(default_factory=list)
-    rule_errors: dict[str, str] = field(default_factory=dict)
-
-
-def run_rules(events: list, th: DangerThresholds) -> tuple[list[Detection], dict[str, str]]:
-    found: list[Detection] = []
-    errors: dict[str, str] = {}
-    for name, rule in danger.RULES.items():
-        try:
-            found.extend(rule(events, th))
-        except Exception as exc:  # isolation: one broken rule must not cost the others
-            errors[name] = f"{type(exc).__name__}: {exc}"[:500]
-            log.exception("danger rule %s failed", name)
-    return prioritize(escalate_critical(found)), errors
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +126,8 @@ def store_detections(
     return written, push
 
 
-def detect_for_batch(session: Session, batch: Batch, ctx: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thresholds: DangerThresholds,
+                     freshness: timedelta) -> dict[str, Any]:
     if batch.first_ts is None or batch.last_ts is None:
         return {"alerts": 0, "notify": []}
     lock_developer(session, "danger", batch.developer_id)
@@ -168,17 +137,19 @@ def detect_for_batch(session: Session, batch: Batch, ctx: dict[str, Any], settin
         # A debug session may have started long before the window.
         debug_related_events(session, batch.developer_id, before=start),
     )
-    detections, errors = run_rules(list(events), thresholds(settings))
+    detections, errors = danger.detect(events, thresholds)
+    for name, error in sorted(errors.items()):
+        log.error("danger rule %s failed: %s", name, error)
     now = datetime.now(UTC)
     written, push = store_detections(
-        session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=ctx["correlation_id"],
-        now=now, freshness=timedelta(hours=settings.alert_freshness_hours),
+        session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
+        now=now, freshness=freshness,
     )
     result: dict[str, Any] = {
         "alerts": written,
         "detections": len(detections),
         # Pushed only after commit, by the task: never announce what might roll back.
-        "notify": [alert_view(a) for a in push],
+        "notify": [alert_document(a) for a in push],
     }
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))

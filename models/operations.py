@@ -1,13 +1,12 @@
 """Operator actions on batches: the logic behind `celery -A tasks replay | requeue | batches`.
 
 Plain functions over the database. Publishing is handed in as a callback (`publish(outbox_id) -> bool`,
-in practice tasks.canvas.dispatch_record), so models/ never imports tasks/. Every re-dispatch goes
+in practice tasks.dispatch.dispatch_record), so models/ never imports tasks/. Every re-dispatch goes
 through a new outbox record committed first: if the publish fails, the relay publishes it later.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
+from models.batch_lifecycle import audit
 from models.db import Database
 from models.outbox import enqueue
-from models.pipeline_state import audit
-from models.tables import BATCH_STATUSES, TERMINAL_BATCH_STATUSES, Batch, Outbox
+from models.tables import Batch, BatchStatus, Outbox
 
 Publish = Callable[[int], bool]
 
@@ -29,56 +28,6 @@ QUEUED = "queued (the relay will publish it)"
 
 class UnknownBatchError(LookupError):
     pass
-
-
-# --- argument parsing (shared by the CLI and anything else that takes operator input) ---------------------
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-def parse_duration(value: str) -> timedelta:
-    """'90s', '15m', '2h', '1d', '1h30m' or a bare number of seconds."""
-    raw = value.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-        seconds = float(raw)
-    elif _DURATION.fullmatch(raw):
-        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(raw))
-    else:
-        raise ValueError(f"{value!r} is not a duration (examples: 90s, 15m, 2h, 1h30m)")
-    if seconds <= 0:
-        raise ValueError(f"{value!r}: the duration must be longer than zero")
-    return timedelta(seconds=seconds)
-
-
-def parse_timestamp(value: str, *, now: datetime | None = None) -> datetime:
-    """An ISO 8601 date or time ('2024-05-01', '2024-05-01T12:00Z'; naive means UTC),
-    or a duration meaning that long ago ('2h')."""
-    raw = value.strip()
-    try:
-        return (now or datetime.now(UTC)) - parse_duration(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a timestamp (examples: 2024-05-01, 2024-05-01T12:00:00Z, "
-                         "or a duration ago such as 2h)") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def parse_batch_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value.strip())
-    except (ValueError, AttributeError):
-        raise ValueError(f"{value!r} is not a batch id (a UUID)") from None
-
-
-def parse_status(value: str) -> str:
-    if value not in BATCH_STATUSES:
-        raise ValueError(f"unknown status {value!r}; one of: {', '.join(BATCH_STATUSES)}")
-    return value
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -115,7 +64,7 @@ def _publish_all(queued: list[ActionRow], publish: Publish, done: str) -> None:
 def replay_skip_reason(batch: Batch) -> str | None:
     if batch.accepted == 0:
         return "no accepted events"
-    if batch.status not in TERMINAL_BATCH_STATUSES:
+    if batch.status not in BatchStatus.terminal():
         return f"in flight ({batch.status}); use requeue for stuck batches"
     return None
 
@@ -216,14 +165,14 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
 
     if stuck_for is not None:
         query = (select(Batch)
-                 .where(Batch.status.in_(("dispatched", "processing")),
+                 .where(Batch.status.in_(BatchStatus.in_flight()),
                         Batch.updated_at < datetime.now(UTC) - stuck_for, Batch.batch_id.not_in(pending))
                  .order_by(Batch.updated_at).limit(limit))
         for batch in session.execute(locked(query)).scalars():
             found.setdefault(batch.batch_id, (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
                                               {"reason": "stuck", "stuck_for_seconds": stuck_for.total_seconds()}))
     if failed:
-        query = (select(Batch).where(Batch.status == "failed", Batch.batch_id.not_in(pending))
+        query = (select(Batch).where(Batch.status == BatchStatus.FAILED, Batch.batch_id.not_in(pending))
                  .order_by(Batch.updated_at).limit(limit))
         for batch in session.execute(locked(query)).scalars():
             found.setdefault(batch.batch_id, (batch, f"failed: {(batch.last_error or '?')[:60]}",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.retry import backoff_delay
 from models.admin_alerts import raise_admin_alert
-from models.pipeline_state import audit
+from models.batch_lifecycle import audit
 from models.tables import Batch, Outbox
 
 
@@ -70,11 +70,6 @@ def finish_dispatch(session: Session, record: Outbox, task_ids: dict[str, str]) 
           is_replay=record.is_replay, outbox_id=record.id, attempt=record.attempts, task_ids=task_ids)
 
 
-def backoff_delay(attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * (2 ** max(0, attempts - 1))))
-
-
 def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts: int, base: float,
                    cap: float) -> str:
     """Count a failed publish; after `max_attempts` the record is dead-lettered and an admin alert raised."""
@@ -91,7 +86,8 @@ def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts
                           context={"outbox_id": record.id, "attempts": record.attempts, "step": "outbox_publish",
                                    "error": error[:500]})
         return "dead_letter"
-    record.next_attempt_at = datetime.now(UTC) + timedelta(seconds=backoff_delay(record.attempts, base, cap))
+    delay = backoff_delay(record.attempts - 1, base=base, cap=cap)
+    record.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
     return "retry"
 
 
@@ -101,28 +97,3 @@ def enqueue(session: Session, batch_id: uuid.UUID, correlation_id: str, *, is_re
     session.add(record)
     session.flush()
     return record.id
-
-
-def stuck_batches(session: Session, older_than: timedelta, limit: int = 100) -> list[Batch]:
-    """Batches left in dispatched/processing too long, with no publish still pending for them."""
-    pending = select(Outbox.batch_id).where(Outbox.status == "pending")
-    return list(session.execute(
-        select(Batch)
-        .where(Batch.status.in_(("dispatched", "processing")),
-               Batch.updated_at < datetime.now(UTC) - older_than,
-               Batch.batch_id.not_in(pending))
-        .order_by(Batch.updated_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).scalars())
-
-
-def redispatch_stuck(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
-    ids = []
-    for batch in stuck_batches(session, older_than, limit):
-        enqueue(session, batch.batch_id, batch.correlation_id)
-        session.execute(update(Batch).where(Batch.batch_id == batch.batch_id).values(updated_at=func.now()))
-        audit(session, "requeued", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
-              reason="stuck", status=batch.status)
-        ids.append(str(batch.batch_id))
-    return ids

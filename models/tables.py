@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,10 +27,32 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-BATCH_STATUSES = ("persisted", "dispatched", "processing", "processed", "processed_with_errors", "failed")
-TERMINAL_BATCH_STATUSES = ("processed", "processed_with_errors", "failed")
-JOB_NAMES = ("aggregate", "normalize", "detect_danger")
-OUTBOX_STATUSES = ("pending", "dispatched", "dead_letter")
+
+class BatchStatus(StrEnum):
+    """A batch's lifecycle: persisted -> dispatched -> processing -> one of the terminal states.
+
+    The single source of the status strings: the CHECK constraint, the OpenAPI enum and the queries use it.
+    """
+
+    PERSISTED = "persisted"
+    DISPATCHED = "dispatched"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    PROCESSED_WITH_ERRORS = "processed_with_errors"
+    FAILED = "failed"
+
+    @classmethod
+    def terminal(cls) -> tuple[BatchStatus, ...]:
+        return (cls.PROCESSED, cls.PROCESSED_WITH_ERRORS, cls.FAILED)
+
+    @classmethod
+    def in_flight(cls) -> tuple[BatchStatus, ...]:
+        """Handed to the broker and not finished: what the sweeper watches."""
+        return (cls.DISPATCHED, cls.PROCESSING)
+
+
+def _in_list(values: tuple[str, ...]) -> str:
+    return ",".join(f"'{v}'" for v in values)
 
 
 def _now() -> Any:
@@ -64,7 +87,7 @@ class Batch(Base):
     correlation_id: Mapped[str] = mapped_column(String(128))
     # SHA-256 of the canonical request content: a resend with the same id must match it.
     content_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(32), server_default="persisted")
+    status: Mapped[str] = mapped_column(String(32), server_default=BatchStatus.PERSISTED.value)
     source: Mapped[str] = mapped_column(String(32), server_default="native")
     received_at: Mapped[datetime]
     sent_at: Mapped[datetime]
@@ -86,10 +109,7 @@ class Batch(Base):
     updated_at: Mapped[datetime] = _now()
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('persisted','dispatched','processing','processed','processed_with_errors','failed')",
-            name="status",
-        ),
+        CheckConstraint(f"status IN ({_in_list(tuple(BatchStatus))})", name="status"),
         CheckConstraint("received = accepted + duplicates + rejected", name="counts_add_up"),
         Index("ix_batches_developer_received", "developer_id", "received_at"),
         Index("ix_batches_status_updated", "status", "updated_at"),

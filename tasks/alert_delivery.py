@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import random
 import urllib.error
 import urllib.request
 import uuid
@@ -16,15 +13,16 @@ from typing import Any
 import pybreaker
 import redis
 
+from core.breakers import breakers
+from core.retry import backoff_delay
+from core.webhooks import post_json
 from models.admin_alerts import raise_admin_alert
 from models.alerts import alert_channel, record_delivery
-from models.breakers import breakers
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, database, settings
 
 log = logging.getLogger("devpulse.alerts")
 
-SIGNATURE_HEADER = "X-Devpulse-Signature"
 WEBHOOK_MAX_RETRIES = 5
 
 
@@ -48,18 +46,6 @@ def push(alerts: list[dict[str, Any]]) -> None:
                                         task_id=f"{alert['batch_id']}.webhook.{alert['alert_id']}")
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def _post(url: str, body: bytes, secret: str) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret), "User-Agent": "devpulse-alerts/1",
-    })
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return int(response.status)
-
-
 @app.task(bind=True, base=DevpulseTask, name="devpulse.deliver_alert_webhook", queue="danger",
           max_retries=WEBHOOK_MAX_RETRIES)
 def deliver_webhook(self: DevpulseTask, alert_id: str, alert: dict[str, Any]) -> str:
@@ -70,7 +56,8 @@ def deliver_webhook(self: DevpulseTask, alert_id: str, alert: dict[str, Any]) ->
     attempt = self.request.retries + 1
     entry: dict[str, Any] = {"channel": "webhook", "attempt": attempt, "at": datetime.now(UTC).isoformat()}
     try:
-        status = breaker.call(_post, cfg.alert_webhook_url, body, cfg.alert_webhook_secret)
+        status = breaker.call(post_json, cfg.alert_webhook_url, body, secret=cfg.alert_webhook_secret,
+                              user_agent="devpulse-alerts/1")
         entry.update(outcome="delivered", status=status)
     except (pybreaker.CircuitBreakerError, urllib.error.URLError, OSError, ValueError) as exc:
         entry.update(outcome="failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -84,6 +71,6 @@ def deliver_webhook(self: DevpulseTask, alert_id: str, alert: dict[str, Any]) ->
                                        "error": entry.get("error")})
     if entry["outcome"] == "failed":
         if self.request.retries < WEBHOOK_MAX_RETRIES:
-            raise self.retry(countdown=random.uniform(0, min(300.0, 2.0 * (2**self.request.retries))))
+            raise self.retry(countdown=backoff_delay(self.request.retries, base=2.0, cap=300.0))
         return "failed"
     return "delivered"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun
 from kombu import Exchange, Queue
 
-from models import json_logging
-from models.settings import Settings
+from activity.danger import DangerThresholds
+from core import logging as json_logging
+from core.settings import Settings
+from core.webhooks import admin_notifier
 from tasks.schedule import BEAT_SCHEDULE
 
 QUEUES = ("aggregation", "normalization", "danger", "pipeline", "maintenance")
@@ -25,9 +25,12 @@ TASK_ROUTES = {
 }
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+TASK_MODULES = ("tasks.pipeline", "tasks.maintenance", "tasks.alert_delivery")
+
+
+def make_celery(settings: Settings | None = None, *, include: tuple[str, ...] = TASK_MODULES) -> Celery:
     settings = settings or Settings.from_env()
-    celery = Celery("devpulse", include=["tasks.pipeline", "tasks.maintenance", "tasks.alert_delivery"])
+    celery = Celery("devpulse", include=list(include))
     celery.conf.update(
         broker_url=settings.redis_url,
         result_backend=settings.redis_url,
@@ -65,6 +68,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     celery.conf.devpulse_settings = settings
+    # Checked here, at start-up: a bad DANGER_* value stops the worker with a clear message, not every job.
+    celery.conf.devpulse_thresholds = DangerThresholds.from_overrides(settings.danger)
+    admin_notifier.configure(settings.admin_alert_webhook_url)
     return celery
 
 
@@ -79,34 +85,16 @@ PUBLISHER_RESULT_OPTIONS = {"retry_policy": {"max_retries": 1, "interval_start":
                                              "interval_max": 0.2}}
 
 
-def configure(settings: Settings) -> None:
-    """Point the shared app at the given servers (the web process calls this from create_app)."""
-    wanted = {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
-        "broker_transport_options": {**app.conf.broker_transport_options, **PUBLISHER_BROKER_OPTIONS},
-        "result_backend_transport_options": {**app.conf.result_backend_transport_options,
-                                             **PUBLISHER_RESULT_OPTIONS},
-    }
-    changed = any(app.conf[key] != value for key, value in wanted.items())
-    app.conf.update(wanted)
-    app.conf.devpulse_settings = settings
-    if changed:
-        # Celery caches the producer pool and a result backend per thread on first use; without this they
-        # would keep the old servers and options, whatever the configuration now says.
-        app._pool = None
-        if "amqp" in app.__dict__:
-            app.amqp._producer_pool = None
-        app._local = threading.local()
-        app._backend_cache = None
-
-
-@worker_process_init.connect
-def _fresh_connections_after_fork(**_: object) -> None:
-    # Connections must never be shared across a fork: each pool process opens its own.
-    from tasks.context import reset_database
-
-    reset_database()
+def make_publisher(settings: Settings) -> Celery:
+    """The web's own Celery app (built in `create_app`, like Flask's `celery_init_app`): it only publishes
+    signatures by task name, with fail-fast connection options, and never runs a task."""
+    celery = make_celery(settings, include=())
+    celery.conf.update(
+        broker_transport_options={**celery.conf.broker_transport_options, **PUBLISHER_BROKER_OPTIONS},
+        result_backend_transport_options={**celery.conf.result_backend_transport_options,
+                                          **PUBLISHER_RESULT_OPTIONS},
+    )
+    return celery
 
 
 @setup_logging.connect

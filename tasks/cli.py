@@ -6,17 +6,19 @@
     celery -A tasks audit verify [--since T]
     celery -A tasks audit seal [--grace SECONDS]
 
-Thin: argument parsing and printing. The logic lives in models/operations.py and models/audit_chain.py;
+Thin: argument parsing (here) and printing. The logic lives in models/operations.py and models/audit_chain.py;
 the database is the one the workers use (DATABASE_URL), and re-dispatches go through the outbox and
-tasks.canvas.dispatch_record like any other publish. Bad arguments exit 2, an unknown batch or a
+tasks.dispatch.dispatch_record like any other publish. Bad arguments exit 2, an unknown batch or a
 broken audit chain exits 1, each with a message on stderr.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -25,7 +27,50 @@ from sqlalchemy.exc import OperationalError
 
 from models import audit_chain, operations
 from models.db import Database
-from models.tables import BATCH_STATUSES
+from models.tables import BatchStatus
+
+# --- argument parsing ---------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(value: str) -> timedelta:
+    """'90s', '15m', '2h', '1d', '1h30m' or a bare number of seconds."""
+    raw = value.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    elif _DURATION.fullmatch(raw):
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(raw))
+    else:
+        raise ValueError(f"{value!r} is not a duration (examples: 90s, 15m, 2h, 1h30m)")
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: the duration must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_timestamp(value: str, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 date or time ('2024-05-01', '2024-05-01T12:00Z'; naive means UTC),
+    or a duration meaning that long ago ('2h')."""
+    raw = value.strip()
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a timestamp (examples: 2024-05-01, 2024-05-01T12:00:00Z, "
+                         "or a duration ago such as 2h)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_batch_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except (ValueError, AttributeError):
+        raise ValueError(f"{value!r} is not a batch id (a UUID)") from None
 
 
 class _Parsed(click.ParamType):
@@ -44,9 +89,9 @@ class _Parsed(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-BATCH_ID = _Parsed("uuid", operations.parse_batch_id)
-DURATION = _Parsed("duration", operations.parse_duration)
-TIMESTAMP = _Parsed("timestamp", operations.parse_timestamp)
+BATCH_ID = _Parsed("uuid", parse_batch_id)
+DURATION = _Parsed("duration", parse_duration)
+TIMESTAMP = _Parsed("timestamp", parse_timestamp)
 
 
 def _database() -> Database:
@@ -56,10 +101,10 @@ def _database() -> Database:
 
 
 def _publish(outbox_id: int) -> bool:
-    from tasks.canvas import dispatch_record
-    from tasks.context import database, settings
+    from tasks.context import celery, database
+    from tasks.dispatch import dispatch_record
 
-    return dispatch_record(database(), settings(), outbox_id)
+    return dispatch_record(database(), celery(), outbox_id)
 
 
 @contextmanager
@@ -98,7 +143,7 @@ def _style(ctx: click.Context, word: str, **style: Any) -> str:
 
 
 @click.command(cls=CeleryCommand)
-@click.option("--status", type=click.Choice(BATCH_STATUSES), help="Only batches in this state.")
+@click.option("--status", type=click.Choice([s.value for s in BatchStatus]), help="Only batches in this state.")
 @click.option("--developer", help="Only this developer's batches.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.pass_context

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from celery import Task
+from celery import Celery, Task
+from celery.signals import worker_process_init
 
+from activity.danger import DangerThresholds
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
+from tasks.celery_app import app
 
 _db: Database | None = None
 
 
 def settings() -> Settings:
-    from tasks.celery_app import app
-
     return app.conf.devpulse_settings
+
+
+def thresholds() -> DangerThresholds:
+    """The danger thresholds, checked when the Celery app was built (see make_celery)."""
+    return app.conf.devpulse_thresholds
+
+
+def celery() -> Celery:
+    """The worker's Celery app (re-dispatches from tasks and the CLI publish through it)."""
+    return app
 
 
 def database() -> Database:
@@ -29,6 +40,12 @@ def reset_database() -> None:
     if _db is not None:
         _db.dispose()
     _db = None
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    # Connections must never be shared across a fork: each pool process opens its own.
+    reset_database()
 
 
 class DevpulseTask(Task):

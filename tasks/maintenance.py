@@ -6,17 +6,17 @@ import logging
 from datetime import timedelta
 
 from models.audit_chain import seal_pending
-from models.outbox import redispatch_stuck
-from tasks.canvas import relay
+from models.operations import requeue
 from tasks.celery_app import app
-from tasks.context import DevpulseTask, database, settings
+from tasks.context import DevpulseTask, celery, database, settings
+from tasks.dispatch import dispatch_record, relay
 
 log = logging.getLogger("devpulse.maintenance")
 
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, int]:
-    result = relay(database(), settings())
+    result = relay(database(), celery())
     if result["due"]:
         log.info("outbox relay: %s", result, extra={"step": "relay"})
     return result
@@ -24,12 +24,13 @@ def relay_outbox() -> dict[str, int]:
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.sweep_stuck_batches", ignore_result=True)
 def sweep_stuck_batches() -> list[str]:
-    with database().transaction() as session:
-        ids = redispatch_stuck(session, timedelta(seconds=settings().stuck_after_seconds))
-    if ids:
-        log.warning("re-dispatching %d stuck batch(es)", len(ids), extra={"step": "sweeper"})
-        relay(database(), settings())
-    return ids
+    """The same re-dispatch as `celery -A tasks requeue --stuck-for`: a stuck replay stays a replay."""
+    db, app_ = database(), celery()
+    rows = requeue(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
+                   stuck_for=timedelta(seconds=settings().stuck_after_seconds), requested_by="sweeper")
+    if rows:
+        log.warning("re-dispatched %d stuck batch(es)", len(rows), extra={"step": "sweeper"})
+    return [row.batch_id for row in rows]
 
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.seal_audit_log", ignore_result=True)

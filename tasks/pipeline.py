@@ -9,25 +9,26 @@ it returns {"ok": False, ...} so the callback still runs and the batch ends
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
+from core.breakers import is_connectivity_error
+from core.retry import backoff_delay
 from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
-from models.breakers import is_connectivity_error
+from models.batch_lifecycle import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
 from models.danger_detection import detect_for_batch
 from models.normalization import normalize_batch
-from models.pipeline_state import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
 from models.tables import Batch
 from tasks.alert_delivery import push as push_alerts
 from tasks.celery_app import app
-from tasks.context import DevpulseTask, database, settings
+from tasks.context import DevpulseTask, database, settings, thresholds
 from tasks.telemetry import TASK_OUTCOMES, observe_completion
 
 log = logging.getLogger("devpulse.pipeline")
@@ -36,13 +37,9 @@ JobFunction = Callable[[Session, Batch, dict[str, Any]], dict[str, Any]]
 
 
 def _retry_delay(retries: int) -> float:
-    """Exponential backoff with "equal" jitter, capped: half the step is fixed, half random.
-
-    Full jitter may draw near-zero delays several times in a row and spend every retry inside one short
-    outage; with a fixed half the retries are guaranteed to span at least ~15 s (0.5+1+2+4+8).
-    """
-    step = min(60.0, 1.0 * (2**retries))
-    return step / 2 + random.uniform(0, step / 2)
+    # Equal jitter: with a fixed half the retries are guaranteed to span at least ~15 s (0.5+1+2+4+8), so they
+    # cannot all fire inside one short database outage.
+    return backoff_delay(retries, base=1.0, cap=60.0, jitter="equal")
 
 
 def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
@@ -130,7 +127,8 @@ def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str,
 
 
 def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
-    return detect_for_batch(session, batch, ctx, settings())
+    return detect_for_batch(session, batch, correlation_id=ctx["correlation_id"], thresholds=thresholds(),
+                            freshness=timedelta(hours=settings().alert_freshness_hours))
 
 
 @app.task(bind=True, base=DevpulseTask, name="devpulse.aggregate")

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
+from core.settings import Settings
+from devstack.servers import EmbeddedPostgres, EmbeddedRedis, migrate
 from models.db import Database
-from models.settings import Settings
 
 # Plain-text logs under pytest (JSON logging would replace pytest's capture handlers).
 os.environ.setdefault("LOG_JSON", "0")
@@ -120,8 +120,21 @@ def session(db: Database):  # type: ignore[no-untyped-def]
     conn.close()
 
 
+@pytest.fixture(scope="session")
+def celery_app(database_url: str, redis_url: str):  # type: ignore[no-untyped-def]
+    from tasks.celery_app import app
+    from tasks.context import reset_database
+
+    # The worker app was built at import from the environment of that moment; point it at this run's servers
+    # before anything has connected (no connection or backend is cached yet at this point).
+    settings = Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url)
+    app.conf.update(broker_url=settings.redis_url, result_backend=settings.redis_url, devpulse_settings=settings)
+    reset_database()
+    return app
+
+
 @pytest.fixture
-def app(clean_db: Database, redis_url: str):  # type: ignore[no-untyped-def]
+def app(clean_db: Database, redis_url: str, celery_app):  # type: ignore[no-untyped-def]
     from app import create_app
     from app.auth import clear_token_cache
 

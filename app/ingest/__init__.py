@@ -14,6 +14,7 @@ from app.ingest.prepare import prepare_batch
 from app.observability import EVENTS
 from app.rate_limit import check_rate_limit
 from app.request_body import read_json_body
+from app.settings import settings
 from app.storage import StorageUnavailable, storage
 from models.admin_alerts import log_admin_alert
 from models.ingest import PersistOutcome, PreparedBatch, persist_batch
@@ -76,7 +77,7 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
 
 
 def _publish_after_response(outbox_id: int) -> None:
-    """Hand the outbox record to the publisher once the response is on its way (see app/pipeline.py):
+    """Hand the outbox record to the publisher once the response is on its way (see app/publisher.py):
     the ack never waits for the broker. If the process dies first, or the broker is down, the outbox
     relay publishes it later.
     """
@@ -123,10 +124,10 @@ def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[
 @bp.post("/api/workflow/events/orchestrate")
 @require_token
 def orchestrate():  # type: ignore[no-untyped-def]
-    settings = current_app.config["DEVPULSE_SETTINGS"]
+    cfg = settings()
     received_at = datetime.now(UTC)
     check_rate_limit(g.principal.token_id)
-    body = read_json_body(settings.max_body_bytes)
-    prepared = prepare_batch(body, correlation_id=g.correlation_id, received_at=received_at, settings=settings)
+    body = read_json_body(cfg.max_body_bytes)
+    prepared = prepare_batch(body, correlation_id=g.correlation_id, received_at=received_at, settings=cfg)
     response, status = ingest(prepared)
     return jsonify(response), status

@@ -15,8 +15,8 @@ from activity.catalog import SUPPORTED_SCHEMA_VERSIONS, resolve_schema_version, 
 from activity.clock import check_event_time, correct_timestamp, utc_offset_minutes
 from app.errors import ApiError
 from app.ingest.schemas import envelope_schema, event_schema, flatten_errors
+from core.settings import Settings
 from models.ingest import PreparedBatch, PreparedEvent, Rejection
-from models.settings import Settings
 
 
 def content_hash(developer_id: str, body: dict[str, Any]) -> str:

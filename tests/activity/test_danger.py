@@ -33,6 +33,13 @@ SEC = timedelta(seconds=1)
 MIN = timedelta(minutes=1)
 
 
+def detections(*args):  # type: ignore[no-untyped-def]
+    """detect() when no rule fails (the rule-isolation tests call detect() itself)."""
+    found, errors = detect(*args)
+    assert errors == {}
+    return found
+
+
 def ev(eid: str, type_: str, at: datetime, offset: int = 0, **payload: Any) -> NormalizedEvent:
     return NormalizedEvent(event_id=eid, type=type_, ts=at, payload=payload, utc_offset_minutes=offset)
 
@@ -403,7 +410,7 @@ def test_only_gaps_up_to_the_idle_timeout_are_active() -> None:
 
 def test_two_overlapping_high_patterns_become_critical() -> None:
     events = debug_session("dbg", 130 * MIN, closed=True) + failing_commands(40, T0 + 60 * MIN)
-    found = detect(events)
+    found = detections(events)
     assert {(d.pattern, d.severity) for d in found} == {
         ("extended_debugging", "critical"),
         ("excessive_errors", "critical"),
@@ -416,7 +423,7 @@ def test_two_overlapping_high_patterns_become_critical() -> None:
 
 def test_one_high_pattern_alone_is_not_critical() -> None:
     events = debug_session("dbg", 70 * MIN, closed=True) + failing_commands(40, T0 + 30 * MIN)
-    assert {(d.pattern, d.severity) for d in detect(events)} == {
+    assert {(d.pattern, d.severity) for d in detections(events)} == {
         ("extended_debugging", "medium"),
         ("excessive_errors", "high"),
     }
@@ -424,7 +431,7 @@ def test_one_high_pattern_alone_is_not_critical() -> None:
 
 def test_two_high_patterns_that_do_not_overlap_in_time_are_not_critical() -> None:
     events = debug_session("dbg", 130 * MIN, closed=True) + failing_commands(40, T0 + 131 * MIN)
-    assert {d.severity for d in detect(events)} == {"high"}
+    assert {d.severity for d in detections(events)} == {"high"}
 
 
 def make(pattern: str, severity: str, end_minute: int, key: str = "k") -> Detection:
@@ -470,8 +477,8 @@ def test_rules_registry_and_detect_agree() -> None:
     assert set(RULES) == {"excessive_errors", "extended_debugging", "high_ai_dependency", "no_break", "late_night_work"}
     per_rule = [d for name, rule in RULES.items() for d in rule(events, DangerThresholds())]
     assert all(d.pattern == name for name, rule in RULES.items() for d in rule(events, DangerThresholds()))
-    assert detect(events) == prioritize(escalate_critical(per_rule))
-    for d in detect(events):
+    assert detections(events) == prioritize(escalate_critical(per_rule))
+    for d in detections(events):
         json.dumps(d.details)
 
 
@@ -479,8 +486,8 @@ def test_conflicting_copies_of_one_event_id_resolve_the_same_whatever_the_order(
     base = failing_commands(19)
     failing = ev("dup", "terminal.command", T0 + MIN, exit_code=1)
     passing = ev("dup", "terminal.command", T0 + MIN, exit_code=0)
-    assert detect([*base, failing, passing]) == detect([*base, passing, failing])
-    assert detect([*base, failing, passing]) == detect([*base, passing])  # smallest content wins
+    assert detections([*base, failing, passing]) == detections([*base, passing, failing])
+    assert detections([*base, failing, passing]) == detections([*base, passing])  # smallest content wins
 
 
 def test_invalid_settings_and_naive_times_are_rejected() -> None:
@@ -489,7 +496,7 @@ def test_invalid_settings_and_naive_times_are_rejected() -> None:
     with pytest.raises(ValueError):
         DangerThresholds(late_night_start_hour=3, late_night_end_hour=3)
     with pytest.raises(ValueError):
-        detect([ev("naive", "file.edit", datetime(2024, 5, 6, 9), chars_typed=1)])
+        detections([ev("naive", "file.edit", datetime(2024, 5, 6, 9), chars_typed=1)])
 
 
 # --- properties ---------------------------------------------------------------
@@ -541,11 +548,11 @@ PROPERTY_SETTINGS = settings(
 def test_detect_is_deterministic_and_idempotent(
     events: list[NormalizedEvent], data: st.DataObject, thresholds: DangerThresholds
 ) -> None:
-    expected = detect(events, thresholds)
-    assert detect(events, thresholds) == expected
+    expected = detections(events, thresholds)
+    assert detections(events, thresholds) == expected
     duplicates = data.draw(st.lists(st.sampled_from(events), max_size=10)) if events else []
     shuffled = data.draw(st.permutations(events + duplicates))
-    assert detect(iter(shuffled), thresholds) == expected
+    assert detections(iter(shuffled), thresholds) == expected
     assert prioritize(expected) == expected
     assert escalate_critical(expected) == expected
     keys = [(d.pattern, d.episode_key) for d in expected]
@@ -559,8 +566,8 @@ def test_detect_is_deterministic_and_idempotent(
 def test_later_events_never_lose_or_lower_an_episode(
     earlier: list[NormalizedEvent], later: list[NormalizedEvent]
 ) -> None:
-    before = {(d.pattern, d.episode_key): d for d in detect(earlier, SENSITIVE)}
-    after = {(d.pattern, d.episode_key): d for d in detect(earlier + later, SENSITIVE)}
+    before = {(d.pattern, d.episode_key): d for d in detections(earlier, SENSITIVE)}
+    after = {(d.pattern, d.episode_key): d for d in detections(earlier + later, SENSITIVE)}
     for key, d in before.items():
         assert key in after, key
         assert severity_rank(after[key].severity) >= severity_rank(d.severity)

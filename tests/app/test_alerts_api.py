@@ -26,7 +26,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from activity.danger import Detection
-from models.alerts import alert_view
+from models.alerts import alert_document
 from models.danger_detection import store_detections
 from models.tables import AdminAlert, Alert
 from tests.factories import auth, iso
@@ -49,7 +49,7 @@ def seed(db, developer_id: str, pattern: str, severity: str, window_end: datetim
         assert written == 1
         alert = s.scalars(select(Alert).where(Alert.developer_id == developer_id, Alert.pattern == pattern,
                                               Alert.episode_key == d.episode_key)).one()
-        return alert_view(alert)
+        return alert_document(alert)
 
 
 def listed(client, token: str, developer_id: str = "dev-1", **params: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -293,7 +293,7 @@ def closed_port_url() -> str:
 @pytest.fixture
 def webhook_settings(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     """Swap the workers' settings (create_app has just configured them) and restore them afterwards."""
-    from models.breakers import breakers
+    from core.breakers import breakers
     from tasks.celery_app import app as celery
 
     original = celery.conf.devpulse_settings
@@ -334,21 +334,22 @@ def test_webhook_delivery_is_signed_and_recorded(clean_db, webhook_settings):
 
 @pytest.mark.parametrize("failure", ["http_500", "closed_port"])
 def test_webhook_failures_are_retried_then_the_breaker_opens(clean_db, webhook_settings, monkeypatch, failure):
+    import core.retry
     import tasks.alert_delivery as delivery
-    from models.breakers import breakers
+    from core.breakers import breakers
 
     receiver = Receiver(500)
     try:
         webhook_settings(receiver.url if failure == "http_500" else closed_port_url())
         # Record the backoff bounds the task asks for (the eager retries below do not sleep).
         bounds: list[float] = []
-        uniform = delivery.random.uniform
+        uniform = core.retry.random.uniform
 
         def recording_uniform(a: float, b: float) -> float:
             bounds.append(b)
             return uniform(a, b)
 
-        monkeypatch.setattr(delivery.random, "uniform", recording_uniform)
+        monkeypatch.setattr(core.retry.random, "uniform", recording_uniform)
         alert = seed(clean_db, "dev-1", "excessive_errors", "high", base_time())
         result = delivery.deliver_webhook.apply(args=(alert["alert_id"],), kwargs={"alert": alert})
         assert result.get() == "failed"

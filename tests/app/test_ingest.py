@@ -787,7 +787,7 @@ def test_every_error_carries_the_correlation_id(client, token, clean_db):  # typ
 
 def test_storage_unavailable_is_503_with_retry_after(app, token, clean_db):  # type: ignore[no-untyped-def]
     from app import create_app
-    from models.breakers import breakers
+    from core.breakers import breakers
 
     broken = create_app({"database_url": "postgresql://postgres@127.0.0.1:1/nowhere", "db_retry_budget_ms": 50})
     try:

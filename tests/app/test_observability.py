@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from models import json_logging
-from models.breakers import breakers
+from core import logging as json_logging
+from core.breakers import breakers
 from tests.factories import auth, batch, event
 
 URL = "/api/workflow/events/orchestrate"
@@ -45,13 +45,6 @@ def _other_app(redis_url: str, **overrides: Any):  # type: ignore[no-untyped-def
     application = create_app(settings)
     application.config["TESTING"] = True
     return application
-
-
-def _restore_celery(redis_url: str) -> None:
-    from models.settings import Settings
-    from tasks.celery_app import configure
-
-    configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
 
 
 def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -96,7 +89,6 @@ def test_readyz_is_503_naming_the_broker_when_redis_is_unreachable(app, redis_ur
         r = down.test_client().get("/readyz")
     finally:
         down.extensions["devpulse.db"].dispose()
-        _restore_celery(redis_url)
     assert r.status_code == 503
     body = r.get_json()
     assert body["status"] == "not_ready"

@@ -13,8 +13,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from models.breakers import breakers
-from models.settings import Settings
+from core.breakers import breakers
 from tests.factories import auth, batch, event
 
 URL = "/api/workflow/events/orchestrate"
@@ -50,13 +49,10 @@ def limited(app, redis_url):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def redis_down(app, redis_url):  # type: ignore[no-untyped-def]
-    """An app whose Redis is a closed port; afterwards Celery is pointed back at the real one."""
+    """An app whose Redis is a closed port (its Celery publisher is its own: nothing to restore)."""
     application = _make_app("redis://127.0.0.1:1/0", **LIMITS)
     yield application
     application.extensions["devpulse.db"].dispose()
-    from tasks.celery_app import configure
-
-    configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
 
 
 def ingest(client, token: str):  # type: ignore[no-untyped-def]
@@ -184,9 +180,6 @@ def test_a_hung_redis_costs_only_the_first_requests(app, make_token):  # type: i
     finally:
         hung.extensions["devpulse.db"].dispose()
         listener.close()
-        from tasks.celery_app import configure
-
-        configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=os.environ["REDIS_URL"]))
     assert state == "open"
     assert sum(timings[:3]) > 0.3  # the first ones did wait for Redis (0.2 s socket timeout each) ...
     # ... and once the breaker opened, nobody does (each would take at least the 0.2 s socket timeout).

@@ -14,9 +14,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 
 from app.storage import Storage, StorageUnavailable
-from models.breakers import breakers, is_connectivity_error
+from core.breakers import breakers, is_connectivity_error
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
 from models.tables import ApiToken
 from models.tokens import hash_token
 from tests.factories import auth, batch, event

@@ -35,9 +35,9 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, free_port, migrate
+from core.settings import Settings
+from devstack.servers import EmbeddedPostgres, EmbeddedRedis, free_port, migrate
 from models.db import Database
-from models.settings import Settings
 from models.tokens import create_token
 from tests.factories import batch, event, now
 

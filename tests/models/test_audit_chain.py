@@ -20,9 +20,9 @@ from models.audit_chain import (
     seal_pending,
     verify_chain,
 )
+from models.batch_lifecycle import audit
 from models.db import Database
 from models.ingest import PreparedBatch, PreparedEvent, persist_batch
-from models.pipeline_state import audit
 from models.tables import AuditRecord
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

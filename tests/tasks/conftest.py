@@ -7,7 +7,6 @@ no eager mode, so chord semantics are the real ones.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,19 +14,8 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def celery_app(database_url: str, redis_url: str):  # type: ignore[no-untyped-def]
-    from tasks.celery_app import app, configure
-
-    configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
-    from tasks.context import reset_database
-
-    reset_database()
-    return app
 
 
 @pytest.fixture(scope="session")

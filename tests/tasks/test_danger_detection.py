@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from activity import danger
-from activity.danger import Detection
-from models.alerts import alert_channel, alert_view
+from activity.danger import DangerThresholds, Detection
+from models.alerts import alert_channel, alert_document
 from models.danger_detection import detect_for_batch, store_detections
 from models.tables import AdminAlert, Alert, Batch, BatchJob, DeveloperMetric, NormalizedEvent
 from tests.factories import auth, batch, event, now
@@ -73,7 +73,7 @@ def stored_alerts(db, developer_id: str = "dev-1") -> list[Alert]:  # type: igno
 
 
 def views(db, developer_id: str = "dev-1") -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    return [alert_view(a) for a in stored_alerts(db, developer_id)]
+    return [alert_document(a) for a in stored_alerts(db, developer_id)]
 
 
 def job(db, batch_id: str, name: str) -> BatchJob:  # type: ignore[no-untyped-def]
@@ -93,7 +93,7 @@ def admin_alerts(db, batch_id: str) -> list[AdminAlert]:  # type: ignore[no-unty
 
 def replay_chord(db, batch_id: str) -> Any:  # type: ignore[no-untyped-def]
     """Publish the batch's whole chord again (what a replay or a redelivered message does) and wait for it."""
-    from tasks.canvas import build_chord
+    from tasks.dispatch import build_chord
 
     b = get_batch(db, batch_id)
     ctx = {
@@ -102,13 +102,9 @@ def replay_chord(db, batch_id: str) -> Any:  # type: ignore[no-untyped-def]
         "first_ts": b.first_ts.isoformat(), "last_ts": b.last_ts.isoformat(),
         "is_replay": True, "attempt": b.dispatch_count + 1,
     }
-    return build_chord(ctx).apply_async().get(timeout=30)
+    from tasks.celery_app import app as celery_app
 
-
-def settings():  # type: ignore[no-untyped-def]
-    from tasks.celery_app import app
-
-    return app.conf.devpulse_settings
+    return build_chord(celery_app, ctx).apply_async().get(timeout=30)
 
 
 # ------------------------------------------------------------------------------------ detection in the pipeline
@@ -153,8 +149,8 @@ def test_errors_split_across_batches_one_alert_escalated_never_duplicated(pipeli
     # Calling the job's function again directly, for every batch, writes nothing either.
     for body in (first, second, third):
         with db.transaction() as s:
-            out = detect_for_batch(s, s.get(Batch, uuid.UUID(body["batch_id"])),
-                                   {"correlation_id": "direct-replay"}, settings())
+            out = detect_for_batch(s, s.get(Batch, uuid.UUID(body["batch_id"])), correlation_id="direct-replay",
+                                   thresholds=DangerThresholds(), freshness=timedelta(hours=24))
         assert out["alerts"] == 0 and out["notify"] == [] and "error" not in out
     assert views(db) == before
 
@@ -292,7 +288,7 @@ def test_failing_delivery_keeps_batch_and_alerts(pipeline_client, make_token, db
 
 
 def test_ingest_request_does_no_detection(client, make_token, clean_db, celery_worker, app):
-    from tasks.canvas import relay
+    from tasks.dispatch import relay
 
     token = make_token("dev-1")
     body = post(client, token, error_events(now() - timedelta(minutes=20), 24))  # plain client: no publish
@@ -302,7 +298,7 @@ def test_ingest_request_does_no_detection(client, make_token, clean_db, celery_w
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 0
         assert s.scalar(select(func.count()).select_from(DeveloperMetric)) == 0
     # The same batch does raise an alert once the pipeline (here: the outbox relay) runs it.
-    assert relay(clean_db, app.config["DEVPULSE_SETTINGS"])["published"] == 1
+    assert relay(clean_db, app.extensions["celery"])["published"] == 1
     assert wait_processed(clean_db, body["batch_id"]) == "processed"
     assert [a.pattern for a in stored_alerts(clean_db)] == ["excessive_errors"]
 
@@ -330,7 +326,7 @@ def _store(session, dev: str, detections: list[Detection], at: datetime, batch_i
 
 def _rows(session, dev: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     session.expire_all()
-    return [alert_view(a) for a in session.scalars(select(Alert).where(Alert.developer_id == dev)
+    return [alert_document(a) for a in session.scalars(select(Alert).where(Alert.developer_id == dev)
                                                    .order_by(Alert.pattern, Alert.window_start))]
 
 
@@ -519,7 +515,7 @@ def test_sse_pushes_fresh_alert_within_a_second_and_never_a_stale_one(live_serve
     # Exactly one push: the fresh alert. The stale one (processed first) never arrived.
     assert [(name, ident) for _, name, ident, _ in reader.events] == [("alert", str(fresh.alert_id))]
     received, _, _, data = reader.events[0]
-    assert data == {**alert_view(fresh), "deliveries": []}
+    assert data == {**alert_document(fresh), "deliveries": []}
     latency = (received - fresh.detected_at).total_seconds()
     assert 0 <= latency < 2.0, f"alert arrived {latency:.3f}s after detection"
     completed = get_batch(db, fresh_batch).completed_at
@@ -566,7 +562,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def webhook(app, receiver) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Point the workers' settings at the receiver (after create_app, which configures them), then restore."""
-    from models.breakers import breakers
+    from core.breakers import breakers
     from tasks.celery_app import app as celery
 
     original = celery.conf.devpulse_settings

@@ -1,8 +1,8 @@
-"""The transactional outbox (models/outbox.py, tasks/canvas.py): publish after commit, relay, dead letter.
+"""The transactional outbox (models/outbox.py, tasks/dispatch.py): publish after commit, relay, dead letter.
 
-The broker is "down" by pointing the shared Celery app at a closed port; the
-fixture below always points it back at the suite's Redis and closes the
-`broker` circuit breaker, so later tests publish normally.
+The broker is "down" for a publisher Celery app pointed at a closed port (the
+worker's app is never touched); the fixture below closes the `broker` circuit
+breaker afterwards, so later tests publish normally.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery import Celery
 from sqlalchemy import func, select, text, update
 
-from models.breakers import breakers
+from core.breakers import breakers
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
 from models.tables import AdminAlert, Batch, Outbox
-from tasks.canvas import relay
+from tasks.celery_app import make_publisher
+from tasks.dispatch import relay
 from tests.factories import auth, batch, event, now
 from tests.tasks.conftest import persist_body, wait_processed
 
@@ -32,16 +34,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 @pytest.fixture
-def broker_down(celery_worker, redis_url: str) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
-    """Settings whose broker is unreachable; the shared Celery app is restored afterwards."""
-    from tasks.celery_app import configure
-
+def broker_down(celery_worker, redis_url: str) -> Iterator[Celery]:  # type: ignore[no-untyped-def]
+    """A publisher whose broker is unreachable."""
     bad = Settings.from_env(redis_url=DEAD_BROKER, outbox_max_attempts=3, outbox_base_delay_seconds=3600.0,
                             outbox_max_delay_seconds=3600.0)
     try:
-        yield bad
+        yield make_publisher(bad)
     finally:
-        configure(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
         breakers.reset("broker")
         # The failed publishes leave AsyncResults bound to the dead backend; their __del__ fails. Collect them
         # now rather than at some random later point (a collection inside compile() trips a CPython 3.11 bug).
@@ -59,13 +58,12 @@ def make_due(db: Database, outbox_id: int) -> None:
                                                                       - text("interval '1 second'")))
 
 
-def good_settings(redis_url: str) -> Settings:
-    return Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url)
+def good_publisher(redis_url: str) -> Celery:
+    return make_publisher(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
 
 
 def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_down, redis_url):  # type: ignore[no-untyped-def]
     from app import create_app
-    from tasks.celery_app import configure
 
     token = make_token("dev-1")
     web = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": DEAD_BROKER,
@@ -90,26 +88,22 @@ def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_d
         assert s.get(Batch, uuid.UUID(body["batch_id"])).status == "persisted"
 
     # Not due yet: the relay leaves it alone even with a working broker.
-    configure(good_settings(redis_url))
     breakers.reset("broker")
-    assert relay(db, good_settings(redis_url)) == {"due": 0, "published": 0}
+    assert relay(db, good_publisher(redis_url)) == {"due": 0, "published": 0}
 
     make_due(db, record.id)
-    assert relay(db, good_settings(redis_url)) == {"due": 1, "published": 1}
+    assert relay(db, good_publisher(redis_url)) == {"due": 1, "published": 1}
     assert wait_processed(db, body["batch_id"]) == "processed"
     record = outbox_row(db, body["batch_id"])
     assert (record.status, record.attempts) == ("dispatched", 2)
     assert record.dispatched_at is not None
-    assert relay(db, good_settings(redis_url)) == {"due": 0, "published": 0}
+    assert relay(db, good_publisher(redis_url)) == {"due": 0, "published": 0}
 
 
 def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[no-untyped-def]
-    from tasks.celery_app import configure
-
     db = clean_db
     outcome = persist_body(db, batch([event("file.save", now() - timedelta(minutes=5))]))
-    configure(broker_down)
-    for attempt in range(1, broker_down.outbox_max_attempts + 1):
+    for attempt in range(1, broker_down.conf.devpulse_settings.outbox_max_attempts + 1):
         make_due(db, outcome.outbox_id)
         assert relay(db, broker_down) == {"due": 1, "published": 0}
         record = outbox_row(db, str(outcome.batch.batch_id))
@@ -120,5 +114,5 @@ def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[
     with db.session() as s:
         alerts = s.scalars(select(AdminAlert).where(AdminAlert.kind == "outbox_dead_letter")).all()
         assert [a.batch_id for a in alerts] == [outcome.batch.batch_id]
-        assert alerts[0].context["attempts"] == broker_down.outbox_max_attempts
+        assert alerts[0].context["attempts"] == broker_down.conf.devpulse_settings.outbox_max_attempts
         assert s.get(Batch, outcome.batch.batch_id).status == "persisted"

@@ -1,4 +1,4 @@
-"""The batch chord (tasks/pipeline.py, tasks/canvas.py, models/pipeline_state.py) on the real worker.
+"""The batch chord (tasks/pipeline.py, tasks/dispatch.py, models/batch_lifecycle.py) on the real worker.
 
 Every test goes through the real Redis broker and result backend and an in-process worker (threads pool), so
 monkeypatching a job function makes that job fail inside the real chord.
@@ -18,11 +18,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 import tasks.pipeline
+from core.settings import Settings
+from models.batch_lifecycle import complete_batch
 from models.outbox import claim, finish_dispatch, start_dispatch
-from models.pipeline_state import complete_batch
-from models.settings import Settings
 from models.tables import AdminAlert, AuditRecord, Batch, BatchJob, DeveloperMetric, NormalizedEvent, Outbox
-from tasks.canvas import build_chord, dispatch_record, relay, task_ids
+from tasks.dispatch import build_chord, dispatch_record, relay, task_ids
 from tests.factories import auth, batch, event, now
 from tests.tasks.conftest import persist_body, wait_for, wait_processed
 
@@ -136,8 +136,7 @@ def test_lifecycle_visible_in_the_batch_view(pipeline_client, make_token, db, ce
     # A replay runs the chord again as attempt 2, flagged as a replay, and is counted in the view.
     from models.operations import replay
 
-    settings = Settings.from_env()
-    [row] = replay(db, lambda outbox_id: dispatch_record(db, settings, outbox_id), batch_id=uuid.UUID(bid))
+    [row] = replay(db, lambda outbox_id: dispatch_record(db, celery_app, outbox_id), batch_id=uuid.UUID(bid))
     assert row.action == "replayed"
     replayed = wait_for(lambda: (r := view(pipeline_client, token, bid))["status"] == "processed"
                         and r["dispatch_count"] == 2 and r)
@@ -151,7 +150,7 @@ def test_chord_routing_and_signatures(celery_app):  # type: ignore[no-untyped-de
     ctx = {"batch_id": str(uuid.uuid4()), "developer_id": "dev-1", "correlation_id": "c-1",
            "received_at": now().isoformat(), "event_count": 2, "first_ts": None, "last_ts": None,
            "is_replay": False, "attempt": 3}
-    canvas = build_chord(ctx)
+    canvas = build_chord(celery_app, ctx)
     router = celery_app.amqp.router
     expected = {"devpulse.aggregate": "aggregation", "devpulse.normalize": "normalization",
                 "devpulse.detect_danger": "danger"}
@@ -345,7 +344,7 @@ def dispatch_without_publishing(db, outbox_id: int) -> None:  # type: ignore[no-
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_redispatches_stuck_batches(clean_db):  # type: ignore[no-untyped-def]
+def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):  # type: ignore[no-untyped-def]
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -378,7 +377,7 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db):  # type: ignore[no-un
     assert "requeued" not in audit_steps(db, str(fresh.batch.batch_id))
     # Nothing is stuck any more; a second sweep and relay do nothing.
     assert sweep_stuck_batches() == []
-    assert relay(db, settings) == {"due": 0, "published": 0}
+    assert relay(db, celery_app) == {"due": 0, "published": 0}
 
 
 @pytest.mark.usefixtures("celery_worker")

@@ -217,19 +217,3 @@ def migrate(database_url: str) -> None:
     cfg.attributes["configure_logger"] = False
     command.upgrade(cfg, "head")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m app.devstack run [--no-procs] [PROCESS ...]`: see app/devstack_run.py."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["run"]:
-        from app.devstack_run import run
-
-        return run(args[1:])
-    print("usage: python -m app.devstack run [--no-procs] [web|worker|beat|flower ...]", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

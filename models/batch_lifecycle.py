@@ -1,4 +1,4 @@
-"""Batch lifecycle and per-job state, kept in PostgreSQL (Redis may lose everything).
+"""Batch lifecycle and per-job state, kept in PostgreSQL (Redis may lose everything): transitions and reads.
 
 persisted -> dispatched -> processing -> processed | processed_with_errors | failed.
 Every transition is a conditional UPDATE, so a late or repeated message can
@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models.tables import AuditRecord, Batch, BatchJob
+from models.tables import AuditRecord, Batch, BatchJob, BatchStatus
 
 
 def now() -> datetime:
@@ -35,8 +35,8 @@ def mark_processing(session: Session, batch_id: uuid.UUID) -> None:
     # a transaction) would let a job that waited longer appear to start before the batch began processing.
     session.execute(
         update(Batch)
-        .where(Batch.batch_id == batch_id, Batch.status.in_(("persisted", "dispatched")))
-        .values(status="processing", processing_started_at=func.clock_timestamp(), updated_at=func.now())
+        .where(Batch.batch_id == batch_id, Batch.status.in_((BatchStatus.PERSISTED, BatchStatus.DISPATCHED)))
+        .values(status=BatchStatus.PROCESSING, processing_started_at=func.clock_timestamp(), updated_at=func.now())
     )
 
 
@@ -70,7 +70,7 @@ def complete_batch(session: Session, batch_id: uuid.UUID, results: list[dict[str
     if batch is None:
         return None
     failures = [r for r in results if isinstance(r, dict) and not r.get("ok")]
-    status = "processed_with_errors" if failures else "processed"
+    status = BatchStatus.PROCESSED_WITH_ERRORS if failures else BatchStatus.PROCESSED
     error = "; ".join(f"{r.get('job')}: {r.get('error')}" for r in failures) or None
     if batch.status == status and batch.last_error == error and batch.completed_at is not None:
         return None
@@ -87,10 +87,19 @@ def fail_batch(session: Session, batch_id: uuid.UUID, error: str, correlation_id
     """A hard failure of the canvas (callback crashed, time limit): recorded, never over a completed run."""
     result = session.execute(
         update(Batch)
-        .where(Batch.batch_id == batch_id, Batch.status.in_(("persisted", "dispatched", "processing")))
-        .values(status="failed", last_error=error[:2000], completed_at=func.now(), updated_at=func.now())
+        .where(Batch.batch_id == batch_id, Batch.status.in_((BatchStatus.PERSISTED, *BatchStatus.in_flight())))
+        .values(status=BatchStatus.FAILED, last_error=error[:2000], completed_at=func.now(), updated_at=func.now())
     )
     if result.rowcount:
         audit(session, "failed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
               error=error[:2000])
     return bool(result.rowcount)
+
+
+def batch_with_jobs(session: Session, batch_id: uuid.UUID) -> tuple[Batch, list[BatchJob]] | None:
+    """A batch and its per-job rows (by job name), for the status endpoint."""
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    jobs = session.execute(select(BatchJob).where(BatchJob.batch_id == batch_id).order_by(BatchJob.job)).scalars()
+    return batch, list(jobs)

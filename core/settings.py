@@ -12,14 +12,24 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-def _parse(kind: type, raw: str) -> Any:
+class SettingsError(ValueError):
+    """A configuration value that cannot be used: raised at start-up, naming the variable."""
+
+
+def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is bool:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if kind is int:
-        return int(raw)
-    if kind is float:
-        return float(raw)
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw[:40]!r} is not {'an integer' if kind is int else 'a number'}") from None
     return raw
+
+
+DANGER_PREFIX = "DANGER_"
 
 
 @dataclass(frozen=True)
@@ -56,22 +66,25 @@ class Settings:
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Danger-rule thresholds overridden by DANGER_<FIELD> variables (e.g. DANGER_EXCESSIVE_ERRORS_HIGH=50), by
+    # lower-case field name. Numbers here; the names and their ranges are checked against the rules' own
+    # thresholds when web and workers start (activity.danger.DangerThresholds.from_overrides).
+    danger: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
+            if f.name == "danger":
                 continue
             raw = env.get(f.name.upper())
             if raw is not None and raw != "":
-                kind = type(f.default) if f.default is not None else str
-                values[f.name] = _parse(kind, raw)
-        # Danger thresholds are DANGER_<FIELD> (e.g. DANGER_EXCESSIVE_ERRORS_HIGH=50).
-        danger = {k[len("DANGER_"):].lower(): v for k, v in env.items() if k.startswith("DANGER_") and v != ""}
-        values["extra"] = {"danger": danger}
+                values[f.name] = _parse(f.name.upper(), type(f.default), raw)
+        values["danger"] = {
+            key[len(DANGER_PREFIX):].lower(): _parse(key, float, raw)
+            for key, raw in env.items() if key.startswith(DANGER_PREFIX) and raw != ""
+        }
         values.update(overrides)
         return cls(**values)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import chord, group
+from celery import Celery, chord, group
 
-from models.breakers import breakers
+from core.breakers import breakers
+from core.settings import Settings
 from models.db import Database
 from models.outbox import claim, claim_due, finish_dispatch, record_failure, start_dispatch
-from models.settings import Settings
 
 log = logging.getLogger("devpulse.canvas")
 
@@ -28,32 +28,32 @@ def task_ids(ctx: dict[str, Any]) -> dict[str, str]:
     return {job: f"{prefix}.{job}" for job in (*HEADER_JOBS, "mark_batch_processed")}
 
 
-def build_chord(ctx: dict[str, Any]) -> chord:
-    from tasks.pipeline import aggregate, detect_danger, mark_batch_failed, mark_batch_processed, normalize
-
+def build_chord(celery: Celery, ctx: dict[str, Any]) -> chord:
+    """The batch's canvas, by task name: the publisher needs the task names, not the task code."""
     ids = task_ids(ctx)
     headers = {"correlation_id": ctx["correlation_id"], "batch_id": ctx["batch_id"]}
     header = group(
-        sig.clone(args=(ctx,)).set(task_id=ids[name], headers=headers)
-        for name, sig in (("aggregate", aggregate.s()), ("normalize", normalize.s()),
-                          ("detect_danger", detect_danger.s()))
+        [celery.signature(f"devpulse.{job}", args=(ctx,)).set(task_id=ids[job], headers=headers)
+         for job in HEADER_JOBS],
+        app=celery,
     )
-    body = mark_batch_processed.s(ctx).set(task_id=ids["mark_batch_processed"], headers=headers)
-    body.on_error(mark_batch_failed.s(ctx=ctx))
-    return chord(header, body)
+    body = celery.signature("devpulse.mark_batch_processed", args=(ctx,)).set(
+        task_id=ids["mark_batch_processed"], headers=headers)
+    body.on_error(celery.signature("devpulse.mark_batch_failed", kwargs={"ctx": ctx}))
+    return chord(header, body, app=celery)
 
 
 class BrokerUnavailable(ConnectionError):
     """The chord could not be handed to Redis (broker or result backend)."""
 
 
-def _publish(ctx: dict[str, Any]) -> None:
+def _publish(celery: Celery, ctx: dict[str, Any]) -> None:
     broker = breakers.get("broker", fail_max=3, reset_timeout=5)
 
     def send() -> None:
         try:
             # retry=False: a dead broker must fail fast here; the outbox relay owns retrying.
-            build_chord(ctx).apply_async(retry=False)
+            build_chord(celery, ctx).apply_async(retry=False)
         except Exception as exc:
             # Celery's result consumer reports an unreachable Redis as a plain RuntimeError ("Retry limit
             # exceeded ..."); the breaker would count that as a success and never open.
@@ -62,15 +62,16 @@ def _publish(ctx: dict[str, Any]) -> None:
     broker.call(send)
 
 
-def dispatch_record(db: Database, settings: Settings, outbox_id: int, *, due_only: bool = False) -> bool:
-    """Publish one pending outbox record. Returns True if this call published it."""
+def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: bool = False) -> bool:
+    """Publish one pending outbox record through `celery`. Returns True if this call published it."""
+    settings: Settings = celery.conf.devpulse_settings
     try:
         with db.transaction() as session:
             record = claim(session, outbox_id, due_only=due_only)
             if record is None:
                 return False
             ctx = start_dispatch(session, record)
-            _publish(ctx)
+            _publish(celery, ctx)
             finish_dispatch(session, record, task_ids(ctx))
         log.info("dispatched", extra={"batch_id": ctx["batch_id"], "correlation_id": ctx["correlation_id"],
                                       "step": "dispatched"})
@@ -84,9 +85,9 @@ def dispatch_record(db: Database, settings: Settings, outbox_id: int, *, due_onl
         return False
 
 
-def relay(db: Database, settings: Settings, limit: int = 50) -> dict[str, int]:
+def relay(db: Database, celery: Celery, limit: int = 50) -> dict[str, int]:
     """Publish every due pending record (beat runs this every few seconds)."""
     with db.transaction() as session:
         due = [r.id for r in claim_due(session, limit)]
-    published = sum(1 for outbox_id in due if dispatch_record(db, settings, outbox_id, due_only=True))
+    published = sum(1 for outbox_id in due if dispatch_record(db, celery, outbox_id, due_only=True))
     return {"due": len(due), "published": published}

@@ -12,10 +12,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import Celery
 from flask import Flask
 
+from core.settings import Settings
 from models.db import Database
-from models.settings import Settings
 
 log = logging.getLogger("devpulse.publisher")
 
@@ -24,9 +25,9 @@ MAX_BACKLOG = 200
 
 
 class Publisher:
-    def __init__(self, db: Database, settings: Settings, threads: int = 2) -> None:
+    def __init__(self, db: Database, celery: Celery, threads: int = 2) -> None:
         self.db = db
-        self.settings = settings
+        self.celery = celery
         self.threads = threads
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -59,10 +60,10 @@ class Publisher:
         return False
 
     def _run(self, outbox_id: int) -> None:
-        from tasks.canvas import dispatch_record
+        from tasks.dispatch import dispatch_record
 
         try:
-            dispatch_record(self.db, self.settings, outbox_id)
+            dispatch_record(self.db, self.celery, outbox_id)
         except Exception:  # events are safe in PostgreSQL; the relay retries
             log.warning("publish of outbox %s failed; the relay will retry", outbox_id, exc_info=True)
         finally:
@@ -71,9 +72,11 @@ class Publisher:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    from tasks.celery_app import configure
+    # The web's Celery app is built here, per Flask app, as in Flask's Celery example (`celery_init_app`).
+    from tasks.celery_app import make_publisher
 
-    configure(settings)
-    publisher = Publisher(app.extensions["devpulse.db"], settings)
+    celery = make_publisher(settings)
+    app.extensions["celery"] = celery
+    publisher = Publisher(app.extensions["devpulse.db"], celery)
     app.extensions["devpulse.publisher"] = publisher
     app.extensions["devpulse.publish"] = publisher.submit

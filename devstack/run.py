@@ -1,4 +1,4 @@
-"""`make run` (`python -m app.devstack run`): the whole stack on one machine with nothing installed.
+"""`make run` (`python -m devstack run`): the whole stack on one machine with nothing installed.
 
 1. PostgreSQL and Redis: the ones DATABASE_URL / REDIS_URL name, else embedded durable servers whose data
    lives under ./var/ on fixed ports (DEVPULSE_PG_PORT, DEVPULSE_REDIS_PORT), so a restart finds its data.
@@ -28,8 +28,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.devstack import EmbeddedPostgres, EmbeddedRedis, migrate
-from models.settings import Settings
+from core.settings import Settings
+from devstack.servers import EmbeddedPostgres, EmbeddedRedis, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -133,7 +133,7 @@ def _lock_var() -> object:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise SystemExit(f"devstack: another `python -m app.devstack run` is using {VAR}; stop it first.") from None
+        raise SystemExit(f"devstack: another `python -m devstack run` is using {VAR}; stop it first.") from None
     return f
 
 
@@ -296,7 +296,7 @@ def prepare_metrics_dir(env: dict[str, str]) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m app.devstack run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m devstack run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-procs", action="store_true",
                         default=os.environ.get("DEVPULSE_STACK_ONLY", "") not in ("", "0"),
