@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## make test: the whole suite against real PostgreSQL and Redis (embedded throwaway ones unless
 ## DATABASE_URL / REDIS_URL are set).
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -31,8 +31,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:randomly $(PYTEST_ARGS)
 
+## make lint: ruff, and mypy (strict on activity/ and core/; see [mypy] in setup.cfg). Run by make test.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head

@@ -92,7 +92,7 @@ class DangerThresholds:
                 raise ValueError(f"DANGER_{name.upper()} must be a whole number (got {value})")
             if value < 0:
                 raise ValueError(f"DANGER_{name.upper()} must be >= 0 (got {value})")
-            values[name] = type(spec.default)(value)
+            values[name] = int(value) if isinstance(spec.default, int) else float(value)
         try:
             return cls(**values)
         except ValueError as exc:

@@ -43,7 +43,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         json_logging.bind(correlation_id=g.correlation_id)
 
     @app.after_request
-    def _echo_correlation_id(response):  # type: ignore[no-untyped-def]
+    def _echo_correlation_id(response):
         response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
         return response
 

@@ -26,12 +26,12 @@ STREAM_KEEPALIVE_SECONDS = 15.0
 
 @bp.get("/api/developers/<developer_id>/alerts")
 @require_token
-def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
+def get_alerts(developer_id: str):
     ensure_may_act_for(developer_id)
     status = request.args.get("status")
     if status not in (None, "open", "acknowledged"):
         raise ApiError(400, "invalid_parameter", "'status' must be 'open' or 'acknowledged'.",
-                       [{"field": "status", "message": f"got '{status[:20]}'"}])
+                       [{"field": "status", "message": f"got '{(status or '')[:20]}'"}])
     since = time_param("since")
     alerts = storage().transaction(lambda s: [alert_document(a) for a in list_alerts(s, developer_id, status=status,
                                                                           since=since)])
@@ -40,7 +40,7 @@ def get_alerts(developer_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/api/developers/<developer_id>/alerts/<alert_id>/ack")
 @require_token
-def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
+def ack_alert(developer_id: str, alert_id: str):
     ensure_may_act_for(developer_id)
     try:
         aid = uuid.UUID(alert_id)
@@ -58,7 +58,7 @@ def ack_alert(developer_id: str, alert_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/api/developers/<developer_id>/alerts/stream")
 @require_token
-def stream_alerts(developer_id: str):  # type: ignore[no-untyped-def]
+def stream_alerts(developer_id: str):
     """New, non-stale alerts pushed as they are detected (`event: alert`, data = the alert JSON)."""
     ensure_may_act_for(developer_id)
     cfg = settings()

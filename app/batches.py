@@ -82,7 +82,7 @@ def visible_batch(batch_id: str) -> dict:
 
 @bp.get("/api/workflow/batches/<batch_id>")
 @require_token
-def get_batch(batch_id: str):  # type: ignore[no-untyped-def]
+def get_batch(batch_id: str):
     view = visible_batch(batch_id)
     view["correlation_id_of_request"] = g.correlation_id
     return jsonify(view)
@@ -90,7 +90,7 @@ def get_batch(batch_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/api/workflow/batches/<batch_id>/audit")
 @require_admin
-def get_batch_audit(batch_id: str):  # type: ignore[no-untyped-def]
+def get_batch_audit(batch_id: str):
     """The batch's audit trail in order, with each record's seal state (admin only)."""
     bid = parse_batch_id(batch_id)
     # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.

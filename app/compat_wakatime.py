@@ -124,7 +124,7 @@ def _timestamp(heartbeat: Any) -> str:
     checks reject (too old / in the future).
     """
     value = heartbeat.get("time") if isinstance(heartbeat, dict) else None
-    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+    if not isinstance(value, int | float) or not _is_number(value) or not math.isfinite(value):
         return _UNUSABLE_TIME
     try:
         return _rfc3339(datetime.fromtimestamp(value, UTC))
@@ -216,7 +216,7 @@ def _entries(native: dict[str, Any], prepared: PreparedBatch, heartbeats: list[A
 
 
 @bp.post("/users/current/heartbeats.bulk")
-def heartbeats_bulk():  # type: ignore[no-untyped-def]
+def heartbeats_bulk():
     developer_id = _developer_id()
     body = read_json_body(settings().max_body_bytes)
     if not isinstance(body, list):
@@ -229,7 +229,7 @@ def heartbeats_bulk():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/users/current/heartbeats")
-def heartbeat_single():  # type: ignore[no-untyped-def]
+def heartbeat_single():
     developer_id = _developer_id()
     body = read_json_body(settings().max_body_bytes)
     if not isinstance(body, dict):
@@ -266,7 +266,7 @@ def _duration_text(total_seconds: float) -> dict[str, Any]:
 
 
 @bp.get("/users/current/statusbar/today")
-def statusbar_today():  # type: ignore[no-untyped-def]
+def statusbar_today():
     """Today's (UTC day) active coding time from the day bucket of developer_metrics."""
     developer_id = _developer_id()
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

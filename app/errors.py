@@ -34,22 +34,22 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(StorageUnavailable)
-    def _storage_unavailable(exc: StorageUnavailable):  # type: ignore[no-untyped-def]
+    def _storage_unavailable(exc: StorageUnavailable):
         # Raised outside the views' own handling too (e.g. the token lookup): always a 503, never a 500.
         body = error_body("storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}])
         return jsonify(body), 503, {"Retry-After": str(exc.retry_after)}
 
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+    def _api_error(exc: ApiError):
         body = exc.body if exc.body is not None else error_body(exc.code, exc.message, exc.details)
         return jsonify(body), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(error_body(code, exc.description or exc.name)), exc.code or 500
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(exc: Exception):
         app.logger.exception("unhandled error")
         return jsonify(error_body("internal_error", "An unexpected error occurred; it has been logged.")), 500

@@ -19,7 +19,7 @@ _COLUMNS = [c.name for c in DeveloperMetric.__table__.columns
 
 @bp.get("/api/developers/<developer_id>/metrics")
 @require_token
-def developer_metrics(developer_id: str):  # type: ignore[no-untyped-def]
+def developer_metrics(developer_id: str):
     ensure_may_act_for(developer_id)
     granularity = request.args.get("granularity", "hour")
     if granularity not in ("hour", "day"):

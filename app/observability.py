@@ -39,7 +39,7 @@ BREAKER_STATES = ("closed", "half-open", "open")
 class _DatabaseGauges:
     """Outbox gauges read from PostgreSQL at scrape time (the truth, whichever process asks)."""
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         pending = GaugeMetricFamily("devpulse_outbox_records", "Outbox records by status", labels=["status"])
         try:
             with database().session() as session:
@@ -72,7 +72,7 @@ def _registry() -> CollectorRegistry:
 
 
 @bp.get("/metrics")
-def metrics():  # type: ignore[no-untyped-def]
+def metrics():
     output = generate_latest(_registry())
     extra = CollectorRegistry(auto_describe=False)
     extra.register(_DatabaseGauges())
@@ -80,7 +80,7 @@ def metrics():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz():
     return jsonify({"status": "ok"})
 
 
@@ -95,7 +95,7 @@ def _migration_head() -> str | None:
 
 
 @bp.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz():
     checks: dict[str, Any] = {}
     try:
         with database().engine.connect() as conn:
@@ -122,13 +122,13 @@ def readyz():  # type: ignore[no-untyped-def]
 
 @bp.get("/api/admin/circuit-breakers")
 @require_admin
-def list_breakers():  # type: ignore[no-untyped-def]
+def list_breakers():
     return jsonify({"circuit_breakers": breakers.describe(), "scope": "this process", "pid": os.getpid()})
 
 
 @bp.post("/api/admin/circuit-breakers/<name>/reset")
 @require_admin
-def reset_breaker(name: str):  # type: ignore[no-untyped-def]
+def reset_breaker(name: str):
     if not breakers.reset(name):
         raise ApiError(404, "breaker_not_found", f"No circuit breaker named '{name[:64]}'.",
                        [{"field": "name", "message": f"known: {', '.join(breakers.names())}"}])
@@ -149,7 +149,7 @@ def init_app(app: Flask) -> None:
         g.request_started = time.perf_counter()
 
     @app.after_request
-    def _count(response):  # type: ignore[no-untyped-def]
+    def _count(response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         if request.endpoint == "ingest.orchestrate":

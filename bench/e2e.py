@@ -21,7 +21,7 @@ def _r(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def wait_batches(connect, batch_ids: list[str], timeout: float) -> dict[str, tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+def wait_batches(connect, batch_ids: list[str], timeout: float) -> dict[str, tuple[str, float, float]]:
     """batch_id -> (status, received_at, completed_at) as epoch seconds, once every batch is terminal
     (or the timeout passed: then only the finished ones)."""
     done: dict[str, tuple[str, float, float]] = {}
@@ -43,7 +43,7 @@ def wait_batches(connect, batch_ids: list[str], timeout: float) -> dict[str, tup
     return done
 
 
-def e2e_latency(port: int, connect, next_body: Callable[[], Body], *, rate: float, duration: float,  # type: ignore[no-untyped-def]
+def e2e_latency(port: int, connect, next_body: Callable[[], Body], *, rate: float, duration: float,
                 timeout: float) -> dict[str, Any]:
     run = open_loop(port, next_body, rate=rate, duration=duration, threads=4)
     done = wait_batches(connect, run.batch_ids, timeout)
@@ -59,7 +59,7 @@ def e2e_latency(port: int, connect, next_body: Callable[[], Body], *, rate: floa
     }
 
 
-def e2e_throughput(port: int, connect, next_body: Callable[[], Body], *, count: int, threads: int,  # type: ignore[no-untyped-def]
+def e2e_throughput(port: int, connect, next_body: Callable[[], Body], *, count: int, threads: int,
                    timeout: float) -> dict[str, Any]:
     run: Run = closed_loop(port, next_body, threads=threads, count=count)
     posted_at = time.time()

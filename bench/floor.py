@@ -35,7 +35,7 @@ EVENTS_SQL = """INSERT INTO raw_events (event_id, batch_id, developer_id, seq, t
 
 def _templates(workload: Workload, n: int) -> list[tuple[str, str, str | None, str, str]]:
     """(developer_id, type, session_id, timestamp, raw JSON with an id placeholder)."""
-    out = []
+    out: list[tuple[str, str, str | None, str, str]] = []
     while len(out) < n:
         dev, events = workload.events(100)
         for e in events:
@@ -45,7 +45,7 @@ def _templates(workload: Workload, n: int) -> list[tuple[str, str, str | None, s
     return out[:n]
 
 
-def run_floor(connect, workload: Workload, *, events_per_commit: int, threads: int,  # type: ignore[no-untyped-def]
+def run_floor(connect, workload: Workload, *, events_per_commit: int, threads: int,
               duration: float) -> dict[str, Any]:
     templates = _templates(workload, 5000)
     client_json = json.dumps(CLIENT)

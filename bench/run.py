@@ -187,9 +187,9 @@ def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0
     stack.start_worker()
     timer = ChordTimer(stack.redis_url)
     warm_chords = chord_throughput(timer, count=8, threads=2, timeout=60)
-    warm = e2e_throughput(port, stack.connect, Pool(e2e, 100, 6), count=6, threads=3, timeout=60)
-    if not warm["complete"] or not warm_chords["complete"]:
-        raise RuntimeError(f"warm-up of the pipeline failed: {warm} {warm_chords}")
+    warm_e2e = e2e_throughput(port, stack.connect, Pool(e2e, 100, 6), count=6, threads=3, timeout=60)
+    if not warm_e2e["complete"] or not warm_chords["complete"]:
+        raise RuntimeError(f"warm-up of the pipeline failed: {warm_e2e} {warm_chords}")
     timeout = 60.0 if quick else 120.0
     log(f"C: bare chord latency at {CHORD_RATE:g}/s for {cfg['lat_s']:g} s")
     results["e2e"]["chord_latency"], cpu = phases.measure(chord_latency, timer, rate=CHORD_RATE,

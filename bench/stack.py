@@ -16,7 +16,11 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from devstack.servers import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -74,8 +78,8 @@ class Stack:
         self.web_workers = workers
         self.web_threads = threads
         self.concurrency = concurrency
-        self.pg = None
-        self.redis = None
+        self.pg: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
         self.database_url = ""
         self.redis_url = ""
         self.web: Proc | None = None
@@ -107,7 +111,7 @@ class Stack:
                 out[name] = cur.fetchone()[0]
         return out
 
-    def connect(self):  # type: ignore[no-untyped-def]
+    def connect(self):
         import psycopg2
 
         assert self.pg is not None

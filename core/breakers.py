@@ -62,8 +62,8 @@ class Breaker(pybreaker.CircuitBreaker):
             if self.is_system_error(exc):
                 with self._lock:
                     self._inc_counter()
-                    for listener in self.listeners:
-                        listener.failure(self, exc)
+                    for failed in self.listeners:
+                        failed.failure(self, exc)
                     self.state.on_failure(exc)  # opens at fail_max (or on a failed trial): CircuitBreakerError
             raise
         with self._lock:

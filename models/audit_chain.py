@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import CursorResult, func, select, text
 from sqlalchemy.orm import Session
 
 from models.db import Database
@@ -158,7 +158,7 @@ def seal_once(session: Session, *, grace_seconds: float = DEFAULT_GRACE_SECONDS,
         chain = chain_hash(chain, content)
     if not ids:
         return result
-    updated = session.execute(
+    updated: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE has a rowcount
         text("""
             UPDATE audit_log AS a
                SET seal_seq = v.seq, content_hash = v.content_hash, prev_hash = v.prev_hash, sealed_at = now()
@@ -252,12 +252,13 @@ def verify_chain(session: Session, *, since: datetime | None = None, chunk: int 
 
     start = 1
     if since is not None:
-        start = session.execute(
+        first: int | None = session.execute(
             select(func.min(AuditRecord.seal_seq)).where(AuditRecord.seal_seq.is_not(None),
                                                          AuditRecord.created_at >= since)
         ).scalar_one()
-        if start is None:
+        if first is None:
             return result
+        start = first
     expected_prev = GENESIS
     last_id: int | None = None
     if start > 1:

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -85,7 +85,7 @@ def complete_batch(session: Session, batch_id: uuid.UUID, results: list[dict[str
 
 def fail_batch(session: Session, batch_id: uuid.UUID, error: str, correlation_id: str, is_replay: bool) -> bool:
     """A hard failure of the canvas (callback crashed, time limit): recorded, never over a completed run."""
-    result = session.execute(
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result has rowcount
         update(Batch)
         .where(Batch.batch_id == batch_id, Batch.status.in_((BatchStatus.PERSISTED, *BatchStatus.in_flight())))
         .values(status=BatchStatus.FAILED, last_error=error[:2000], completed_at=func.now(), updated_at=func.now())

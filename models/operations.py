@@ -163,6 +163,7 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
     def locked(query: Any) -> Any:
         return query.with_for_update(of=Batch, skip_locked=True) if lock else query
 
+    batch: Batch
     if stuck_for is not None:
         query = (select(Batch)
                  .where(Batch.status.in_(BatchStatus.in_flight()),
@@ -179,11 +180,11 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
                                               {"reason": "failed", "error": batch.last_error}))
     if dead_letter:
         later = aliased(Outbox)
-        query = (select(Outbox, Batch).join(Batch, Batch.batch_id == Outbox.batch_id)
-                 .where(Outbox.status == "dead_letter",
-                        ~exists().where(later.batch_id == Outbox.batch_id, later.id > Outbox.id))
-                 .order_by(Outbox.id).limit(limit))
-        for record, batch in session.execute(locked(query)):
+        dead = (select(Outbox, Batch).join(Batch, Batch.batch_id == Outbox.batch_id)
+                .where(Outbox.status == "dead_letter",
+                       ~exists().where(later.batch_id == Outbox.batch_id, later.id > Outbox.id))
+                .order_by(Outbox.id).limit(limit))
+        for record, batch in session.execute(locked(dead)).tuples():
             found.setdefault(batch.batch_id, (batch, f"outbox #{record.id} dead-lettered after {record.attempts} "
                                                      f"attempt(s)",
                                               {"reason": "dead_letter", "dead_outbox_id": record.id,

@@ -106,7 +106,7 @@ def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
 
 
 @task_prerun.connect
-def _bind_log_context(task_id: str | None = None, task=None, args=None, kwargs=None, **_: object) -> None:  # type: ignore[no-untyped-def]
+def _bind_log_context(task_id: str | None = None, task=None, args=None, kwargs=None, **_: object) -> None:
     ctx = next((a for a in (*(args or ()), *(kwargs or {}).values()) if isinstance(a, dict) and "batch_id" in a),
                None)
     json_logging.bind(task_id=task_id, task=getattr(task, "name", None),

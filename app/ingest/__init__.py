@@ -30,7 +30,7 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     """Persist a prepared batch and build the response (shared by native and compatibility endpoints)."""
     ensure_may_act_for(prepared.developer_id)
 
-    def work(session) -> PersistOutcome:  # type: ignore[no-untyped-def]
+    def work(session) -> PersistOutcome:
         outcome = persist_batch(session, prepared)
         if outcome.kind == "stored" and not outcome.accepted_ids and not outcome.duplicate_ids:
             raise _NothingValid
@@ -87,7 +87,7 @@ def _publish_after_response(outbox_id: int) -> None:
     logger = current_app.logger
 
     @after_this_request
-    def _schedule(response):  # type: ignore[no-untyped-def]
+    def _schedule(response):
         def _run() -> None:
             try:
                 publish(outbox_id)
@@ -123,7 +123,7 @@ def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[
 
 @bp.post("/api/workflow/events/orchestrate")
 @require_token
-def orchestrate():  # type: ignore[no-untyped-def]
+def orchestrate():
     cfg = settings()
     received_at = datetime.now(UTC)
     check_rate_limit(g.principal.token_id)
