@@ -13,14 +13,25 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 CURRENT_SCHEMA_VERSION = "1.1"
 SUPPORTED_SCHEMA_VERSIONS: tuple[str, ...] = ("1.0", "1.1")
 
 MAX_STRING_LENGTH = 4096
-# JSON numbers beyond 2**53 lose precision in JavaScript clients, so no honest
-# counter can exceed it; larger values are garbage, not data.
-MAX_COUNT = 2**53
+# Counts are summed into 64-bit columns per 15-minute slot. With at most 10**9 per event, a slot would need
+# over 9 billion events to overflow (ingest takes a few tens of thousands per second), so no accepted value
+# can break aggregation; 10**9 lines, characters, tests or milliseconds is no honest single event.
+MAX_COUNT = 10**9
+# Epoch seconds (a heartbeat's `time`): JSON numbers beyond 2**53 lose precision in JavaScript clients.
+MAX_EPOCH_NUMBER = 2**53
+# Limits of the columns that derived rows store these values in (alerts.episode_key, normalized_events.language,
+# activity_breakdowns.key): enforced at ingest, so a value ingest accepts never breaks a later job.
+MAX_SESSION_ID_LENGTH = 128
+MAX_LANGUAGE_LENGTH = 64
+MAX_PROJECT_LENGTH = 128
+# Payload fields holding a file path or URI: their percent-decoded form is what normalization stores.
+PATH_FIELDS = frozenset({"file", "entity"})
 MIN_INT64 = -(2**63)
 MAX_INT64 = 2**63 - 1
 
@@ -43,6 +54,7 @@ class FieldSpec:
     required: bool = False
     nullable: bool = False
     choices: tuple[str, ...] | None = None
+    max_length: int = MAX_STRING_LENGTH
 
 
 def _req(kind: FieldKind) -> FieldSpec:
@@ -53,7 +65,9 @@ def _opt(kind: FieldKind) -> FieldSpec:
     return FieldSpec(kind)
 
 
-_FILE_EVENT = {"file": _req("str"), "language": _opt("str")}
+_LANGUAGE = FieldSpec("str", max_length=MAX_LANGUAGE_LENGTH)
+_DEBUG_ID = FieldSpec("str", required=True, max_length=MAX_SESSION_ID_LENGTH)
+_FILE_EVENT = {"file": _req("str"), "language": _LANGUAGE}
 _PROVIDER = {"provider": _opt("str")}
 _OPT_NULL_STR = FieldSpec("str", nullable=True)
 
@@ -74,9 +88,9 @@ _V11: dict[str, dict[str, FieldSpec]] = {
     "diagnostics.snapshot": {"errors": _req("count"), "warnings": _req("count"), "file": _opt("str")},
     "build.result": {"success": _req("bool"), "duration_ms": _opt("count")},
     "test.result": {"passed": _req("count"), "failed": _req("count"), "duration_ms": _opt("count")},
-    "debug.start": {"debug_session_id": _req("str"), "debug_type": _opt("str")},
-    "debug.stop": {"debug_session_id": _req("str")},
-    "debug.breakpoint_hit": {"debug_session_id": _req("str")},
+    "debug.start": {"debug_session_id": _DEBUG_ID, "debug_type": _opt("str")},
+    "debug.stop": {"debug_session_id": _DEBUG_ID},
+    "debug.breakpoint_hit": {"debug_session_id": _DEBUG_ID},
     "terminal.command": {"exit_code": _req("int"), "duration_ms": _opt("count")},
     "ai.suggestion_shown": {"chars": _req("count"), **_PROVIDER},
     "ai.suggestion_accepted": {"chars_inserted": _req("count"), **_PROVIDER},
@@ -89,9 +103,9 @@ _V11: dict[str, dict[str, FieldSpec]] = {
         "type": FieldSpec("str", nullable=True, choices=("file", "domain", "app")),
         "category": _OPT_NULL_STR,
         "time": _req("number"),
-        "project": _OPT_NULL_STR,
+        "project": FieldSpec("str", nullable=True, max_length=MAX_PROJECT_LENGTH),
         "branch": _OPT_NULL_STR,
-        "language": _OPT_NULL_STR,
+        "language": FieldSpec("str", nullable=True, max_length=MAX_LANGUAGE_LENGTH),
         "lines": _opt("count"),
         "lineno": _opt("count"),
         "cursorpos": _opt("count"),
@@ -158,8 +172,10 @@ def _check_field(name: str, spec: FieldSpec, value: Any) -> PayloadError | None:
         if not isinstance(value, str):
             expected = "a string or null" if spec.nullable else "a string"
             return PayloadError(path, "invalid_type", f"{path} must be {expected}")
-        if len(value) > MAX_STRING_LENGTH:
-            return PayloadError(path, "out_of_range", f"{path} must be at most {MAX_STRING_LENGTH} characters long")
+        if len(value) > spec.max_length:
+            return PayloadError(path, "out_of_range", f"{path} must be at most {spec.max_length} characters long")
+        if name in PATH_FIELDS and value[:7].lower() == "file://" and "\x00" in unquote(value):
+            return PayloadError(path, "invalid_value", f"{path} percent-decodes to a NUL character")
         if spec.choices is not None and value not in spec.choices:
             return PayloadError(
                 path,
@@ -192,8 +208,9 @@ def _check_field(name: str, spec: FieldSpec, value: Any) -> PayloadError | None:
         return PayloadError(path, "invalid_type", f"{path} must be a number (epoch seconds)")
     if isinstance(value, float) and not math.isfinite(value):
         return PayloadError(path, "invalid_value", f"{path} must be a finite number")
-    if abs(value) > MAX_COUNT:
-        return PayloadError(path, "out_of_range", f"{path} must be between -{MAX_COUNT} and {MAX_COUNT}")
+    if abs(value) > MAX_EPOCH_NUMBER:
+        return PayloadError(path, "out_of_range",
+                            f"{path} must be between -{MAX_EPOCH_NUMBER} and {MAX_EPOCH_NUMBER}")
     return None
 
 

@@ -17,16 +17,17 @@ pattern, episode) and, when a later batch extends it, updates that alert:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
 from typing import Any
 
 from activity import recommendations as _advice
-from activity.episodes import EPOCH, grade, micros, num, prepare, sliding_episodes
-from activity.events import NormalizedEvent
+from activity.episodes import grade, micros, num, sliding_episodes
+from activity.events import NormalizedEvent, prepare
 from activity.metrics import is_error_event
+from activity.sessions import debug_sessions
 
 SEVERITY_ORDER: tuple[str, ...] = ("low", "medium", "high", "critical")
 
@@ -64,6 +65,7 @@ class DangerThresholds:
     late_night_low_minutes: float = 30
     late_night_medium_minutes: float = 120
     idle_timeout_seconds: float = 300
+    max_debug_session_hours: float = 8
 
     def __post_init__(self) -> None:
         # Fail when the settings are loaded, not inside a rule: a zero window
@@ -104,7 +106,7 @@ _DEFAULT = DangerThresholds()
 # Which thresholds each pattern reports in its details (under the field names).
 _THRESHOLD_PREFIXES = {
     "excessive_errors": ("excessive_errors_",),
-    "extended_debugging": ("extended_debugging_",),
+    "extended_debugging": ("extended_debugging_", "max_debug_session_"),
     "high_ai_dependency": ("ai_",),
     "no_break": ("no_break_",),
     "late_night_work": ("late_night_", "idle_timeout_"),
@@ -163,29 +165,6 @@ def detect_excessive_errors(events: Events, th: DangerThresholds = _DEFAULT) -> 
     return found
 
 
-def _debug_sessions(events: Sequence[NormalizedEvent]) -> list[tuple[str, datetime, datetime, bool]]:
-    """(debug_session_id, start, end, still_open), sorted by id.
-
-    A session runs from its earliest debug.start to the first debug.stop with
-    the same id at or after it, else to the developer's last event. A start
-    without an id can be neither matched nor keyed and is ignored; an id reused
-    after its stop stays the same, already closed, session.
-    """
-    starts: dict[str, datetime] = {}
-    stops: dict[str, datetime] = {}
-    for kind, found in (("debug.start", starts), ("debug.stop", stops)):
-        # Starts first: a stop with the start's timestamp may sort before it.
-        for e in events:
-            sid = e.payload.get("debug_session_id")
-            if e.type != kind or isinstance(sid, bool) or not isinstance(sid, str | int):
-                continue
-            key = str(sid)
-            if key not in found and (kind == "debug.start" or (key in starts and e.ts >= starts[key])):
-                found[key] = e.ts
-    last = events[-1].ts if events else EPOCH
-    return sorted((sid, start, stops.get(sid, last), sid not in stops) for sid, start in starts.items())
-
-
 def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
     """One debug session lasting extended_debugging_medium/high_minutes or more."""
     levels = [
@@ -193,20 +172,24 @@ def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT) -
         ("medium", timedelta(minutes=th.extended_debugging_medium_minutes)),
     ]
     found = []
-    for sid, start, end, still_open in _debug_sessions(prepare(events)):
+    sessions = debug_sessions(prepare(events), idle=timedelta(seconds=th.idle_timeout_seconds),
+                              max_session=timedelta(hours=th.max_debug_session_hours))
+    for session in sessions:
+        start, end = session.start, session.end
         severity = grade(end - start, levels)
         if severity is None:
             continue
         seconds = (end - start).total_seconds()
         measured = {
-            "debug_session_id": sid,
+            "debug_session_id": session.session_id,
             "duration_minutes": round(seconds / 60, 2),
             "duration_seconds": seconds,
-            "still_open": still_open,
+            "still_open": session.still_open,
+            "ended_by": session.ended_by,
             "started_at": start.isoformat(),
             "ended_at": end.isoformat(),
         }
-        found.append(_found("extended_debugging", severity, (start, end), sid, measured, th))
+        found.append(_found("extended_debugging", severity, (start, end), session.session_id, measured, th))
     return found
 
 
@@ -282,13 +265,15 @@ def _night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
     return start_day + timedelta(hours=th.late_night_start_hour), midnight + timedelta(hours=th.late_night_end_hour)
 
 
-def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
+def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT,
+                           tz: tzinfo | None = None) -> list[Detection]:
     """Active minutes inside the developer's local night window.
 
     Active time = every gap between consecutive events of at most
-    idle_timeout_seconds. A gap is placed in local time with the offset of its
-    EARLIER event (the zone the developer was in when that stretch began), then
-    clipped to each night it touches.
+    idle_timeout_seconds. A gap is placed in local time: in the developer's time
+    zone `tz` when one is set, else with the offset of its EARLIER event (the
+    zone the developer was in when that stretch began); then clipped to each
+    night it touches.
     """
     idle = timedelta(seconds=th.idle_timeout_seconds)
     active: dict[date, timedelta] = {}  # keyed by the night's date
@@ -298,7 +283,7 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
         gap = b.ts - a.ts
         if not timedelta(0) < gap <= idle:
             continue
-        offset = timedelta(minutes=a.utc_offset_minutes)
+        offset = tz.utcoffset(a.ts.astimezone(tz)) or timedelta(0) if tz else timedelta(minutes=a.utc_offset_minutes)
         local_a = (a.ts + offset).replace(tzinfo=None)
         day = local_a.date()
         while day <= (local_a + gap).date() + timedelta(days=1):
@@ -328,13 +313,14 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT) -> l
     return found
 
 
-Rule = Callable[[Events, DangerThresholds], list[Detection]]
+# Every rule takes (events, thresholds, the developer's time zone or None); only late-night work uses the zone.
+Rule = Callable[[Events, DangerThresholds, tzinfo | None], list[Detection]]
 
 RULES: dict[str, Rule] = {
-    "excessive_errors": detect_excessive_errors,
-    "extended_debugging": detect_extended_debugging,
-    "high_ai_dependency": detect_high_ai_dependency,
-    "no_break": detect_no_break,
+    "excessive_errors": lambda events, th, tz: detect_excessive_errors(events, th),
+    "extended_debugging": lambda events, th, tz: detect_extended_debugging(events, th),
+    "high_ai_dependency": lambda events, th, tz: detect_high_ai_dependency(events, th),
+    "no_break": lambda events, th, tz: detect_no_break(events, th),
     "late_night_work": detect_late_night_work,
 }
 
@@ -382,7 +368,8 @@ def prioritize(detections: Iterable[Detection]) -> list[Detection]:
     )
 
 
-def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> tuple[list[Detection], dict[str, str]]:
+def detect(events: Events, thresholds: DangerThresholds = _DEFAULT,
+           tz: tzinfo | None = None) -> tuple[list[Detection], dict[str, str]]:
     """Every pattern for ONE developer's events, escalated and prioritized, and the rules that failed.
 
     Each rule runs on its own: an exception in one is collected in `errors` (rule name -> message) and the
@@ -394,7 +381,19 @@ def detect(events: Events, thresholds: DangerThresholds = _DEFAULT) -> tuple[lis
     errors: dict[str, str] = {}
     for name, rule in RULES.items():
         try:
-            found.extend(rule(prepared, thresholds))
+            found.extend(rule(prepared, thresholds, tz))
         except Exception as exc:  # isolation: one broken rule must not cost the others
             errors[name] = f"{type(exc).__name__}: {exc}"[:500]
     return prioritize(escalate_critical(found)), errors
+
+
+def behind(pattern: str, event: NormalizedEvent, details: Mapping[str, Any]) -> bool:
+    """Whether `event` (inside an alert's window) is one of the events the alert was measured from."""
+    if pattern == "excessive_errors":
+        return is_error_event(event)
+    if pattern == "extended_debugging":
+        return event.payload.get("debug_session_id") == details.get("debug_session_id") or not event.type.startswith(
+            "debug.")
+    if pattern == "high_ai_dependency":
+        return event.type in _AI_TYPES or event.type == "file.edit"
+    return True  # no_break, late_night_work: every event of the stretch counts

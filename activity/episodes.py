@@ -1,42 +1,16 @@
-"""Shared machinery of the danger rules: event preparation and sliding-window episodes."""
+"""Shared machinery of the danger rules: sliding-window episodes and measures."""
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from activity.events import NormalizedEvent
+from activity.events import EPOCH
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Measure = TypeVar("Measure", int, float, timedelta)
-
-
-def content_key(event: NormalizedEvent) -> tuple[datetime, str, str, int, str]:
-    payload = json.dumps(event.payload, sort_keys=True, default=repr)
-    return (event.ts, event.type, payload, event.utc_offset_minutes, event.session_id or "")
-
-
-def prepare(events: Iterable[NormalizedEvent]) -> list[NormalizedEvent]:
-    """Deduplicate by event_id, sort by (ts, event_id), times in UTC.
-
-    Two different events sharing an id should not exist; if they do, the one
-    with the smallest content wins whatever the input order, so no rule ever
-    depends on the order of delivery.
-    """
-    chosen: dict[str, NormalizedEvent] = {}
-    for event in events:
-        if event.ts.tzinfo is None or event.ts.utcoffset() is None:
-            raise ValueError(f"event {event.event_id}: ts must be timezone-aware")
-        if event.ts.tzinfo is not UTC:  # ISO keys must not depend on the zone given
-            event = replace(event, ts=event.ts.astimezone(UTC))
-        current = chosen.get(event.event_id)
-        if current is None or content_key(event) < content_key(current):
-            chosen[event.event_id] = event
-    return sorted(chosen.values(), key=lambda e: (e.ts, e.event_id))
 
 
 def num(payload: dict[str, Any], key: str) -> float | None:

@@ -47,11 +47,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
         return response
 
-    from app import alerts_api, batches, compat_wakatime, ingest, metrics_api, openapi
+    from app import alerts_api, batches, compat_wakatime, developer_settings_api, ingest, metrics_api, openapi
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(metrics_api.bp)
+    app.register_blueprint(developer_settings_api.bp)
     app.register_blueprint(alerts_api.bp)
     app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(openapi.bp)

@@ -6,12 +6,15 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, g, jsonify
+from flask.typing import ResponseReturnValue
 
 from app.auth import require_admin, require_token
 from app.errors import ApiError
+from app.event_pages import event_view, next_cursor, page_params
 from app.storage import storage
 from models.audit_chain import batch_trail
 from models.batch_lifecycle import batch_with_jobs
+from models.event_reader import stored_event_rows
 from models.tables import Batch, BatchJob
 
 bp = Blueprint("batches", __name__)
@@ -21,7 +24,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def batch_view(batch: Batch, jobs: list[BatchJob]) -> dict[str, Any]:
+def batch_view(batch: Batch, jobs: list[BatchJob], quarantined: int = 0) -> dict[str, Any]:
     """The JSON of GET /api/workflow/batches/<id>: lifecycle, counts and per-job state."""
     return {
         "batch_id": str(batch.batch_id),
@@ -33,6 +36,8 @@ def batch_view(batch: Batch, jobs: list[BatchJob]) -> dict[str, Any]:
         "accepted": batch.accepted,
         "duplicates": batch.duplicates,
         "rejected": batch.rejected,
+        # Accepted events that a job could not process: recorded and skipped (see models/quarantine.py).
+        "quarantined": quarantined,
         "first_ts": _iso(batch.first_ts),
         "last_ts": _iso(batch.last_ts),
         "received_at": _iso(batch.received_at),
@@ -98,3 +103,17 @@ def get_batch_audit(batch_id: str):
     if trail is None:
         raise ApiError(404, "batch_not_found", f"No batch {bid}.", [{"field": "batch_id", "message": "not found"}])
     return jsonify({"batch_id": str(bid), "records": trail})
+
+
+@bp.get("/api/workflow/batches/<batch_id>/events")
+@require_token
+def get_batch_events(batch_id: str) -> ResponseReturnValue:
+    """The batch's stored events in batch (seq) order, paginated (`limit`, `cursor`)."""
+    view = visible_batch(batch_id)
+    limit, after = page_params()
+    rows = storage().transaction(lambda s: stored_event_rows(
+        s, developer_id=view["developer_id"], batch_id=uuid.UUID(view["batch_id"]), after=after, limit=limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return jsonify({"batch_id": view["batch_id"], "events": [event_view(r) for r in rows],
+                    "next_cursor": next_cursor((rows[-1].seq,)) if more else None})

@@ -42,8 +42,9 @@ import json
 import math
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, g, jsonify, request
 
@@ -56,8 +57,9 @@ from app.rate_limit import check_rate_limit
 from app.request_body import read_json_body
 from app.settings import settings
 from app.storage import storage
-from models.aggregation import metric_rows
+from models.developer_settings import preferences
 from models.ingest import PreparedBatch, Rejection
+from models.metrics_read import breakdown, metric_buckets
 
 bp = Blueprint("compat_wakatime", __name__, url_prefix="/api/compat/wakatime/v1")
 
@@ -267,23 +269,38 @@ def _duration_text(total_seconds: float) -> dict[str, Any]:
 
 @bp.get("/users/current/statusbar/today")
 def statusbar_today():
-    """Today's (UTC day) active coding time from the day bucket of developer_metrics."""
+    """Today's active coding time in the developer's time zone, with its languages and projects."""
     developer_id = _developer_id()
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    end = start + timedelta(days=1)
-    rows = storage().transaction(lambda s: metric_rows(s, developer_id, "day", start, end))
-    total = float(rows[0].active_seconds) if rows else 0.0
+
+    def today(s):
+        prefs = preferences(s, developer_id)
+        zone = ZoneInfo(prefs.timezone)
+        start = datetime.combine(datetime.now(zone).date(), time(), zone)
+        end = datetime.combine(start.date() + timedelta(days=1), time(), zone)
+        days = metric_buckets(s, developer_id, "day", timezone=prefs.timezone, start=start, end=end)
+        parts = {by: breakdown(s, developer_id, by, timezone=prefs.timezone, start=start, end=end)
+                 for by in ("language", "project")}
+        return prefs, start, end, days, parts
+
+    prefs, start, end, days, parts = storage().transaction(today)
+    total = float(days[0].values["active_seconds"] or 0.0) if days else 0.0
+
+    def items(rows: list[tuple[datetime, str, float]]) -> list[dict[str, Any]]:
+        return [{"name": key, "percent": round(100 * seconds / total, 2) if total else 0.0,
+                 **_duration_text(seconds)} for _, key, seconds in rows]
+
     return jsonify({
         "data": {
             "grand_total": _duration_text(total),
             "categories": [],
-            "languages": [],
+            "languages": items(parts["language"]),
+            "projects": items(parts["project"]),
             "range": {
                 "date": start.date().isoformat(),
                 "start": _rfc3339(start),
                 "end": _rfc3339(end - timedelta(seconds=1)),
                 "text": "Today",
-                "timezone": "UTC",
+                "timezone": prefs.timezone,
             },
             "is_up_to_date": True,
         },

@@ -1,41 +1,82 @@
-"""GET /api/developers/<developer_id>/metrics?from=&to=&granularity=hour|day"""
+"""Developer metrics: GET /api/developers/<id>/metrics (hour | day | week buckets) and /breakdown."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.query_params import time_param
 from app.storage import storage
-from models.aggregation import metric_rows
-from models.tables import DeveloperMetric
+from models.developer_settings import preferences
+from models.metrics_read import GRANULARITIES, breakdown, metric_buckets
 
 bp = Blueprint("metrics_api", __name__)
 
-_COLUMNS = [c.name for c in DeveloperMetric.__table__.columns
-            if c.name not in ("developer_id", "granularity", "bucket_start", "computed_at")]
+
+def _range(zone: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    start, end = time_param("from", zone), time_param("to", zone)
+    if start and end and start > end:
+        raise ApiError(400, "invalid_parameter", "'from' must not be after 'to'.",
+                       [{"field": "from", "message": "after 'to'"}])
+    return start, end
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).isoformat()
 
 
 @bp.get("/api/developers/<developer_id>/metrics")
 @require_token
-def developer_metrics(developer_id: str):
+def developer_metrics(developer_id: str) -> ResponseReturnValue:
     ensure_may_act_for(developer_id)
     granularity = request.args.get("granularity", "hour")
-    if granularity not in ("hour", "day"):
-        raise ApiError(400, "invalid_parameter", "'granularity' must be 'hour' or 'day'.",
+    if granularity not in GRANULARITIES:
+        raise ApiError(400, "invalid_parameter", "'granularity' must be 'hour', 'day' or 'week'.",
                        [{"field": "granularity", "message": f"got '{granularity[:20]}'"}])
-    start, end = time_param("from"), time_param("to")
-    if start and end and start > end:
-        raise ApiError(400, "invalid_parameter", "'from' must not be after 'to'.",
-                       [{"field": "from", "message": "after 'to'"}])
+    prefs = storage().transaction(lambda s: preferences(s, developer_id))
+    zone = ZoneInfo(prefs.timezone)
+    start, end = _range(zone)
     # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
-    rows = storage().transaction(lambda s: metric_rows(s, developer_id, granularity, start, end))
+    buckets = storage().transaction(lambda s: metric_buckets(s, developer_id, granularity,
+                                                             timezone=prefs.timezone, start=start, end=end))
+    # Hours are UTC hours; days and ISO weeks start at local midnight in the developer's zone.
+    shown = UTC if granularity == "hour" else zone
     return jsonify({
         "developer_id": developer_id,
         "granularity": granularity,
+        "timezone": prefs.timezone,
         "from": start.isoformat() if start else None,
         "to": end.isoformat() if end else None,
-        "buckets": [{"bucket_start": r.bucket_start.isoformat(), **{c: getattr(r, c) for c in _COLUMNS}}
-                    for r in rows],
+        "buckets": [{"bucket_start": b.bucket_start.astimezone(shown).isoformat(), **b.values} for b in buckets],
     })
+
+
+@bp.get("/api/developers/<developer_id>/breakdown")
+@require_token
+def developer_breakdown(developer_id: str) -> ResponseReturnValue:
+    """Active seconds per local day by language or by project."""
+    ensure_may_act_for(developer_id)
+    by = request.args.get("by", "language")
+    if by not in ("language", "project"):
+        raise ApiError(400, "invalid_parameter", "'by' must be 'language' or 'project'.",
+                       [{"field": "by", "message": f"got '{by[:20]}'"}])
+    prefs = storage().transaction(lambda s: preferences(s, developer_id))
+    zone = ZoneInfo(prefs.timezone)
+    start, end = _range(zone)
+    rows = storage().transaction(lambda s: breakdown(s, developer_id, by, timezone=prefs.timezone, start=start,
+                                                     end=end))
+    days: dict[str, dict[str, Any]] = {}
+    for day, key, seconds in rows:
+        entry = days.setdefault(_local(day, zone), {"day_start": _local(day, zone), "total_seconds": 0.0,
+                                                    "items": []})
+        entry["items"].append({"name": key, "active_seconds": seconds})
+        entry["total_seconds"] += seconds
+    return jsonify({"developer_id": developer_id, "by": by, "timezone": prefs.timezone,
+                    "from": start.isoformat() if start else None, "to": end.isoformat() if end else None,
+                    "days": list(days.values())})

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 from marshmallow import Schema, fields
 
 from app.ingest.schemas import EnvelopeSchema, EventSchema, Rfc3339
+from models.tables import BatchStatus
 
 bp = Blueprint("openapi", __name__)
 
@@ -74,13 +75,14 @@ class BatchSchema(Schema):
     batch_id = fields.UUID(required=True)
     developer_id = fields.Str(required=True)
     correlation_id = fields.Str(required=True)
-    status = fields.Str(required=True, metadata={"enum": ["persisted", "dispatched", "processing", "processed",
-                                                          "processed_with_errors", "failed"]})
+    status = fields.Str(required=True, metadata={"enum": [s.value for s in BatchStatus]})
     source = fields.Str(required=True)
     received = fields.Int(required=True)
     accepted = fields.Int(required=True)
     duplicates = fields.Int(required=True)
     rejected = fields.Int(required=True)
+    quarantined = fields.Int(required=True, metadata={
+        "description": "Accepted events that a job could not process: recorded, alerted and skipped"})
     first_ts = fields.Str(allow_none=True, required=True)
     last_ts = fields.Str(allow_none=True, required=True)
     received_at = fields.Str(allow_none=True, required=True)
@@ -117,13 +119,63 @@ class AuditTrailSchema(Schema):
     records = fields.List(fields.Nested(AuditRecordSchema), required=True)
 
 
+class MetricBucketSchema(Schema):
+    bucket_start = fields.Str(required=True, metadata={
+        "description": "Start of the bucket with its UTC offset: a UTC hour, or local midnight in the developer's "
+                       "time zone for days and ISO weeks (Monday)"})
+    events = fields.Int(required=True, metadata={"description": "Stored events in the bucket"})
+    active_seconds = fields.Float(required=True, metadata={
+        "description": "Sum of the gaps between consecutive events that are at most the idle timeout, split across "
+                       "buckets by wall clock; never more than the bucket's length"})
+    edits = fields.Int(required=True, metadata={"description": "file.edit events"})
+    lines_added = fields.Int(required=True, metadata={"description": "Sum of file.edit lines_added"})
+    lines_deleted = fields.Int(required=True, metadata={"description": "Sum of file.edit lines_deleted"})
+    saves = fields.Int(required=True, metadata={"description": "file.save events"})
+    error_events = fields.Int(required=True, metadata={
+        "description": "Failed builds, test runs with failures, non-zero terminal exits, diagnostics with errors"})
+    builds = fields.Int(required=True, metadata={"description": "build.result events"})
+    build_failures = fields.Int(required=True, metadata={"description": "build.result events with success false"})
+    tests_passed = fields.Int(required=True, metadata={"description": "Sum of test.result passed"})
+    tests_failed = fields.Int(required=True, metadata={"description": "Sum of test.result failed"})
+    debug_seconds = fields.Float(required=True, metadata={
+        "description": "Wall-clock time covered by at least one debug session (start to the earliest of its stop, "
+                       "the developer's first idle gap, 8 hours) or debugging-heartbeat run"})
+    typed_chars = fields.Int(required=True, metadata={"description": "Sum of file.edit chars_typed"})
+    ai_chars_inserted = fields.Int(required=True, metadata={
+        "description": "Sum of chars_inserted of ai.suggestion_accepted and ai.chat_insert"})
+    ai_share = fields.Float(required=True, allow_none=True, metadata={
+        "description": "ai_chars_inserted / (ai_chars_inserted + typed_chars); null when both are 0"})
+    commits = fields.Int(required=True, metadata={"description": "git.commit events"})
+
+
 class MetricsSchema(Schema):
     developer_id = fields.Str(required=True)
-    granularity = fields.Str(required=True, metadata={"enum": ["hour", "day"]})
+    granularity = fields.Str(required=True, metadata={"enum": ["hour", "day", "week"]})
+    timezone = fields.Str(required=True, metadata={"description": "The developer's IANA time zone"})
     # Echo of the query's bounds (null when not given).
     from_ = fields.Str(data_key="from", allow_none=True, required=True)
     to = fields.Str(allow_none=True, required=True)
-    buckets = fields.List(fields.Dict(), required=True)
+    buckets = fields.List(fields.Nested(MetricBucketSchema), required=True)
+
+
+class BreakdownItemSchema(Schema):
+    name = fields.Str(required=True, metadata={"description": "Language or project; 'unknown' when none was sent"})
+    active_seconds = fields.Float(required=True)
+
+
+class BreakdownDaySchema(Schema):
+    day_start = fields.Str(required=True, metadata={"description": "Local midnight with its UTC offset"})
+    total_seconds = fields.Float(required=True)
+    items = fields.List(fields.Nested(BreakdownItemSchema), required=True)
+
+
+class BreakdownSchema(Schema):
+    developer_id = fields.Str(required=True)
+    by = fields.Str(required=True, metadata={"enum": ["language", "project"]})
+    timezone = fields.Str(required=True)
+    from_ = fields.Str(data_key="from", allow_none=True, required=True)
+    to = fields.Str(allow_none=True, required=True)
+    days = fields.List(fields.Nested(BreakdownDaySchema), required=True)
 
 
 class AlertSchema(Schema):
@@ -135,14 +187,53 @@ class AlertSchema(Schema):
     window_end = fields.Str(required=True)
     details = fields.Dict(required=True)
     recommendation = fields.Str(required=True)
-    batch_id = fields.UUID(required=True)
+    batch_id = fields.UUID(required=True, allow_none=True, metadata={
+        "description": "The batch whose processing last changed the alert; null when a background recompute did"})
     correlation_id = fields.Str(required=True)
     detected_at = fields.Str(required=True)
     updated_at = fields.Str(allow_none=True, required=True)
-    status = fields.Str(required=True, metadata={"enum": ["open", "acknowledged"]})
+    status = fields.Str(required=True, metadata={"enum": ["open", "acknowledged", "withdrawn"]})
     acknowledged_at = fields.Str(allow_none=True, required=True)
     stale = fields.Bool(required=True)
+    version = fields.Int(required=True, metadata={"description": "Bumped by every change of the alert"})
     deliveries = fields.List(fields.Raw(), required=True)
+
+
+class StoredEventSchema(Schema):
+    event_id = fields.UUID(required=True)
+    batch_id = fields.UUID(required=True)
+    seq = fields.Int(required=True, metadata={"description": "Position of the event in its batch"})
+    type = fields.Str(required=True)
+    schema_version = fields.Str(required=True)
+    corrected_timestamp = fields.Str(required=True, metadata={"description": "Clock-skew corrected time (UTC)"})
+    received_at = fields.Str(required=True)
+    event = fields.Dict(required=True, metadata={"description": "The event exactly as the client sent it"})
+
+
+class EventPageSchema(Schema):
+    events = fields.List(fields.Nested(StoredEventSchema), required=True)
+    next_cursor = fields.Str(allow_none=True, required=True, metadata={
+        "description": "Pass as `cursor` for the next page; null on the last page"})
+    batch_id = fields.UUID()
+    alert_id = fields.UUID()
+    pattern = fields.Str()
+    window_start = fields.Str()
+    window_end = fields.Str()
+
+
+class RecomputeSchema(Schema):
+    pending = fields.Bool(required=True)
+    progress = fields.Float(required=True, metadata={"description": "0..1 of the history recomputed"})
+    from_ = fields.Str(data_key="from")
+    until = fields.Str()
+    done_until = fields.Str()
+
+
+class DeveloperSettingsSchema(Schema):
+    developer_id = fields.Str(required=True)
+    timezone = fields.Str(required=True, metadata={"description": "IANA time zone of the developer's local days"})
+    idle_timeout_seconds = fields.Int(required=True, metadata={"minimum": 60, "maximum": 3600})
+    recompute = fields.Nested(RecomputeSchema, required=True)
 
 
 class AlertListSchema(Schema):
@@ -183,6 +274,8 @@ def build_spec() -> dict[str, Any]:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in (("Envelope", EnvelopeSchema), ("Event", EventSchema), ("Error", ErrorSchema),
                          ("IngestResult", IngestResultSchema), ("Batch", BatchSchema), ("Metrics", MetricsSchema),
+                         ("Breakdown", BreakdownSchema), ("EventPage", EventPageSchema),
+                         ("DeveloperSettings", DeveloperSettingsSchema),
                          ("Alert", AlertSchema), ("AlertList", AlertListSchema),
                          ("AuditTrail", AuditTrailSchema)):
         spec.components.schema(name, schema=schema)
@@ -204,14 +297,43 @@ def build_spec() -> dict[str, Any]:
         "responses": {**_ok("AuditTrail", "The audit records in order"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/metrics", operations={"get": {
         "summary": "Metric buckets", "security": secured,
-        "parameters": [_path_param("developer_id"), _query("from", "RFC 3339", format="date-time"),
-                       _query("to", "RFC 3339", format="date-time"),
-                       _query("granularity", "hour or day", enum=["hour", "day"])],
+        "parameters": [_path_param("developer_id"),
+                       _query("from", "RFC 3339 timestamp (encode '+' as %2B) or a date (local midnight)"),
+                       _query("to", "RFC 3339 timestamp (encode '+' as %2B) or a date (local midnight)"),
+                       _query("granularity", "hour (UTC), day or week (the developer's zone)",
+                              enum=["hour", "day", "week"])],
         "responses": {**_ok("Metrics", "Buckets"), **_errors(400, 401, 403, 503)}}})
+    page = [_query("limit", "1..1000 (default 100)"), _query("cursor", "next_cursor of the previous page")]
+    spec.path(path="/api/workflow/batches/{batch_id}/events", operations={"get": {
+        "summary": "A batch's stored events in batch order, paginated", "security": secured,
+        "parameters": [_path_param("batch_id", "uuid"), *page],
+        "responses": {**_ok("EventPage", "Events"), **_errors(400, 401, 404, 503)}}})
+    spec.path(path="/api/alerts/{alert_id}/events", operations={"get": {
+        "summary": "The stored events an alert was measured from, in time order, paginated", "security": secured,
+        "parameters": [_path_param("alert_id", "uuid"), *page],
+        "responses": {**_ok("EventPage", "Events"), **_errors(400, 401, 404, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/settings", operations={
+        "get": {"summary": "Time zone, idle timeout and the progress of a background recompute", "security": secured,
+                "parameters": [_path_param("developer_id")],
+                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(401, 403, 503)}},
+        "put": {"summary": "Change settings; a change recomputes derived rows in the background",
+                "security": secured, "parameters": [_path_param("developer_id")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "timezone": {"type": "string", "example": "Europe/Berlin"},
+                        "idle_timeout_seconds": {"type": "integer", "minimum": 60, "maximum": 3600}}},
+                    "example": {"timezone": "Europe/Berlin", "idle_timeout_seconds": 600}}}},
+                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/breakdown", operations={"get": {
+        "summary": "Active seconds per local day by language or project", "security": secured,
+        "parameters": [_path_param("developer_id"), _query("by", "language or project", enum=["language", "project"]),
+                       _query("from", "RFC 3339 timestamp or a date"), _query("to", "RFC 3339 timestamp or a date")],
+        "responses": {**_ok("Breakdown", "Days"), **_errors(400, 401, 403, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
         "summary": "Alerts, highest severity first, then newest", "security": secured,
-        "parameters": [_path_param("developer_id"), _query("status", "open or acknowledged",
-                                                           enum=["open", "acknowledged"]),
+        "parameters": [_path_param("developer_id"), _query(
+                           "status", "open, acknowledged or withdrawn (default: open and acknowledged)",
+                           enum=["open", "acknowledged", "withdrawn"]),
                        _query("since", "RFC 3339", format="date-time")],
         "responses": {**_ok("AlertList", "Alerts"), **_errors(400, 401, 403, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts/{alert_id}/ack", operations={"post": {

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime, time, tzinfo
 
 from flask import request
 
 from activity.clock import parse_rfc3339
 from app.errors import ApiError
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A '+' in a query string decodes as a space: "2024-05-01T10:00:00 02:00" is what arrives for "+02:00".
+_SPACE_FOR_PLUS = re.compile(r"T\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:\d{2}$")
 
-def time_param(name: str) -> datetime | None:
-    """An RFC 3339 timestamp, in UTC: PostgreSQL refuses offsets beyond ±15:59 that RFC 3339 allows."""
+
+def time_param(name: str, zone: tzinfo = UTC) -> datetime | None:
+    """An RFC 3339 timestamp, or a plain date meaning local midnight in `zone`; returned in UTC (PostgreSQL
+    refuses offsets beyond ±15:59 that RFC 3339 allows)."""
     value = request.args.get(name)
     if not value:
         return None
+    if _DATE.fullmatch(value):
+        try:
+            return datetime.combine(date.fromisoformat(value), time(), zone).astimezone(UTC)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_parameter", f"'{name}' is not a valid date.",
+                           [{"field": name, "message": str(exc)[:200]}]) from exc
+    if _SPACE_FOR_PLUS.search(value):
+        raise ApiError(400, "invalid_parameter",
+                       f"'{name}' has a space where its UTC offset's '+' should be: encode '+' as %2B in a URL.",
+                       [{"field": name, "message": "encode '+' as %2B (a bare '+' in a query string means a space)"}])
     try:
         return parse_rfc3339(value).astimezone(UTC)
     except (ValueError, OverflowError) as exc:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be an RFC 3339 timestamp with an offset.",
+        raise ApiError(400, "invalid_parameter",
+                       f"'{name}' must be an RFC 3339 timestamp with an offset, or a date (YYYY-MM-DD).",
                        [{"field": name, "message": str(exc)[:200]}]) from exc

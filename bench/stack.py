@@ -16,8 +16,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from devstack.servers import EmbeddedPostgres, EmbeddedRedis

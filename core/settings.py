@@ -43,6 +43,9 @@ class Settings:
     max_event_payload_bytes: int = 16 * 1024
     # Pipeline
     idle_timeout_seconds: int = 300
+    # A debug session without debug.stop ends at the developer's first idle gap, and at most this long after
+    # its start (activity/sessions.py): it bounds how far back any recomputation reaches.
+    max_debug_session_hours: float = 8.0
     outbox_max_attempts: int = 8
     outbox_base_delay_seconds: float = 2.0
     outbox_max_delay_seconds: float = 300.0

@@ -1,22 +1,24 @@
-"""Aggregation job: recompute a developer's metric buckets touched by a batch, from stored events.
+"""Aggregation job: recompute the metric slots (and activity breakdowns) that new events can change.
 
-Never incremented: the touched buckets are deleted and rebuilt from every
-stored event that can affect them, under a per-developer advisory lock, so
-duplicates, retries, replays and out-of-order batches all converge on what a
-single in-order pass would give.
+Never incremented: the slots of a bounded range are deleted and rebuilt from every stored event that can
+affect them, under a per-developer advisory lock, so duplicates, retries, replays and out-of-order batches
+all converge on what a single in-order pass would give. The range depends on the new events' times only,
+never on the developer's history (see `affected_range`).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from activity.metrics import METRIC_NAMES, compute_metrics, debug_intervals
-from models.event_reader import debug_related_events, developer_events, last_event_ts, merge_unique
-from models.tables import Batch, DeveloperMetric
+from activity.metrics import SLOT_COLUMNS, compute_slots, slot_ceil, slot_floor
+from activity.sessions import MAX_DEBUG_SESSION
+from models.event_reader import debug_starts, developer_events, sessions_started_before
+from models.tables import ActivityBreakdown, Batch, MetricSlot
 
 
 def lock_developer(session: Session, scope: str, developer_id: str) -> None:
@@ -24,64 +26,68 @@ def lock_developer(session: Session, scope: str, developer_id: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{scope}:{developer_id}", 0))))
 
 
-def _day_floor(ts: datetime) -> datetime:
-    ts = ts.astimezone(UTC)
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+@dataclass(frozen=True)
+class SlotRange:
+    since: datetime  # slot-aligned, inclusive
+    until: datetime  # slot-aligned, exclusive
+    # How far events are read beyond the range: the idle timeout, plus a debug session's maximum length
+    # when a debug session can reach into the range.
+    context: timedelta
 
 
-def recompute_window_start(
-    session: Session, developer_id: str, first_ts: datetime, idle_timeout_seconds: int
-) -> datetime:
-    """The earliest UTC day whose buckets the new events can change.
+def affected_range(session: Session, developer_id: str, first_ts: datetime, last_ts: datetime, *,
+                   idle: timedelta, max_debug: timedelta = MAX_DEBUG_SESSION) -> SlotRange:
+    """The slots that events in [first_ts, last_ts] can change.
 
-    A new event changes its own bucket and the gap from its predecessor (at
-    most `idle` earlier); beyond that only debug time reaches back, through a
-    debug session that the new events close, extend or start.
+    A new event changes its own slot, the active gaps within `idle` of it, and debug sessions that started
+    at most `max_debug` before it (which end at most `max_debug` after their start). When no debug session
+    starts anywhere near, only the idle reach matters and the range stays minutes wide.
     """
-    reach = first_ts - timedelta(seconds=idle_timeout_seconds)
-    last = last_event_ts(session, developer_id) or first_ts
-    for start, end, _ in debug_intervals(debug_related_events(session, developer_id), last,
-                                         idle_timeout_seconds=idle_timeout_seconds):
-        if end >= reach and start < reach:
-            reach = start
-    return _day_floor(reach)
+    since, until = slot_floor(first_ts - idle), slot_ceil(last_ts + idle)
+    if not debug_starts(session, developer_id, since - max_debug, until):
+        return SlotRange(since, until, idle)
+    return SlotRange(since, slot_ceil(until + max_debug), idle + max_debug)
 
 
-def aggregate_developer(session: Session, developer_id: str, first_ts: datetime, idle_timeout_seconds: int) -> int:
-    lock_developer(session, "metrics", developer_id)
-    since = recompute_window_start(session, developer_id, first_ts, idle_timeout_seconds)
-    events = merge_unique(
-        developer_events(session, developer_id, since=since),
-        # Debug sessions that began earlier still count inside the window.
-        debug_related_events(session, developer_id, before=since),
-    )
-    buckets = compute_metrics(events, idle_timeout_seconds=idle_timeout_seconds, since=since)
-    session.execute(
-        delete(DeveloperMetric).where(DeveloperMetric.developer_id == developer_id,
-                                      DeveloperMetric.bucket_start >= since)
-    )
-    if buckets:
-        session.execute(insert(DeveloperMetric), [
-            {"developer_id": developer_id, "granularity": b.granularity, "bucket_start": b.bucket_start,
-             **{name: getattr(b, name) for name in METRIC_NAMES}}
-            for b in buckets
+def recompute_slots(session: Session, developer_id: str, rng: SlotRange, *, idle_timeout_seconds: int,
+                    max_debug: timedelta = MAX_DEBUG_SESSION) -> int:
+    """Rebuild the developer's slots and breakdowns in [rng.since, rng.until) from the stored events."""
+    read_from, read_until = rng.since - rng.context, rng.until + rng.context
+    events = developer_events(session, developer_id, since=read_from, until=read_until)
+    started_ids = {e.payload["debug_session_id"] for e in events
+                   if e.type == "debug.start" and isinstance(e.payload.get("debug_session_id"), str)}
+    ignored = sessions_started_before(session, developer_id, started_ids, read_from)
+    result = compute_slots(events, since=rng.since, until=rng.until, idle_timeout_seconds=idle_timeout_seconds,
+                           max_debug_session=max_debug, ignored_session_ids=ignored)
+    for table in (MetricSlot, ActivityBreakdown):
+        session.execute(delete(table).where(table.developer_id == developer_id, table.slot_start >= rng.since,
+                                            table.slot_start < rng.until))
+    if result.metrics:
+        session.execute(insert(MetricSlot), [
+            {"developer_id": developer_id, "slot_start": m.slot_start, **{c: getattr(m, c) for c in SLOT_COLUMNS}}
+            for m in result.metrics
         ])
-    return len(buckets)
+    if result.breakdowns:
+        session.execute(insert(ActivityBreakdown), [
+            {"developer_id": developer_id, "slot_start": b.slot_start, "dimension": b.dimension, "key": b.key,
+             "active_us": b.active_us}
+            for b in result.breakdowns
+        ])
+    return len(result.metrics)
 
 
-def aggregate_batch(session: Session, batch: Batch, idle_timeout_seconds: int) -> dict[str, int]:
-    if batch.first_ts is None:
-        return {"buckets": 0}
-    return {"buckets": aggregate_developer(session, batch.developer_id, batch.first_ts, idle_timeout_seconds)}
+def aggregate_developer(session: Session, developer_id: str, first_ts: datetime, last_ts: datetime, *,
+                        idle_timeout_seconds: int, max_debug: timedelta = MAX_DEBUG_SESSION) -> int:
+    lock_developer(session, "metrics", developer_id)
+    idle = timedelta(seconds=idle_timeout_seconds)
+    rng = affected_range(session, developer_id, first_ts, last_ts, idle=idle, max_debug=max_debug)
+    return recompute_slots(session, developer_id, rng, idle_timeout_seconds=idle_timeout_seconds,
+                           max_debug=max_debug)
 
 
-def metric_rows(
-    session: Session, developer_id: str, granularity: str, start: datetime | None = None, end: datetime | None = None,
-) -> list[DeveloperMetric]:
-    stmt = select(DeveloperMetric).where(DeveloperMetric.developer_id == developer_id,
-                                         DeveloperMetric.granularity == granularity)
-    if start is not None:
-        stmt = stmt.where(DeveloperMetric.bucket_start >= start)
-    if end is not None:
-        stmt = stmt.where(DeveloperMetric.bucket_start < end)
-    return list(session.execute(stmt.order_by(DeveloperMetric.bucket_start)).scalars())
+def aggregate_batch(session: Session, batch: Batch, *, idle_timeout_seconds: int,
+                    max_debug: timedelta = MAX_DEBUG_SESSION) -> dict[str, int]:
+    if batch.first_ts is None or batch.last_ts is None:
+        return {"slots": 0}
+    return {"slots": aggregate_developer(session, batch.developer_id, batch.first_ts, batch.last_ts,
+                                         idle_timeout_seconds=idle_timeout_seconds, max_debug=max_debug)}

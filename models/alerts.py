@@ -35,13 +35,14 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "window_end": alert.window_end.isoformat(),
         "details": alert.details,
         "recommendation": alert.recommendation,
-        "batch_id": str(alert.batch_id),
+        "batch_id": str(alert.batch_id) if alert.batch_id else None,
         "correlation_id": alert.correlation_id,
         "detected_at": alert.detected_at.isoformat(),
         "updated_at": alert.updated_at.isoformat() if alert.updated_at else None,
         "status": alert.status,
         "acknowledged_at": alert.acknowledged_at.isoformat() if alert.acknowledged_at else None,
         "stale": alert.stale,
+        "version": alert.version,
         "deliveries": alert.deliveries,
     }
 
@@ -50,8 +51,8 @@ def list_alerts(session: Session, developer_id: str, *, status: str | None = Non
                 since: datetime | None = None, limit: int = 200) -> list[Alert]:
     """Highest severity first, then newest."""
     stmt = select(Alert).where(Alert.developer_id == developer_id)
-    if status is not None:
-        stmt = stmt.where(Alert.status == status)
+    # Withdrawn alerts (episodes the stored events no longer support) are listed only when asked for.
+    stmt = stmt.where(Alert.status == status) if status is not None else stmt.where(Alert.status != "withdrawn")
     if since is not None:
         stmt = stmt.where(Alert.updated_at >= since)
     stmt = stmt.order_by(_SEVERITY_RANK.desc(), Alert.window_end.desc(), Alert.detected_at.desc(), Alert.pattern)

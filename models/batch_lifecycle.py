@@ -15,7 +15,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models.tables import AuditRecord, Batch, BatchJob, BatchStatus
+from models.tables import AuditRecord, Batch, BatchJob, BatchStatus, QuarantinedEvent
 
 
 def now() -> datetime:
@@ -96,10 +96,14 @@ def fail_batch(session: Session, batch_id: uuid.UUID, error: str, correlation_id
     return bool(result.rowcount)
 
 
-def batch_with_jobs(session: Session, batch_id: uuid.UUID) -> tuple[Batch, list[BatchJob]] | None:
-    """A batch and its per-job rows (by job name), for the status endpoint."""
+def batch_with_jobs(session: Session, batch_id: uuid.UUID) -> tuple[Batch, list[BatchJob], int] | None:
+    """A batch, its per-job rows (by job name) and how many of its events are quarantined."""
     batch = session.get(Batch, batch_id)
     if batch is None:
         return None
     jobs = session.execute(select(BatchJob).where(BatchJob.batch_id == batch_id).order_by(BatchJob.job)).scalars()
-    return batch, list(jobs)
+    quarantined = session.execute(
+        select(func.count(QuarantinedEvent.event_id.distinct()))
+        .where(QuarantinedEvent.batch_id == batch_id, QuarantinedEvent.released_at.is_(None))
+    ).scalar_one()
+    return batch, list(jobs), quarantined

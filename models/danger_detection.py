@@ -12,6 +12,7 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -20,7 +21,8 @@ from activity import danger
 from activity.danger import DangerThresholds, Detection, severity_rank
 from models.aggregation import lock_developer
 from models.alerts import alert_document
-from models.event_reader import debug_related_events, developer_events, merge_unique
+from models.batch_lifecycle import audit
+from models.event_reader import developer_events
 from models.tables import Alert, Batch
 
 log = logging.getLogger("devpulse.danger")
@@ -37,23 +39,27 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_detections(
-    session: Session, developer_id: str, detections: list[Detection], *, batch_id: uuid.UUID, correlation_id: str,
-    now: datetime, freshness: timedelta,
+    session: Session, developer_id: str, detections: list[Detection], *, batch_id: uuid.UUID | None,
+    correlation_id: str, now: datetime, freshness: timedelta, announce: bool = True,
+    scope: tuple[datetime, datetime] | None = None,
 ) -> tuple[int, list[Alert]]:
-    """Upsert alerts by episode. Returns (rows written, alerts to push now).
+    """Make the developer's alerts reflect `detections`, the rules' verdict over `scope`. Returns
+    (rows written, alerts to push now).
 
-    Severity only ever rises; an unchanged detection (a replay, a retry) writes nothing. An alert whose
-    episode was merged into another one (a backfilled batch closing the gap) is deleted: superseded.
+    Alerts are derived data: an episode's alert takes the detection's figures, window, recommendation and
+    severity (down as well as up); each change bumps its version. An alert lying inside `scope` that no
+    detection claims any more (its episode no longer meets the threshold, or it was merged into another by a
+    backfilled batch) is withdrawn: kept with status `withdrawn`, audited, never deleted. Only new alerts and
+    escalations are pushed; `announce=False` (a background recompute) stores every change stale, pushes none.
     """
-    if not detections:
-        return 0, []
     keys = {(d.pattern, d.episode_key) for d in detections}
-    lo = min(d.window_start for d in detections)
-    hi = max(d.window_end for d in detections)
+    bounds = [(d.window_start, d.window_end) for d in detections] + ([scope] if scope else [])
+    if not bounds:
+        return 0, []
+    lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
     candidates = list(session.execute(
         select(Alert).where(
             Alert.developer_id == developer_id,
-            Alert.pattern.in_({d.pattern for d in detections}),
             or_(Alert.episode_key.in_({k for _, k in keys}), and_(Alert.window_end >= lo, Alert.window_start <= hi)),
         ).order_by(Alert.detected_at).with_for_update()
     ).scalars())
@@ -66,7 +72,8 @@ def store_detections(
             # A late event can move an episode's start (and so its key): the same stretch of time
             # is still the same episode, so it updates the alert instead of adding one.
             for a in candidates:
-                if a.pattern == d.pattern and a.window_start <= d.window_end and d.window_start <= a.window_end:
+                if (a.pattern == d.pattern and a.status != "withdrawn" and a.window_start <= d.window_end
+                        and d.window_start <= a.window_end):
                     return a
         return None
 
@@ -74,17 +81,15 @@ def store_detections(
     push: list[Alert] = []
     matched: set[uuid.UUID] = set()
     for d in detections:
-        stale = now - d.window_end > freshness
+        stale = not announce or now - d.window_end > freshness
         details = _jsonable(d.details)
         alert = find(d)
-        if alert is not None:
-            matched.add(alert.alert_id)
         if alert is None:
             alert = Alert(
                 alert_id=uuid.uuid4(), developer_id=developer_id, pattern=d.pattern, episode_key=d.episode_key,
                 severity=d.severity, window_start=d.window_start, window_end=d.window_end, details=details,
                 recommendation=d.recommendation, batch_id=batch_id, correlation_id=correlation_id,
-                detected_at=now, updated_at=now, status="open", stale=stale, deliveries=[],
+                detected_at=now, updated_at=now, status="open", stale=stale, deliveries=[], version=1,
             )
             session.add(alert)
             candidates.append(alert)
@@ -93,57 +98,63 @@ def store_detections(
             if not stale:
                 push.append(alert)
             continue
-        raised = severity_rank(d.severity) > severity_rank(alert.severity)
-        grew = d.window_end > alert.window_end or d.window_start < alert.window_start
-        if not (raised or grew):
-            continue
-        if raised:
-            alert.severity = d.severity
-            alert.recommendation = d.recommendation
-            # A sharper alert is news again, even if the earlier one was acknowledged.
+        matched.add(alert.alert_id)
+        figures = (d.severity, d.window_start, d.window_end, details, d.recommendation, d.episode_key)
+        if alert.status != "withdrawn" and figures == (alert.severity, alert.window_start, alert.window_end,
+                                                        alert.details, alert.recommendation, alert.episode_key):
+            continue  # a replay or a retry: nothing changed
+        news = alert.status == "withdrawn" or severity_rank(d.severity) > severity_rank(alert.severity)
+        (alert.severity, alert.window_start, alert.window_end, alert.details, alert.recommendation,
+         alert.episode_key) = figures
+        if news:
+            # A sharper (or returning) alert is news again, even if the earlier one was acknowledged.
             alert.status = "open"
             alert.acknowledged_at = None
-        alert.window_start = min(alert.window_start, d.window_start)
-        alert.window_end = max(alert.window_end, d.window_end)
-        alert.details = details
-        alert.batch_id = batch_id
+        if batch_id is not None:
+            alert.batch_id = batch_id
         alert.correlation_id = correlation_id
         alert.updated_at = now
         alert.stale = stale
+        alert.version += 1
         written += 1
-        if raised and not stale:
+        if news and not stale:
             push.append(alert)
-    # Episodes merged by a backfilled batch come back as ONE detection under the earlier key: an alert of
-    # such a pattern that no detection claims but that lies in a detected episode is superseded by it.
-    for a in candidates:
-        if a.alert_id not in matched and a.pattern in OVERLAP_PATTERNS and any(
-            d.pattern == a.pattern and a.window_start <= d.window_end and d.window_start <= a.window_end
-            for d in detections
-        ):
-            session.delete(a)
+    if scope is not None:
+        for a in candidates:
+            if (a.alert_id in matched or a.status == "withdrawn" or a.window_start < scope[0]
+                    or a.window_end > scope[1]):
+                continue
+            merged_into = next((m for m in candidates if m.alert_id in matched and m.pattern == a.pattern
+                                and m.window_start <= a.window_end and a.window_start <= m.window_end), None)
+            a.status = "withdrawn"
+            a.version += 1
+            a.updated_at = now
+            reason = "merged" if merged_into is not None else "below_threshold"
+            audit(session, "alert_withdrawn", batch_id=batch_id, correlation_id=correlation_id,
+                  alert_id=str(a.alert_id), developer_id=developer_id, pattern=a.pattern, reason=reason,
+                  merged_into=str(merged_into.alert_id) if merged_into is not None else None, version=a.version)
             written += 1
     session.flush()
     return written, push
 
 
 def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thresholds: DangerThresholds,
-                     freshness: timedelta) -> dict[str, Any]:
+                     freshness: timedelta, timezone: str | None = None) -> dict[str, Any]:
     if batch.first_ts is None or batch.last_ts is None:
         return {"alerts": 0, "notify": []}
     lock_developer(session, "danger", batch.developer_id)
     start, end = batch.first_ts - WINDOW, batch.last_ts + WINDOW
-    events = merge_unique(
-        developer_events(session, batch.developer_id, since=start, until=end),
-        # A debug session may have started long before the window.
-        debug_related_events(session, batch.developer_id, before=start),
-    )
-    detections, errors = danger.detect(events, thresholds)
+    # Debug sessions last at most max_debug_session_hours (activity/sessions.py): the window reaches that far
+    # back for sessions that started before it, and never further.
+    reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
+    events = developer_events(session, batch.developer_id, since=start - reach, until=end)
+    detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
     for name, error in sorted(errors.items()):
         log.error("danger rule %s failed: %s", name, error)
     now = datetime.now(UTC)
     written, push = store_detections(
         session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
-        now=now, freshness=freshness,
+        now=now, freshness=freshness, scope=(start, end),
     )
     result: dict[str, Any] = {
         "alerts": written,
@@ -154,3 +165,17 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
     return result
+
+
+def detect_range(session: Session, developer_id: str, start: datetime, end: datetime, *,
+                 thresholds: DangerThresholds, timezone: str | None = None) -> int:
+    """Re-derive the alerts of episodes that touch [start, end) (a background recompute): stored stale."""
+    reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
+    events = developer_events(session, developer_id, since=start - WINDOW - reach, until=end + WINDOW)
+    detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
+    for name, error in sorted(errors.items()):
+        log.error("danger rule %s failed during a recompute: %s", name, error)
+    touching = [d for d in detections if d.window_start < end and d.window_end >= start]
+    written, _ = store_detections(session, developer_id, touching, batch_id=None, correlation_id="recompute",
+                                  now=datetime.now(UTC), freshness=timedelta(0), announce=False, scope=(start, end))
+    return written

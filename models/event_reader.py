@@ -8,24 +8,23 @@ danger detection never wait for the normalization job's rows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, or_, select
+from sqlalchemy import Row, Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from activity.events import NormalizedEvent
 from activity.upcasting import upcast
+from models.quarantine import not_quarantined
 from models.tables import RawEvent
-
-# The event types whose earlier occurrences can shape debug time after them.
-DEBUG_TYPES = ("debug.start", "debug.stop")
 
 # Only what the rules read, with the payload cut out of the raw event in SQL: loading whole ORM rows
 # (and parsing every raw event in full) was the workers' largest cost.
 _COLUMNS = (RawEvent.event_id, RawEvent.type, RawEvent.schema_version, RawEvent.corrected_ts,
-            RawEvent.client_utc_offset_minutes, RawEvent.session_id, RawEvent.raw["payload"].label("payload"))
+            RawEvent.client_utc_offset_minutes, RawEvent.session_id, RawEvent.received_at, RawEvent.seq,
+            RawEvent.raw["payload"].label("payload"), RawEvent.raw["project"].astext.label("project"))
 
 
 def to_event(row: Row[Any]) -> NormalizedEvent:
@@ -34,7 +33,17 @@ def to_event(row: Row[Any]) -> NormalizedEvent:
     event_type, upcast_payload = upcast(row.type, row.schema_version, payload)
     return NormalizedEvent(event_id=str(row.event_id), type=event_type, ts=row.corrected_ts,
                            payload=upcast_payload, utc_offset_minutes=row.client_utc_offset_minutes,
-                           session_id=row.session_id)
+                           session_id=row.session_id, received_at=row.received_at, seq=row.seq,
+                           project=row.project)
+
+
+def to_event_of_raw(row: Row[Any]) -> NormalizedEvent:
+    """The rules' value of a `stored_event_rows` row (the raw event as sent)."""
+    raw = row.raw if isinstance(row.raw, dict) else {}
+    payload = raw.get("payload")
+    event_type, upcast_payload = upcast(row.type, row.schema_version, payload if isinstance(payload, dict) else {})
+    return NormalizedEvent(event_id=str(row.event_id), type=event_type, ts=row.corrected_ts, payload=upcast_payload,
+                           received_at=row.received_at, seq=row.seq)
 
 
 def _read(session: Session, stmt: Select[Any]) -> list[NormalizedEvent]:
@@ -43,14 +52,14 @@ def _read(session: Session, stmt: Select[Any]) -> list[NormalizedEvent]:
 
 def batch_rows(session: Session, batch_id: uuid.UUID) -> list[Row[Any]]:
     """A batch's stored events in batch order, with what normalization stores beside the upcast event."""
-    stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.seq, RawEvent.developer_id)
-    return list(session.execute(stmt.where(RawEvent.batch_id == batch_id).order_by(RawEvent.seq)))
+    stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.developer_id)
+    return list(session.execute(stmt.where(RawEvent.batch_id == batch_id, not_quarantined()).order_by(RawEvent.seq)))
 
 
 def developer_events(
     session: Session, developer_id: str, *, since: datetime | None = None, until: datetime | None = None,
 ) -> list[NormalizedEvent]:
-    stmt = select(*_COLUMNS).where(RawEvent.developer_id == developer_id)
+    stmt = select(*_COLUMNS).where(RawEvent.developer_id == developer_id, not_quarantined())
     if since is not None:
         stmt = stmt.where(RawEvent.corrected_ts >= since)
     if until is not None:
@@ -58,29 +67,45 @@ def developer_events(
     return _read(session, stmt.order_by(RawEvent.corrected_ts, RawEvent.event_id))
 
 
-def debug_related_events(
-    session: Session, developer_id: str, *, before: datetime | None = None
-) -> list[NormalizedEvent]:
-    """debug.start/stop and debugging heartbeats: the only events whose past reaches into later buckets."""
-    stmt = select(*_COLUMNS).where(
-        RawEvent.developer_id == developer_id,
-        or_(RawEvent.type.in_(DEBUG_TYPES),
-            (RawEvent.type == "editor.heartbeat") & (RawEvent.raw["payload"]["category"].astext == "debugging")),
-    )
-    if before is not None:
-        stmt = stmt.where(RawEvent.corrected_ts < before)
-    return _read(session, stmt)
+def debug_starts(session: Session, developer_id: str, since: datetime, until: datetime) -> list[datetime]:
+    """Times of the developer's debug.start events in [since, until] (ix_raw_events_debug_starts)."""
+    stmt = select(RawEvent.corrected_ts).where(RawEvent.developer_id == developer_id, RawEvent.type == "debug.start",
+                                              RawEvent.corrected_ts >= since, RawEvent.corrected_ts <= until)
+    return list(session.execute(stmt).scalars())
 
 
-def last_event_ts(session: Session, developer_id: str) -> datetime | None:
-    return session.execute(
-        select(func.max(RawEvent.corrected_ts)).where(RawEvent.developer_id == developer_id)
-    ).scalar_one_or_none()
+def sessions_started_before(session: Session, developer_id: str, session_ids: Iterable[str],
+                            before: datetime) -> frozenset[str]:
+    """Which of these debug session ids already had a debug.start before `before`."""
+    ids = sorted(set(session_ids))
+    if not ids:
+        return frozenset()
+    sid = RawEvent.raw["payload"]["debug_session_id"].astext
+    stmt = select(sid).distinct().where(RawEvent.developer_id == developer_id, RawEvent.type == "debug.start",
+                                        RawEvent.corrected_ts < before, sid.in_(ids))
+    return frozenset(session.execute(stmt).scalars())
 
 
-def merge_unique(*groups: Iterable[NormalizedEvent]) -> Sequence[NormalizedEvent]:
-    seen: dict[str, NormalizedEvent] = {}
-    for group in groups:
-        for event in group:
-            seen.setdefault(event.event_id, event)
-    return list(seen.values())
+def stored_event_rows(session: Session, *, developer_id: str, batch_id: uuid.UUID | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      after: tuple[Any, ...] | None = None, limit: int = 100) -> list[Row[Any]]:
+    """Stored events as clients sent them (raw), in batch order for a batch, else in time order; keyset-paginated
+    by `after` (the last row's (seq,) for a batch, (corrected_ts, received_at, seq, event_id) otherwise)."""
+    stmt = select(RawEvent.event_id, RawEvent.batch_id, RawEvent.seq, RawEvent.type, RawEvent.schema_version,
+                  RawEvent.corrected_ts, RawEvent.received_at, RawEvent.raw).where(
+        RawEvent.developer_id == developer_id)
+    if batch_id is not None:
+        stmt = stmt.where(RawEvent.batch_id == batch_id)
+        if after is not None:
+            stmt = stmt.where(RawEvent.seq > after[0])
+        stmt = stmt.order_by(RawEvent.seq)
+    else:
+        order = (RawEvent.corrected_ts, RawEvent.received_at, RawEvent.seq, RawEvent.event_id)
+        if since is not None:
+            stmt = stmt.where(RawEvent.corrected_ts >= since)
+        if until is not None:
+            stmt = stmt.where(RawEvent.corrected_ts <= until)
+        if after is not None:
+            stmt = stmt.where(tuple_(*order) > tuple_(*after))
+        stmt = stmt.order_by(*order)
+    return list(session.execute(stmt.limit(limit)))

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, aliased
 from models.batch_lifecycle import audit
 from models.db import Database
 from models.outbox import enqueue
-from models.tables import Batch, BatchStatus, Outbox
+from models.quarantine import release
+from models.tables import Batch, BatchStatus, Outbox, QuarantinedEvent
 
 Publish = Callable[[int], bool]
 
@@ -114,16 +115,46 @@ def replay(db: Database, publish: Publish, *, batch_id: uuid.UUID | None = None,
             if dry_run:
                 rows.append(ActionRow.of(batch, "replay requested", "would replay"))
                 continue
-            status = batch.status
-            batch.replay_count += 1
-            batch.updated_at = datetime.now(UTC)
-            audit(session, "replay_requested", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
-                  is_replay=True, replay=batch.replay_count, previous_status=status, requested_by=requested_by)
-            outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=True)
-            row = ActionRow.of(batch, "replay requested", "enqueued", outbox_id)
+            row = _enqueue_replay(session, batch, "replay requested", requested_by=requested_by)
             rows.append(row)
             queued.append(row)
     _publish_all(queued, publish, "replayed")
+    return rows
+
+
+def _enqueue_replay(session: Session, batch: Batch, reason: str, *, requested_by: str,
+                    **details: Any) -> ActionRow:
+    """replay_count + 1, an audit record `replay_requested` (is_replay) and a new outbox record with is_replay."""
+    status = batch.status
+    batch.replay_count += 1
+    batch.updated_at = datetime.now(UTC)
+    audit(session, "replay_requested", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
+          is_replay=True, replay=batch.replay_count, previous_status=status, requested_by=requested_by, **details)
+    outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=True)
+    return ActionRow.of(batch, reason, "enqueued", outbox_id)
+
+
+def requeue_quarantined(db: Database, publish: Publish, *, limit: int = 1000, dry_run: bool = False,
+                        requested_by: str = "cli") -> list[ActionRow]:
+    """Release quarantined events (after a fix) and replay their batches, so every job processes them again."""
+    rows: list[ActionRow] = []
+    with db.transaction() as session:
+        if dry_run:
+            pending = session.execute(
+                select(QuarantinedEvent.batch_id, func.count()).where(QuarantinedEvent.released_at.is_(None))
+                .group_by(QuarantinedEvent.batch_id).limit(limit)).all()
+            for batch_id, count in pending:
+                batch = session.get(Batch, batch_id)
+                if batch is not None:
+                    rows.append(ActionRow.of(batch, f"{count} quarantined event(s)", "would release and replay"))
+            return rows
+        for batch_id, event_ids in release(session, limit=limit).items():
+            batch = session.get(Batch, batch_id, with_for_update=True)
+            if batch is not None:
+                rows.append(_enqueue_replay(session, batch, f"{len(event_ids)} quarantined event(s) released",
+                                            requested_by=requested_by,
+                                            released_event_ids=[str(e) for e in event_ids[:100]]))
+    _publish_all(rows, publish, "replayed")
     return rows
 
 

@@ -139,6 +139,8 @@ class RawEvent(Base):
     __table_args__ = (
         Index("ix_raw_events_developer_ts", "developer_id", "corrected_ts"),
         Index("ix_raw_events_batch_seq", "batch_id", "seq"),
+        Index("ix_raw_events_debug_starts", "developer_id", "corrected_ts",
+              postgresql_where=text("type = 'debug.start'")),
     )
 
 
@@ -201,32 +203,66 @@ class NormalizedEvent(Base):
     __table_args__ = (Index("ix_normalized_events_developer_ts", "developer_id", "ts"),)
 
 
-class DeveloperMetric(Base):
-    __tablename__ = "developer_metrics"
+class MetricSlot(Base):
+    """One developer's metrics in one 15-minute UTC slot (activity.metrics.SlotMetrics); derived, recomputed."""
+
+    __tablename__ = "metric_slots"
 
     developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
-    events: Mapped[int] = mapped_column(Integer)
-    active_seconds: Mapped[float]
-    edits: Mapped[int] = mapped_column(Integer)
+    slot_start: Mapped[datetime] = mapped_column(primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    active_us: Mapped[int] = mapped_column(BigInteger)
+    edits: Mapped[int] = mapped_column(BigInteger)
     lines_added: Mapped[int] = mapped_column(BigInteger)
     lines_deleted: Mapped[int] = mapped_column(BigInteger)
-    saves: Mapped[int] = mapped_column(Integer)
-    error_events: Mapped[int] = mapped_column(Integer)
-    builds: Mapped[int] = mapped_column(Integer)
-    build_failures: Mapped[int] = mapped_column(Integer)
+    saves: Mapped[int] = mapped_column(BigInteger)
+    error_events: Mapped[int] = mapped_column(BigInteger)
+    builds: Mapped[int] = mapped_column(BigInteger)
+    build_failures: Mapped[int] = mapped_column(BigInteger)
     tests_passed: Mapped[int] = mapped_column(BigInteger)
     tests_failed: Mapped[int] = mapped_column(BigInteger)
-    debug_seconds: Mapped[float]
+    debug_us: Mapped[int] = mapped_column(BigInteger)
     typed_chars: Mapped[int] = mapped_column(BigInteger)
     ai_chars_inserted: Mapped[int] = mapped_column(BigInteger)
-    # NULL when neither typed nor AI characters exist in the bucket.
-    ai_share: Mapped[float | None]
-    commits: Mapped[int] = mapped_column(Integer)
+    commits: Mapped[int] = mapped_column(BigInteger)
     computed_at: Mapped[datetime] = _now()
 
-    __table_args__ = (CheckConstraint("granularity IN ('hour','day')", name="granularity"),)
+    __table_args__ = (
+        CheckConstraint("active_us BETWEEN 0 AND 900000000", name="active_within_slot"),
+        CheckConstraint("debug_us BETWEEN 0 AND 900000000", name="debug_within_slot"),
+    )
+
+
+class ActivityBreakdown(Base):
+    """Active time of one slot per language or per project (activity.metrics.SlotBreakdown)."""
+
+    __tablename__ = "activity_breakdowns"
+
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    slot_start: Mapped[datetime] = mapped_column(primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active_us: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("dimension IN ('language','project')", name="dimension"),)
+
+
+class DeveloperSettings(Base):
+    """Per-developer settings; a row exists once set or once a recompute is pending (defaults otherwise)."""
+
+    __tablename__ = "developer_settings"
+
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    idle_timeout_seconds: Mapped[int] = mapped_column(Integer, server_default="300")
+    updated_at: Mapped[datetime] = _now()
+    # A pending background recompute over [recompute_from, recompute_until), done up to recompute_done_until.
+    recompute_from: Mapped[datetime | None]
+    recompute_until: Mapped[datetime | None]
+    recompute_done_until: Mapped[datetime | None]
+    recompute_requested_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint("idle_timeout_seconds BETWEEN 60 AND 3600", name="idle"),)
 
 
 class Alert(Base):
@@ -242,7 +278,8 @@ class Alert(Base):
     window_end: Mapped[datetime]
     details: Mapped[dict[str, Any]]
     recommendation: Mapped[str] = mapped_column(Text)
-    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    # The batch whose processing found or last changed the alert; NULL when a background recompute did.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     correlation_id: Mapped[str] = mapped_column(String(128))
     detected_at: Mapped[datetime]
     updated_at: Mapped[datetime] = _now()
@@ -250,10 +287,12 @@ class Alert(Base):
     acknowledged_at: Mapped[datetime | None]
     stale: Mapped[bool] = mapped_column(server_default=text("false"))
     deliveries: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    # Bumped by every change: receivers deduplicate notifications by (alert_id, version).
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
 
     __table_args__ = (
         CheckConstraint("severity IN ('low','medium','high','critical')", name="severity"),
-        CheckConstraint("status IN ('open','acknowledged')", name="status"),
+        CheckConstraint("status IN ('open','acknowledged','withdrawn')", name="status"),
         Index("uq_alerts_episode", "developer_id", "pattern", "episode_key", unique=True),
         Index("ix_alerts_developer_detected", "developer_id", "detected_at"),
     )
@@ -297,4 +336,29 @@ class AuditRecord(Base):
     __table_args__ = (
         Index("ix_audit_log_batch", "batch_id", "id"),
         Index("ix_audit_log_unsealed", "id", postgresql_where=text("seal_seq IS NULL")),
+    )
+
+
+class QuarantinedEvent(Base):
+    """An event that a job could not process even though ingest accepted it: recorded, then skipped by every job.
+
+    The backstop of "poison-proof by construction" (invariant 3): the batch and the developer's later batches
+    go on; `celery -A tasks requeue --quarantined` releases the events after a fix and replays their batches.
+    """
+
+    __tablename__ = "quarantined_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    job: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    quarantined_at: Mapped[datetime] = _now()
+    # NULL while quarantined; set when released.
+    released_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_quarantined_events_active", "developer_id", "event_id", unique=True,
+              postgresql_where=text("released_at IS NULL")),
     )

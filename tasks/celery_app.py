@@ -69,7 +69,8 @@ def make_celery(settings: Settings | None = None, *, include: tuple[str, ...] = 
     )
     celery.conf.devpulse_settings = settings
     # Checked here, at start-up: a bad DANGER_* value stops the worker with a clear message, not every job.
-    celery.conf.devpulse_thresholds = DangerThresholds.from_overrides(settings.danger)
+    celery.conf.devpulse_thresholds = DangerThresholds.from_overrides(
+        {"max_debug_session_hours": settings.max_debug_session_hours, **settings.danger})
     admin_notifier.configure(settings.admin_alert_webhook_url)
     return celery
 

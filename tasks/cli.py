@@ -2,7 +2,7 @@
 
     celery -A tasks batches [--status S] [--developer D] [--limit N]
     celery -A tasks replay  --batch ID | --developer D [--since T] [--until T]   [--dry-run]
-    celery -A tasks requeue [--stuck-for 15m] [--failed] [--dead-letter] [--limit N] [--dry-run]
+    celery -A tasks requeue [--stuck-for 15m] [--failed] [--dead-letter] [--quarantined] [--limit N] [--dry-run]
     celery -A tasks audit verify [--since T]
     celery -A tasks audit seal [--grace SECONDS]
 
@@ -223,17 +223,27 @@ def replay(ctx: click.Context, batch_id: Any, developer: str | None, since: date
               help="Batches dispatched/processing with no progress for this long (90s, 15m, 2h).")
 @click.option("--failed", is_flag=True, help="Batches whose pipeline failed.")
 @click.option("--dead-letter", is_flag=True, help="Batches whose outbox record was dead-lettered.")
+@click.option("--quarantined", is_flag=True,
+              help="Release quarantined events (after a fix) and replay their batches.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="At most this many batches per kind.")
 @click.option("--dry-run", is_flag=True, help="Show what would be requeued; change nothing.")
 @click.pass_context
-def requeue(ctx: click.Context, stuck_for: Any, failed: bool, dead_letter: bool, limit: int, dry_run: bool) -> None:
-    """Re-dispatch stuck, failed or dead-lettered batches through a new outbox record."""
-    if stuck_for is None and not failed and not dead_letter:
-        raise click.UsageError("nothing selected: give --stuck-for DURATION, --failed and/or --dead-letter", ctx)
+def requeue(ctx: click.Context, stuck_for: Any, failed: bool, dead_letter: bool, quarantined: bool, limit: int,
+            dry_run: bool) -> None:
+    """Re-dispatch stuck, failed or dead-lettered batches through a new outbox record; release quarantined
+    events and replay their batches."""
+    if stuck_for is None and not failed and not dead_letter and not quarantined:
+        raise click.UsageError("nothing selected: give --stuck-for DURATION, --failed, --dead-letter and/or "
+                               "--quarantined", ctx)
+    rows = []
     with _db_errors():
-        rows = operations.requeue(_database(), _publish, stuck_for=stuck_for, failed=failed,
-                                  dead_letter=dead_letter, limit=limit, dry_run=dry_run, requested_by="cli")
+        if stuck_for is not None or failed or dead_letter:
+            rows += operations.requeue(_database(), _publish, stuck_for=stuck_for, failed=failed,
+                                       dead_letter=dead_letter, limit=limit, dry_run=dry_run, requested_by="cli")
+        if quarantined:
+            rows += operations.requeue_quarantined(_database(), _publish, limit=limit, dry_run=dry_run,
+                                                   requested_by="cli")
     if not rows:
         click.echo("nothing to requeue")
         return

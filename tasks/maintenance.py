@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from models.audit_chain import seal_pending
 from models.operations import requeue
+from models.recompute import pending_developers, recompute_chunk
 from tasks.celery_app import app
-from tasks.context import DevpulseTask, celery, database, settings
+from tasks.context import DevpulseTask, celery, database, settings, thresholds
 from tasks.dispatch import dispatch_record, relay
 
 log = logging.getLogger("devpulse.maintenance")
@@ -44,3 +45,23 @@ def seal_audit_log() -> dict[str, int | None]:
         log.info("sealed %d audit record(s), seal_seq %s..%s", result.sealed, result.first_seq, result.last_seq,
                  extra={"step": "audit_seal"})
     return {"sealed": result.sealed, "last_seq": result.last_seq}
+
+
+@app.task(base=DevpulseTask, name="devpulse.maintenance.recompute_developers", ignore_result=True)
+def recompute_developers(max_chunks: int = 20) -> list[dict[str, str]]:
+    """Advance pending recomputes (settings changes, migrations): one day of one developer per transaction."""
+    db, done = database(), list[dict[str, str]]()
+    max_debug = timedelta(hours=settings().max_debug_session_hours)
+    with db.session() as session:
+        developers = pending_developers(session)
+    for developer_id in developers:
+        while len(done) < max_chunks:
+            with db.transaction() as session:
+                chunk = recompute_chunk(session, developer_id, thresholds=thresholds(), max_debug=max_debug)
+            if chunk is None:
+                break
+            done.append({"developer_id": developer_id, "done_until": chunk.done_until.isoformat()})
+            if chunk.finished:
+                log.info("recompute of %s finished", developer_id, extra={"step": "recompute"})
+                break
+    return done

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,9 @@ from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
 from models.batch_lifecycle import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
 from models.danger_detection import detect_for_batch
+from models.developer_settings import preferences
 from models.normalization import normalize_batch
+from models.quarantine import isolate
 from models.tables import Batch
 from tasks.alert_delivery import push as push_alerts
 from tasks.celery_app import app
@@ -67,7 +70,7 @@ def run_job(
             batch = session.get(Batch, batch_id)
             if batch is None:
                 raise LookupError(f"batch {batch_id} does not exist")
-            outcome = work(session, batch, ctx)
+            outcome = _work_or_quarantine(session, batch, job, ctx, work)
             error = outcome.pop("error", None)
             notify = outcome.pop("notify", None)
             duration_ms = int((time.monotonic() - started) * 1000)
@@ -96,6 +99,27 @@ def run_job(
         return _give_up(task, job, ctx, exc, started)
 
 
+def _work_or_quarantine(session: Session, batch: Batch, job: str, ctx: dict[str, Any],
+                        work: JobFunction) -> dict[str, Any]:
+    """Run the work; if it fails on events of this batch (not on the database), quarantine them and run again.
+
+    The work runs in a savepoint first, so a failed attempt leaves nothing behind in the transaction.
+    """
+    try:
+        with session.begin_nested():
+            return work(session, batch, ctx)
+    except Exception as exc:
+        if is_connectivity_error(exc) or isinstance(exc, SoftTimeLimitExceeded):
+            raise
+        culprits = isolate(session, developer_id=batch.developer_id, batch_id=batch.batch_id, job=job,
+                           correlation_id=ctx["correlation_id"], is_replay=bool(ctx.get("is_replay")),
+                           work=lambda: work(session, batch, ctx), error=exc)
+        if not culprits:
+            raise
+        outcome = work(session, batch, ctx)
+        return {**outcome, "quarantined": len(culprits)}
+
+
 def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseException, started: float) -> dict[str, Any]:
     """Record the failure on the batch and as an admin alert, and report it to the callback."""
     error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -119,7 +143,9 @@ def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseExcepti
 
 
 def _aggregate(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
-    return aggregate_batch(session, batch, settings().idle_timeout_seconds)
+    prefs = preferences(session, batch.developer_id)
+    return aggregate_batch(session, batch, idle_timeout_seconds=prefs.idle_timeout_seconds,
+                           max_debug=timedelta(hours=settings().max_debug_session_hours))
 
 
 def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +153,10 @@ def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str,
 
 
 def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
-    return detect_for_batch(session, batch, correlation_id=ctx["correlation_id"], thresholds=thresholds(),
+    prefs = preferences(session, batch.developer_id)
+    return detect_for_batch(session, batch, correlation_id=ctx["correlation_id"],
+                            thresholds=replace(thresholds(), idle_timeout_seconds=prefs.idle_timeout_seconds),
+                            timezone=prefs.timezone if prefs.timezone_set else None,
                             freshness=timedelta(hours=settings().alert_freshness_hours))
 
 

@@ -1,9 +1,21 @@
-"""Every periodic job, in one declarative schedule (run by `celery -A tasks beat`)."""
+"""Every periodic job, in one declarative schedule (run by `celery -A tasks beat`).
+
+Each entry expires after its own period: while the workers are down, runs pile up in the queue, and
+only the newest is worth doing once they come back.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def _every(task: str, seconds: float) -> dict[str, Any]:
+    return {"task": f"devpulse.maintenance.{task}", "schedule": seconds, "options": {"expires": seconds}}
+
+
 BEAT_SCHEDULE = {
-    "outbox-relay": {"task": "devpulse.maintenance.relay_outbox", "schedule": 2.0},
-    "sweep-stuck-batches": {"task": "devpulse.maintenance.sweep_stuck_batches", "schedule": 30.0},
-    "seal-audit-log": {"task": "devpulse.maintenance.seal_audit_log", "schedule": 10.0},
+    "outbox-relay": _every("relay_outbox", 2.0),
+    "sweep-stuck-batches": _every("sweep_stuck_batches", 30.0),
+    "seal-audit-log": _every("seal_audit_log", 10.0),
+    "recompute-developers": _every("recompute_developers", 5.0),
 }

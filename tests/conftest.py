@@ -14,21 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from core.settings import Settings
 from devstack.servers import EmbeddedPostgres, EmbeddedRedis, migrate
 from models.db import Database
+from tests.support.database import truncate_all
 
 # Plain-text logs under pytest (JSON logging would replace pytest's capture handlers).
 os.environ.setdefault("LOG_JSON", "0")
 # The suite posts far faster than a developer would; the rate-limit tests set the real limits explicitly.
 os.environ.setdefault("RATE_LIMIT_PER_SECOND", "100000")
 os.environ.setdefault("RATE_LIMIT_BURST", "100000")
-
-TABLES = ("audit_log", "admin_alerts", "alerts", "developer_metrics", "normalized_events", "batch_jobs",
-          "outbox", "raw_events", "batches", "api_tokens")
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +90,6 @@ def db(database_url: str) -> Iterator[Database]:
     database.configure(database_url)
     yield database
     database.dispose()
-
-
-def truncate_all(database: Database) -> None:
-    with database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

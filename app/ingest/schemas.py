@@ -65,6 +65,8 @@ class EventSchema(Schema):
     timestamp = Rfc3339(required=True)
     schema_version = fields.Str(validate=validate.Length(min=1, max=16))
     session_id = fields.Str(allow_none=True, validate=validate.Length(max=128))
+    # Schema 1.1: the project the event belongs to (breakdowns by project); WakaTime heartbeats carry theirs.
+    project = fields.Str(allow_none=True, validate=validate.Length(min=1, max=128))
     payload = fields.Dict(keys=fields.Str(), load_default=dict)
 
 

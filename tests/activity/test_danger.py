@@ -158,7 +158,12 @@ def test_error_episode_extended_by_a_later_batch_keeps_its_key_and_escalates() -
 
 
 def debug_session(sid: str, duration: timedelta, closed: bool = True) -> list[NormalizedEvent]:
+    """A session with the developer active throughout (a breakpoint hit every 4 minutes: no idle gap)."""
     events = [ev(f"start-{sid}", "debug.start", T0, debug_session_id=sid)]
+    t, i = T0 + 4 * MIN, 0
+    while t < T0 + duration:
+        events.append(ev(f"hit-{sid}-{i}", "debug.breakpoint_hit", t, debug_session_id=sid))
+        t, i = t + 4 * MIN, i + 1
     kind = "debug.stop" if closed else "file.edit"
     events.append(ev(f"end-{sid}", kind, T0 + duration, debug_session_id=sid, chars_typed=0))
     return events
@@ -205,6 +210,7 @@ def test_debug_stop_pairs_by_session_id_only() -> None:
         ev("b", "debug.start", T0 + 30 * MIN, debug_session_id="two"),
         ev("c", "debug.stop", T0 + 40 * MIN, debug_session_id="two"),  # closes "two", not "one"
         ev("d", "debug.stop", T0 + 65 * MIN, debug_session_id="one"),
+        *ticks(T0, T0 + 65 * MIN, 4 * MIN, "t"),
     ]
     d = only(detect_extended_debugging(events))
     assert (d.episode_key, d.details["duration_minutes"], d.details["still_open"]) == ("one", 65.0, False)
@@ -417,7 +423,7 @@ def test_two_overlapping_high_patterns_become_critical() -> None:
     }
     for d in found:
         assert d.details["escalated_from"] == "high"
-        assert d.recommendation != only(RULES[d.pattern](events, DangerThresholds())).recommendation
+        assert d.recommendation != only(RULES[d.pattern](events, DangerThresholds(), None)).recommendation
     assert {tuple(d.details["critical_with"]) for d in found} == {("excessive_errors",), ("extended_debugging",)}
 
 
@@ -475,8 +481,8 @@ def test_severity_scale() -> None:
 def test_rules_registry_and_detect_agree() -> None:
     events = debug_session("dbg", 130 * MIN) + failing_commands(40, T0 + 60 * MIN) + ai_mix(900, 100)
     assert set(RULES) == {"excessive_errors", "extended_debugging", "high_ai_dependency", "no_break", "late_night_work"}
-    per_rule = [d for name, rule in RULES.items() for d in rule(events, DangerThresholds())]
-    assert all(d.pattern == name for name, rule in RULES.items() for d in rule(events, DangerThresholds()))
+    per_rule = [d for name, rule in RULES.items() for d in rule(events, DangerThresholds(), None)]
+    assert all(d.pattern == name for name, rule in RULES.items() for d in rule(events, DangerThresholds(), None))
     assert detections(events) == prioritize(escalate_critical(per_rule))
     for d in detections(events):
         json.dumps(d.details)

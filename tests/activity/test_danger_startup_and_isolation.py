@@ -38,7 +38,7 @@ def test_the_web_app_refuses_to_start_with_a_bad_danger_variable(monkeypatch: py
 
 
 def test_a_failing_rule_is_reported_and_the_others_still_detect(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(events: object, th: object) -> list[danger.Detection]:
+    def broken(events: object, th: object, tz: object) -> list[danger.Detection]:
         raise RuntimeError("boom")
 
     monkeypatch.setitem(danger.RULES, "late_night_work", broken)

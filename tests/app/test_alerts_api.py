@@ -1,55 +1,29 @@
-"""The developer's alerts API (list by priority, filters, acknowledge), the SSE stream on a real HTTP
-server, and the signed webhook's retries and circuit breaker, on the real PostgreSQL and Redis.
+"""The developer's alerts API (list by priority, filters, acknowledge) and the SSE stream on a real HTTP
+server, on the real PostgreSQL and Redis.
 
-The end-to-end pushes (a batch through the pipeline to the stream and to the webhook) live in
+The signed webhook's retries and circuit breaker are in tests/tasks/test_alert_delivery.py; the end-to-end
+pushes (a batch through the pipeline to the stream and to the webhook) live in
 tests/tasks/test_danger_detection.py, next to the in-process worker they need.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import hmac
 import http.client
 import json
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from activity.danger import Detection
-from models.alerts import alert_document
-from models.danger_detection import store_detections
-from models.tables import AdminAlert, Alert
-from tests.factories import auth, iso
-
-FRESH = timedelta(hours=24)
-
+from tests.support.alerts import base_time, seed
+from tests.support.factories import auth, iso
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def seed(db, developer_id: str, pattern: str, severity: str, window_end: datetime, *,  # type: ignore[no-untyped-def]
-         minutes: float = 10, key: str | None = None, detected_at: datetime | None = None) -> dict[str, Any]:
-    """Store one alert the way the detection job does; returns its view."""
-    start = window_end - timedelta(minutes=minutes)
-    d = Detection(pattern, severity, start, window_end, key or start.isoformat(), {"measured": 1},
-                  f"Take a break ({pattern}, {severity}).")
-    with db.transaction() as s:
-        written, _ = store_detections(s, developer_id, [d], batch_id=uuid.uuid4(), correlation_id="corr-seed",
-                                      now=detected_at or window_end + timedelta(seconds=5), freshness=FRESH)
-        assert written == 1
-        alert = s.scalars(select(Alert).where(Alert.developer_id == developer_id, Alert.pattern == pattern,
-                                              Alert.episode_key == d.episode_key)).one()
-        return alert_document(alert)
 
 
 def listed(client, token: str, developer_id: str = "dev-1", **params: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -57,10 +31,6 @@ def listed(client, token: str, developer_id: str = "dev-1", **params: str) -> li
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["developer_id"] == developer_id
     return r.get_json()["alerts"]
-
-
-def base_time() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
 
 
 # ------------------------------------------------------------------------------------------------------------ list
@@ -247,140 +217,3 @@ def test_stream_rejects_a_bad_max_seconds(client, make_token, clean_db, value):
     assert r.status_code == 400
     error = r.get_json()["error"]
     assert error["code"] == "invalid_parameter" and error["details"][0]["field"] == "max_seconds"
-
-
-# ---------------------------------------------------------------------------------------------------------- webhook
-
-
-class Receiver(ThreadingHTTPServer):
-    """A real local webhook endpoint answering `status` and keeping every request."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.hits: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                outer.hits.append((dict(self.headers.items()), body))
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/hook"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
-
-
-@pytest.fixture
-def webhook_settings(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    """Swap the workers' settings (create_app has just configured them) and restore them afterwards."""
-    from core.breakers import breakers
-    from tasks.celery_app import app as celery
-
-    original = celery.conf.devpulse_settings
-    breakers.reset("webhook")
-
-    def use(url: str, secret: str = "hook-secret") -> None:
-        celery.conf.devpulse_settings = dataclasses.replace(original, alert_webhook_url=url,
-                                                            alert_webhook_secret=secret)
-
-    yield use
-    celery.conf.devpulse_settings = original
-    breakers.reset("webhook")
-
-
-def deliveries(db, alert_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    with db.session() as s:
-        return s.get(Alert, uuid.UUID(alert_id)).deliveries
-
-
-def test_webhook_delivery_is_signed_and_recorded(clean_db, webhook_settings):
-    from tasks.alert_delivery import deliver_webhook
-
-    receiver = Receiver(204)
-    try:
-        webhook_settings(receiver.url, "top-secret")
-        alert = seed(clean_db, "dev-1", "no_break", "high", base_time())
-        assert deliver_webhook.apply(args=(alert["alert_id"],), kwargs={"alert": alert}).get() == "delivered"
-        [(headers, raw)] = receiver.hits
-    finally:
-        receiver.stop()
-    assert json.loads(raw) == {"type": "devpulse.alert", "alert": alert}
-    assert headers["Content-Type"] == "application/json"
-    assert headers["X-Devpulse-Signature"] == "sha256=" + hmac.new(b"top-secret", raw, hashlib.sha256).hexdigest()
-    [entry] = deliveries(clean_db, alert["alert_id"])
-    assert {k: entry[k] for k in ("channel", "attempt", "outcome", "status")} == {
-        "channel": "webhook", "attempt": 1, "outcome": "delivered", "status": 204}
-
-
-@pytest.mark.parametrize("failure", ["http_500", "closed_port"])
-def test_webhook_failures_are_retried_then_the_breaker_opens(clean_db, webhook_settings, monkeypatch, failure):
-    import core.retry
-    import tasks.alert_delivery as delivery
-    from core.breakers import breakers
-
-    receiver = Receiver(500)
-    try:
-        webhook_settings(receiver.url if failure == "http_500" else closed_port_url())
-        # Record the backoff bounds the task asks for (the eager retries below do not sleep).
-        bounds: list[float] = []
-        uniform = core.retry.random.uniform
-
-        def recording_uniform(a: float, b: float) -> float:
-            bounds.append(b)
-            return uniform(a, b)
-
-        monkeypatch.setattr(core.retry.random, "uniform", recording_uniform)
-        alert = seed(clean_db, "dev-1", "excessive_errors", "high", base_time())
-        result = delivery.deliver_webhook.apply(args=(alert["alert_id"],), kwargs={"alert": alert})
-        assert result.get() == "failed"
-
-        attempts = deliveries(clean_db, alert["alert_id"])
-        assert [e["attempt"] for e in attempts] == [1, 2, 3, 4, 5, 6]  # 1 + WEBHOOK_MAX_RETRIES
-        assert all(e["channel"] == "webhook" and e["outcome"] == "failed" and e["error"] for e in attempts)
-        first_error = "HTTPError: HTTP Error 500" if failure == "http_500" else "Connection refused"
-        assert first_error in attempts[0]["error"]
-        assert "CircuitBreakerError" in attempts[-1]["error"]
-        assert bounds == [2.0, 4.0, 8.0, 16.0, 32.0]  # exponential, full jitter
-        assert len(receiver.hits) == (5 if failure == "http_500" else 0)  # the 6th call was not made
-        assert breakers.get("webhook").current_state == "open"
-        with clean_db.session() as s:
-            [admin] = s.scalars(select(AdminAlert).where(AdminAlert.kind == "webhook_failed")).all()
-        assert admin.context["alert_id"] == alert["alert_id"] and admin.context["attempt"] == 6
-
-        # While open, further deliveries cost nothing: no request, no waiting.
-        hits = len(receiver.hits)
-        later = seed(clean_db, "dev-1", "no_break", "high", base_time())
-        started = time.monotonic()
-        assert delivery.deliver_webhook.apply(args=(later["alert_id"],), kwargs={"alert": later}).get() == "failed"
-        assert time.monotonic() - started < 1.0
-        assert len(receiver.hits) == hits
-        assert all("CircuitBreakerError" in e["error"] for e in deliveries(clean_db, later["alert_id"]))
-
-        # Once the breaker is reset and the receiver is healthy, delivery resumes.
-        breakers.reset("webhook")
-        receiver.status = 200
-        webhook_settings(receiver.url)
-        assert delivery.deliver_webhook.apply(args=(later["alert_id"],), kwargs={"alert": later}).get() == "delivered"
-        assert deliveries(clean_db, later["alert_id"])[-1]["outcome"] == "delivered"
-    finally:
-        receiver.stop()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.factories import auth, batch, event, now
+from tests.support.factories import auth, batch, event, now
 
 POST_URL = "/api/workflow/events/orchestrate"
 

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 from app.compat_wakatime import WAKATIME_NAMESPACE, heartbeat_event_id, request_batch_id
 from models.aggregation import aggregate_developer
-from models.tables import DeveloperMetric
+from models.tables import ActivityBreakdown, MetricSlot
 from models.tokens import create_token
 
 BASE = "/api/compat/wakatime/v1/users/current"
@@ -271,21 +271,26 @@ def test_statusbar_today_shows_todays_active_time(client, make_token, clean_db):
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     metrics = {"events": 10, "edits": 0, "lines_added": 0, "lines_deleted": 0, "saves": 0, "error_events": 0,
-               "builds": 0, "build_failures": 0, "tests_passed": 0, "tests_failed": 0, "debug_seconds": 0.0,
-               "typed_chars": 0, "ai_chars_inserted": 0, "ai_share": None, "commits": 0}
+               "builds": 0, "build_failures": 0, "tests_passed": 0, "tests_failed": 0, "debug_us": 0,
+               "typed_chars": 0, "ai_chars_inserted": 0, "commits": 0}
     with clean_db.transaction() as s:
-        s.add(DeveloperMetric(developer_id="dev-1", granularity="day", bucket_start=today, active_seconds=5400.0,
-                              **metrics))
-        s.add(DeveloperMetric(developer_id="dev-1", granularity="day", bucket_start=today - timedelta(days=1),
-                              active_seconds=999.0, **metrics))
-        s.add(DeveloperMetric(developer_id="dev-2", granularity="day", bucket_start=today, active_seconds=60.0,
-                              **metrics))
+        # Today: 90 minutes over six slots (3,600 s Python, 1,800 s Go); yesterday and another developer apart.
+        for i in range(6):
+            s.add(MetricSlot(developer_id="dev-1", slot_start=today + timedelta(minutes=15 * i),
+                             active_us=900_000_000, **metrics))
+            s.add(ActivityBreakdown(developer_id="dev-1", slot_start=today + timedelta(minutes=15 * i),
+                                    dimension="language", key="python" if i < 4 else "go", active_us=900_000_000))
+        s.add(MetricSlot(developer_id="dev-1", slot_start=today - timedelta(days=1), active_us=600_000_000,
+                         **metrics))
+        s.add(MetricSlot(developer_id="dev-2", slot_start=today, active_us=60_000_000, **metrics))
     response = client.get(TODAY, headers=bearer(token))
     assert response.status_code == 200
     data = response.get_json()["data"]
     assert data["grand_total"] == {"decimal": "1.50", "digital": "1:30", "hours": 1, "minutes": 30,
                                    "text": "1 hr 30 mins", "total_seconds": 5400.0}
-    assert data["categories"] == [] and data["languages"] == [] and data["is_up_to_date"] is True
+    assert data["categories"] == [] and data["is_up_to_date"] is True
+    assert [(x["name"], x["total_seconds"], x["percent"]) for x in data["languages"]] == [
+        ("python", 3600.0, 66.67), ("go", 1800.0, 33.33)]
     assert data["range"]["date"] == today.date().isoformat()
     assert client.get(TODAY, headers=basic(make_token("dev-2"))).get_json()["data"]["grand_total"]["text"] == "1 min"
 
@@ -299,11 +304,12 @@ def test_heartbeats_feed_the_metrics_and_the_statusbar(client, make_token, clean
     beats = [heartbeat(0, time=t0 + 30 * i, category=c) for i, c in enumerate(categories)]
     assert statuses(client.post(BULK, json=beats, headers=basic(token))) == [201] * 5
 
+    first = datetime.fromtimestamp(t0, UTC)
     with clean_db.transaction() as s:
-        aggregate_developer(s, "dev-1", datetime.fromtimestamp(t0, UTC), idle_timeout_seconds=300)
-    [day] = query(clean_db, "SELECT active_seconds, debug_seconds, events FROM developer_metrics "
-                            "WHERE granularity = 'day' AND bucket_start = :d", d=today)
-    assert (day.events, day.active_seconds, day.debug_seconds) == (5, pytest.approx(120), pytest.approx(30))
+        aggregate_developer(s, "dev-1", first, first + timedelta(seconds=120), idle_timeout_seconds=300)
+    [day] = query(clean_db, "SELECT sum(active_us) AS active_us, sum(debug_us) AS debug_us, sum(events) AS events"
+                            " FROM metric_slots WHERE slot_start >= :d", d=today)
+    assert (day.events, day.active_us, day.debug_us) == (5, 120_000_000, 30_000_000)
     grand_total = client.get(TODAY, headers=basic(token)).get_json()["data"]["grand_total"]
     assert grand_total["total_seconds"] == pytest.approx(120)
     assert grand_total["text"] == "2 mins"

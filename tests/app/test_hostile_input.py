@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from activity.catalog import MAX_COUNT, SUPPORTED_SCHEMA_VERSIONS, field_specs
+from activity.catalog import MAX_COUNT, MAX_EPOCH_NUMBER, SUPPORTED_SCHEMA_VERSIONS, field_specs
 from app.auth import clear_token_cache
 from models.tokens import create_token, revoke_token
-from tests.conftest import TABLES
-from tests.factories import auth, batch, event, now
+from tests.support.database import TABLES
+from tests.support.factories import auth, batch, event, now
 
 URL = "/api/workflow/events/orchestrate"
 JSON = "application/json"
@@ -258,7 +258,7 @@ _WRONG_BY_KIND: dict[str, list[Any]] = {
     "count": ["1", -1, 1.5, True, None, [], {}, MAX_COUNT + 1, 10**4000],
     "int": ["1", 1.5, True, None, [], 2**63, -(2**63) - 1],
     "bool": [1, 0, "true", None, [], {}],
-    "number": ["1", True, None, [], {}, MAX_COUNT * 2],
+    "number": ["1", True, None, [], {}, MAX_EPOCH_NUMBER * 2],
 }
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import text
 
 from app.auth import clear_token_cache
 from models.tokens import create_token
-from tests.conftest import TABLES, truncate_all
-from tests.factories import auth, batch, event, iso, now
+from tests.support.database import TABLES, truncate_all
+from tests.support.factories import auth, batch, event, iso, now
 
 URL = "/api/workflow/events/orchestrate"
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from core import logging as json_logging
 from core.breakers import breakers
-from tests.factories import auth, batch, event
+from tests.support.factories import auth, batch, event
 
 URL = "/api/workflow/events/orchestrate"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"

@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from tests.factories import auth, batch, event, iso, now
+from tests.support.factories import auth, batch, event, iso, now
 
 # The SSE stream never ends by itself: it is tested in test_alerts_api.py, not fuzzed here.
 SKIPPED = re.compile(r"/alerts/stream$")
@@ -129,7 +129,7 @@ def _call(schema, label: str, token: str, expected: int, **kwargs: Any):  # type
 
 def test_real_responses_match_their_documented_schemas(app, make_token, clean_db):  # type: ignore[no-untyped-def]
     """Generated requests rarely reach the success paths: these do, with stored data behind them."""
-    from models.tables import Alert, DeveloperMetric
+    from models.tables import Alert, MetricSlot
 
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     dev, other, admin = make_token("dev-1"), make_token("dev-2"), make_token(None, admin=True)
@@ -157,10 +157,9 @@ def test_real_responses_match_their_documented_schemas(app, make_token, clean_db
     hour = now().replace(minute=0, second=0)
     alert_id = uuid.uuid4()
     with clean_db.transaction() as s:
-        s.add(DeveloperMetric(developer_id="dev-1", granularity="hour", bucket_start=hour, events=2,
-                              active_seconds=60.0, edits=1, lines_added=1, lines_deleted=0, saves=1, error_events=0,
-                              builds=0, build_failures=0, tests_passed=0, tests_failed=0, debug_seconds=0.0,
-                              typed_chars=0, ai_chars_inserted=0, ai_share=None, commits=0))
+        s.add(MetricSlot(developer_id="dev-1", slot_start=hour, events=2, active_us=60_000_000, edits=1,
+                         lines_added=1, lines_deleted=0, saves=1, error_events=0, builds=0, build_failures=0,
+                         tests_passed=0, tests_failed=0, debug_us=0, typed_chars=0, ai_chars_inserted=0, commits=0))
         s.add(Alert(alert_id=alert_id, developer_id="dev-1", pattern="excessive_errors", episode_key="k",
                     severity="high", window_start=hour, window_end=hour + timedelta(hours=1),
                     details={"errors": 60}, recommendation="Fix the build.", batch_id=uuid.UUID(batch_id),
@@ -170,7 +169,7 @@ def test_real_responses_match_their_documented_schemas(app, make_token, clean_db
                     query={"from": iso(hour - timedelta(hours=1)), "to": iso(hour + timedelta(hours=1))})
     assert len(metrics["buckets"]) == 1
     _call(schema, "GET /api/developers/{developer_id}/metrics", dev, 400, path_parameters={"developer_id": "dev-1"},
-          query={"granularity": "week"})
+          query={"granularity": "month"})
     alerts = _call(schema, "GET /api/developers/{developer_id}/alerts", dev, 200,
                    path_parameters={"developer_id": "dev-1"})
     assert [a["alert_id"] for a in alerts["alerts"]] == [str(alert_id)]

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import text
 
 from core.breakers import breakers
-from tests.factories import auth, batch, event
+from tests.support.factories import auth, batch, event
 
 URL = "/api/workflow/events/orchestrate"
 RATE, BURST = 20, 40

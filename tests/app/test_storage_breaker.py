@@ -19,7 +19,7 @@ from core.settings import Settings
 from models.db import Database
 from models.tables import ApiToken
 from models.tokens import hash_token
-from tests.factories import auth, batch, event
+from tests.support.factories import auth, batch, event
 
 URL = "/api/workflow/events/orchestrate"
 DEAD_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/nowhere"

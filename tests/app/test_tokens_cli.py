@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from app.auth import clear_token_cache
-from tests.factories import auth, batch, event
+from tests.support.factories import auth, batch, event
 
 POST_URL = "/api/workflow/events/orchestrate"
 

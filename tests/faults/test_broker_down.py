@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.faults.conftest import (
+from tests.faults.harness import (
     Ledger,
     assert_exact,
     check_store,

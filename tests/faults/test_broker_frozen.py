@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import Ledger, assert_exact, check_store, make_batch, report, wait_terminal
+from tests.faults.harness import Ledger, assert_exact, check_store, make_batch, report, wait_terminal
 
 POSTS = 3
 FAST_ACK_S = 1.0

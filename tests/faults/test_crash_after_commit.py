@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.faults.conftest import Ledger, assert_exact, check_store, make_batch, report, wait_for, wait_terminal
+from tests.faults.harness import Ledger, assert_exact, check_store, make_batch, report, wait_for, wait_terminal
 
 
 def _outbox(stack, batch_id: str) -> tuple[int, str, int, bool]:  # type: ignore[no-untyped-def]

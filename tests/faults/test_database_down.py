@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.faults.conftest import (
+from tests.faults.harness import (
     Ledger,
     Load,
     assert_exact,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.faults.conftest import (
+from tests.faults.harness import (
     FaultStack,
     Ledger,
     Load,

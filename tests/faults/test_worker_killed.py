@@ -17,7 +17,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.faults.conftest import (
+from tests.faults.harness import (
     FaultStack,
     Ledger,
     assert_exact,

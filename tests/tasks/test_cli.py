@@ -26,13 +26,13 @@ from models.tables import (
     AuditRecord,
     Batch,
     BatchJob,
-    DeveloperMetric,
+    MetricSlot,
     NormalizedEvent,
     Outbox,
     RawEvent,
 )
-from tests.factories import auth, batch, event, iso, now
-from tests.tasks.conftest import wait_for, wait_processed
+from tests.support.factories import auth, batch, event, iso, now
+from tests.support.pipeline import wait_for, wait_processed
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = Path(sys.executable).with_name("celery")
@@ -94,7 +94,7 @@ def derived_state(db: Database) -> dict[str, Any]:
 
     with db.session() as s:
         return {
-            "metrics": rows(DeveloperMetric, ("computed_at",)),
+            "metrics": rows(MetricSlot, ("computed_at",)),
             "normalized": rows(NormalizedEvent, ("normalized_at",)),
             "alerts": sorted((str(a.alert_id), a.pattern, a.episode_key, a.severity, a.window_start, a.window_end,
                               str(a.details)) for a in s.scalars(select(Alert))),
@@ -282,7 +282,8 @@ def test_beat_seals_the_audit_log(celery_app, clean_db):  # type: ignore[no-unty
     from tasks.maintenance import seal_audit_log
     from tasks.schedule import BEAT_SCHEDULE
 
-    assert {"task": "devpulse.maintenance.seal_audit_log", "schedule": 10.0} in BEAT_SCHEDULE.values()
+    assert {"task": "devpulse.maintenance.seal_audit_log", "schedule": 10.0,
+            "options": {"expires": 10.0}} in BEAT_SCHEDULE.values()
     with clean_db.transaction() as s:
         s.execute(text("INSERT INTO audit_log (correlation_id, step, created_at) "
                        "VALUES ('c', 'old', now() - interval '1 minute'), ('c', 'new', now())"))

@@ -26,9 +26,9 @@ from activity import danger
 from activity.danger import DangerThresholds, Detection
 from models.alerts import alert_channel, alert_document
 from models.danger_detection import detect_for_batch, store_detections
-from models.tables import AdminAlert, Alert, Batch, BatchJob, DeveloperMetric, NormalizedEvent
-from tests.factories import auth, batch, event, now
-from tests.tasks.conftest import wait_for, wait_processed
+from models.tables import AdminAlert, Alert, Batch, BatchJob, MetricSlot, NormalizedEvent
+from tests.support.factories import auth, batch, event, now
+from tests.support.pipeline import wait_for, wait_processed
 
 URL = "/api/workflow/events/orchestrate"
 FRESH = timedelta(hours=24)
@@ -172,9 +172,12 @@ def test_backfilled_batch_merging_two_episodes_gives_what_one_pass_gives(pipelin
     # The same events in one in-order batch, for another developer.
     again = [{**e, "event_id": str(uuid.uuid4())} for e in early + gap + late]  # event ids are global
     assert wait_processed(db, post(pipeline_client, other, again, "dev-2")["batch_id"]) == "processed"
-    [merged] = [a for a in stored_alerts(db) if a.pattern == "excessive_errors"]
+    [merged] = [a for a in stored_alerts(db) if a.pattern == "excessive_errors" and a.status != "withdrawn"]
     [single] = [a for a in stored_alerts(db, "dev-2") if a.pattern == "excessive_errors"]
     assert merged.alert_id == first.alert_id
+    # The later episode's alert is kept, withdrawn (merged into the first), never deleted.
+    [withdrawn] = [a for a in stored_alerts(db) if a.status == "withdrawn"]
+    assert withdrawn.alert_id == second.alert_id and withdrawn.version == second.version + 1
     assert merged.severity == single.severity == "high"
     # Each batch is shifted by its own clock-skew correction (< 1 s): a boundary error may count or not.
     assert abs(merged.details["peak_error_count"] - single.details["peak_error_count"]) <= 1
@@ -187,6 +190,9 @@ def test_two_high_patterns_at_once_are_critical(pipeline_client, make_token, db)
     t = now()
     events = [
         event("debug.start", t - timedelta(minutes=140), debug_session_id="dbg-7", debug_type="python"),
+        # Breakpoints every 4 minutes: the developer is active throughout (no idle gap ends the session).
+        *[event("debug.breakpoint_hit", t - timedelta(minutes=m), debug_session_id="dbg-7")
+          for m in range(136, 10, -4)],
         # 40 errors within 9 min 45 s while the debug session runs: excessive_errors high.
         *error_events(t - timedelta(minutes=40), 40, step=timedelta(seconds=15)),
         event("debug.stop", t - timedelta(minutes=10), debug_session_id="dbg-7"),  # 130 min: high
@@ -241,7 +247,7 @@ def test_stale_episode_is_stored_stale_and_not_pushed(pipeline_client, make_toke
 
 
 def test_failing_rule_keeps_batch_and_other_rules(pipeline_client, make_token, db, monkeypatch):
-    def broken(events: Any, th: Any) -> list[Detection]:
+    def broken(events: Any, th: Any, tz: Any) -> list[Detection]:
         raise RuntimeError("rule exploded")
 
     monkeypatch.setitem(danger.RULES, "extended_debugging", broken)
@@ -296,7 +302,7 @@ def test_ingest_request_does_no_detection(client, make_token, clean_db, celery_w
         assert s.get(Batch, uuid.UUID(body["batch_id"])).status == "persisted"
         assert s.scalar(select(func.count()).select_from(Alert)) == 0
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 0
-        assert s.scalar(select(func.count()).select_from(DeveloperMetric)) == 0
+        assert s.scalar(select(func.count()).select_from(MetricSlot)) == 0
     # The same batch does raise an alert once the pipeline (here: the outbox relay) runs it.
     assert relay(clean_db, app.extensions["celery"])["published"] == 1
     assert wait_processed(clean_db, body["batch_id"]) == "processed"
@@ -319,9 +325,10 @@ def dev() -> str:
 
 
 def _store(session, dev: str, detections: list[Detection], at: datetime, batch_id: uuid.UUID | None = None,
-           correlation_id: str = "corr") -> tuple[int, list[Alert]]:  # type: ignore[no-untyped-def]
+           correlation_id: str = "corr", scope: tuple[datetime, datetime] | None = None,
+           ) -> tuple[int, list[Alert]]:  # type: ignore[no-untyped-def]
     return store_detections(session, dev, detections, batch_id=batch_id or uuid.uuid4(),
-                            correlation_id=correlation_id, now=at, freshness=FRESH)
+                            correlation_id=correlation_id, now=at, freshness=FRESH, scope=scope)
 
 
 def _rows(session, dev: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -368,12 +375,15 @@ def test_store_extension_raises_severity_and_reopens(session, dev):
     assert row["window_end"] == grown.window_end.isoformat() and row["updated_at"] == later.isoformat()
     assert row["detected_at"] == at.isoformat() and row["correlation_id"] == "c-2"
 
-    # Grown again at the same severity: updated, not pushed; a lower severity never lowers it.
-    longer = dataclasses.replace(grown, severity="medium", window_end=grown.window_end + timedelta(minutes=2))
-    written, push = _store(session, dev, [longer], later + timedelta(minutes=2))
+    # Alerts are derived data: when the stored events show less, the severity follows down (no push).
+    lower = dataclasses.replace(grown, severity="medium", window_end=grown.window_end + timedelta(minutes=2),
+                                details={"peak_error_count": 25}, recommendation="advice medium")
+    written, push = _store(session, dev, [lower], later + timedelta(minutes=2))
     assert written == 1 and push == []
     [row] = _rows(session, dev)
-    assert row["severity"] == "high" and row["window_end"] == longer.window_end.isoformat()
+    assert (row["severity"], row["recommendation"], row["details"]) == (
+        "medium", "advice medium", {"peak_error_count": 25})
+    assert row["window_end"] == lower.window_end.isoformat() and row["version"] == 3
 
 
 def test_store_moved_episode_start_updates_the_same_alert(session, dev):
@@ -398,11 +408,12 @@ def test_store_merged_episodes_leave_one_alert(session, dev):
     _, [kept, superseded] = _store(session, dev, [early, late], late.window_end)
     merged = dataclasses.replace(early, window_end=late.window_end, severity="high",
                                  details={"peak_error_count": 45})
-    written, push = _store(session, dev, [merged], late.window_end + timedelta(minutes=1))
+    scope = (early.window_start - timedelta(hours=1), late.window_end + timedelta(hours=1))
+    written, push = _store(session, dev, [merged], late.window_end + timedelta(minutes=1), scope=scope)
     assert written == 2 and [a.alert_id for a in push] == [kept.alert_id]
-    [row] = _rows(session, dev)
+    row, gone = _rows(session, dev)
     assert row["alert_id"] == str(kept.alert_id) and row["severity"] == "high"
-    assert session.get(Alert, superseded.alert_id) is None
+    assert gone["alert_id"] == str(superseded.alert_id) and gone["status"] == "withdrawn"  # kept, not deleted
     assert (row["window_start"], row["window_end"]) == (early.window_start.isoformat(), late.window_end.isoformat())
     # Episodes of patterns that may legitimately overlap (debug sessions) are never merged away.
     a = detection("extended_debugging", "medium", start=early.window_start, minutes=70, key="dbg-a")
@@ -410,7 +421,7 @@ def test_store_merged_episodes_leave_one_alert(session, dev):
     assert _store(session, dev, [a, b], a.window_end)[0] == 2
     assert _store(session, dev, [dataclasses.replace(a, window_end=a.window_end + timedelta(minutes=5))],
                   a.window_end)[0] == 1
-    assert len(_rows(session, dev)) == 3
+    assert len(_rows(session, dev)) == 4  # the merged, the withdrawn and both debug sessions
     # Replaying the merged detection changes nothing.
     assert _store(session, dev, [merged], late.window_end + timedelta(hours=1)) == (0, [])
 

@@ -4,8 +4,10 @@ One developer's event stream is split into batches, some batches are resent,
 some events are copied into other batches, and the batches are stored and
 aggregated one by one in a random order (with late batches and a debug.stop
 that arrives after its start), the way the aggregation task would see them.
-Whatever happened, `developer_metrics` must equal `compute_metrics` over the
-deduplicated stream: every hour and day bucket, every column.
+Whatever happened, the stored slots and breakdowns must equal `compute_slots`
+over every stored event in one pass: every slot, every column. The job reads
+only a bounded window around each batch, so this also proves the window is
+wide enough.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from activity.events import NormalizedEvent
-from activity.metrics import METRIC_NAMES, compute_metrics
-from activity.upcasting import upcast
+from activity.metrics import SLOT_COLUMNS, compute_slots, slot_floor
 from models.aggregation import aggregate_batch
 from models.db import Database
-from models.tables import Batch, DeveloperMetric
-from tests.conftest import truncate_all
-from tests.factories import batch, iso
-from tests.tasks.conftest import persist_body
+from models.event_reader import developer_events
+from models.tables import ActivityBreakdown, Batch, MetricSlot
+from tests.support.database import truncate_all
+from tests.support.factories import batch, iso
+from tests.support.pipeline import persist_body
 
 IDLE = 300
 DEVELOPER = "dev-prop"
@@ -143,28 +144,31 @@ def deliveries(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[tuple[int, l
     return stream, [(b, [stream[i] for i in batches[b]]) for b in posts], replays
 
 
-def expected_metrics(stream: list[dict[str, Any]]) -> dict[tuple[str, datetime], dict[str, Any]]:
-    events = []
-    for ev in stream:
-        type_, payload = upcast(ev["type"], ev.get("schema_version", "1.1"), ev["payload"])
-        events.append(NormalizedEvent(event_id=ev["event_id"], type=type_,
-                                      ts=datetime.fromisoformat(ev["timestamp"]).astimezone(UTC), payload=payload))
-    return {(b.granularity, b.bucket_start): b.as_dict()
-            for b in compute_metrics(events, idle_timeout_seconds=IDLE)}
-
-
-def stored_metrics(db: Database) -> dict[tuple[str, datetime], dict[str, Any]]:
+def expected_metrics(db: Database) -> dict[str, Any]:
+    """One pass of the pure definition over every stored event of the developer."""
     with db.session() as s:
-        rows = s.scalars(select(DeveloperMetric).where(DeveloperMetric.developer_id == DEVELOPER)).all()
-        return {(r.granularity, r.bucket_start.astimezone(UTC)): {n: getattr(r, n) for n in METRIC_NAMES}
-                for r in rows}
+        events = developer_events(s, DEVELOPER)
+    result = compute_slots(events, since=slot_floor(BASE - timedelta(days=2)),
+                           until=slot_floor(NOW + timedelta(days=1)), idle_timeout_seconds=IDLE)
+    return {"slots": {m.slot_start: {c: getattr(m, c) for c in SLOT_COLUMNS} for m in result.metrics},
+            "breakdowns": {(b.slot_start, b.dimension, b.key): b.active_us for b in result.breakdowns},
+            "events": len(events)}
+
+
+def stored_metrics(db: Database) -> dict[str, Any]:
+    with db.session() as s:
+        rows = s.scalars(select(MetricSlot).where(MetricSlot.developer_id == DEVELOPER)).all()
+        parts = s.scalars(select(ActivityBreakdown).where(ActivityBreakdown.developer_id == DEVELOPER)).all()
+        return {"slots": {r.slot_start.astimezone(UTC): {c: getattr(r, c) for c in SLOT_COLUMNS} for r in rows},
+                "breakdowns": {(p.slot_start.astimezone(UTC), p.dimension, p.key): p.active_us for p in parts},
+                "events": sum(r.events for r in rows)}
 
 
 def aggregate(db: Database, batch_id: uuid.UUID) -> None:
     with db.transaction() as s:
         stored = s.get(Batch, batch_id)
         assert stored is not None
-        aggregate_batch(s, stored, IDLE)
+        aggregate_batch(s, stored, idle_timeout_seconds=IDLE)
 
 
 def deliver(db: Database, posts: list[tuple[int, list[dict[str, Any]]]], replays: list[int]) -> None:
@@ -186,12 +190,9 @@ def test_metrics_equal_a_single_pass_over_the_deduplicated_stream(db, case):  # 
     stream, posts, replays = case
     truncate_all(db)
     deliver(db, posts, replays)
-    expected = expected_metrics(stream)
-    actual = stored_metrics(db)
-    assert {g for g, _ in expected} == {"hour", "day"}
-    assert sorted(actual) == sorted(expected)
-    for key, values in expected.items():
-        assert actual[key] == values, key
+    expected = expected_metrics(db)
+    assert expected["events"] == len({e["event_id"] for e in stream})
+    assert stored_metrics(db) == expected
 
 
 def test_late_batches_and_a_late_debug_stop(db):  # type: ignore[no-untyped-def]
@@ -199,22 +200,21 @@ def test_late_batches_and_a_late_debug_stop(db):  # type: ignore[no-untyped-def]
     truncate_all(db)
     d = BASE - timedelta(hours=3)
     ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
-    early = [_event(next(ids), "debug.start", d, {"debug_session_id": "s"}),
-             _event(next(ids), "file.edit", d + timedelta(seconds=30), {"file": "a.py", "lines_added": 1,
-                                                                       "lines_deleted": 0})]
+    # Breakpoints every 4 minutes keep the developer active (no idle gap) until the stop at 90 minutes.
+    early = [_event(next(ids), "debug.start", d, {"debug_session_id": "s"})] + [
+        _event(next(ids), "debug.breakpoint_hit", d + timedelta(minutes=m), {"debug_session_id": "s"})
+        for m in range(4, 120, 4)]
     later = [_event(next(ids), "file.save", d + timedelta(hours=5), {"file": "a.py"}),
              _event(next(ids), "git.commit", d + timedelta(hours=5, seconds=100), {})]
-    stop = [_event(next(ids), "debug.stop", d + timedelta(minutes=90), {"debug_session_id": "s"}),
-            early[1]]
+    stop = [_event(next(ids), "debug.stop", d + timedelta(minutes=90), {"debug_session_id": "s"}), early[1]]
     deliver(db, [(1, later), (0, early), (2, stop), (1, later)], replays=[0])
-    expected = expected_metrics(early + later + stop[:1])
-    assert stored_metrics(db) == expected
-    day_debug = sum(v["debug_seconds"] for (g, _), v in expected.items() if g == "day")
-    assert day_debug == 90 * 60
+    actual = stored_metrics(db)
+    assert actual == expected_metrics(db)
+    assert sum(v["debug_us"] for v in actual["slots"].values()) == 90 * 60 * 10**6
 
 
 def test_a_late_event_just_after_midnight_reopens_the_previous_days_gap(db):  # type: ignore[no-untyped-def]
-    """The new event's predecessor (23:58) gains active time in the previous UTC day."""
+    """The new event's predecessor (23:58) gains active time before midnight, split at the slot boundary."""
     truncate_all(db)
     ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
     stored = [_event(next(ids), "file.save", MIDNIGHT - timedelta(minutes=2), {"file": "a.py"}),
@@ -222,18 +222,44 @@ def test_a_late_event_just_after_midnight_reopens_the_previous_days_gap(db):  # 
     late = [_event(next(ids), "file.save", MIDNIGHT + timedelta(minutes=1), {"file": "a.py"})]
     deliver(db, [(0, stored), (1, late)], replays=[])
     actual = stored_metrics(db)
-    assert actual == expected_metrics(stored + late)
-    assert actual[("day", MIDNIGHT - timedelta(days=1))]["active_seconds"] == 180.0
+    assert actual == expected_metrics(db)
+    assert actual["slots"][MIDNIGHT - timedelta(minutes=15)]["active_us"] == 120 * 10**6
+    assert actual["slots"][MIDNIGHT]["active_us"] == 60 * 10**6
 
 
-def test_an_open_debug_session_grows_into_the_previous_day_when_later_events_arrive(db):  # type: ignore[no-untyped-def]
-    """An unmatched debug.start lasts until the developer's last event, which a next-day batch moves."""
+def test_an_abandoned_debug_session_does_not_reach_into_later_batches(db):  # type: ignore[no-untyped-def]
+    """Defect 1: a debug.start without a stop (the editor crashed) ended at the developer's LAST event, so every
+    hour until the next day counted as debugging and every later batch re-read the whole debug history."""
     truncate_all(db)
     ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
     evening = [_event(next(ids), "debug.start", MIDNIGHT - timedelta(hours=1), {"debug_session_id": "open"}),
-               _event(next(ids), "file.save", MIDNIGHT - timedelta(minutes=30), {"file": "a.py"})]
-    morning = [_event(next(ids), "file.save", MIDNIGHT + timedelta(hours=1), {"file": "a.py"})]
+               _event(next(ids), "file.save", MIDNIGHT - timedelta(minutes=57), {"file": "a.py"})]
+    morning = [_event(next(ids), "file.save", MIDNIGHT + timedelta(hours=5), {"file": "a.py"})]
     deliver(db, [(0, evening), (1, morning)], replays=[])
     actual = stored_metrics(db)
-    assert actual == expected_metrics(evening + morning)
-    assert actual[("hour", MIDNIGHT - timedelta(hours=1))]["debug_seconds"] == 3600.0
+    assert actual == expected_metrics(db)
+    assert sum(v["debug_us"] for v in actual["slots"].values()) == 180 * 10**6  # 3 minutes, not 6 hours
+    # The morning batch's recompute covered minutes around its own event, not the evening.
+    with db.session() as s:
+        from models.aggregation import affected_range
+
+        rng = affected_range(s, DEVELOPER, MIDNIGHT + timedelta(hours=5), MIDNIGHT + timedelta(hours=5),
+                             idle=timedelta(seconds=IDLE))
+    assert rng.since >= MIDNIGHT + timedelta(hours=4, minutes=45)
+
+
+def test_a_gap_filled_later_extends_a_session_within_the_bounded_window(db):  # type: ignore[no-untyped-def]
+    truncate_all(db)
+    ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
+    start = MIDNIGHT - timedelta(hours=2)
+    first = [_event(next(ids), "debug.start", start, {"debug_session_id": "d"})] + [
+        _event(next(ids), "debug.breakpoint_hit", start + timedelta(minutes=m), {"debug_session_id": "d"})
+        for m in (4, 8, 20, 24)]
+    fill = [_event(next(ids), "debug.breakpoint_hit", start + timedelta(minutes=m), {"debug_session_id": "d"})
+            for m in (12, 16)]
+    deliver(db, [(0, first)], replays=[])
+    assert sum(v["debug_us"] for v in stored_metrics(db)["slots"].values()) == 8 * 60 * 10**6
+    deliver(db, [(1, fill)], replays=[])
+    actual = stored_metrics(db)
+    assert actual == expected_metrics(db)
+    assert sum(v["debug_us"] for v in actual["slots"].values()) == 24 * 60 * 10**6

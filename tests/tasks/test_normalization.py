@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 
 from models.normalization import normalize_batch
 from models.tables import Batch, NormalizedEvent, RawEvent
-from tests.factories import batch, event, now
-from tests.tasks.conftest import persist_body
+from tests.support.factories import batch, event, now
+from tests.support.pipeline import persist_body
 
 COLUMNS = [c.name for c in NormalizedEvent.__table__.columns]
 

@@ -24,8 +24,8 @@ from models.db import Database
 from models.tables import AdminAlert, Batch, Outbox
 from tasks.celery_app import make_publisher
 from tasks.dispatch import relay
-from tests.factories import auth, batch, event, now
-from tests.tasks.conftest import persist_body, wait_processed
+from tests.support.factories import auth, batch, event, now
+from tests.support.pipeline import persist_body, wait_processed
 
 DEAD_BROKER = "redis://127.0.0.1:1/0"
 

@@ -21,10 +21,10 @@ import tasks.pipeline
 from core.settings import Settings
 from models.batch_lifecycle import complete_batch
 from models.outbox import claim, finish_dispatch, start_dispatch
-from models.tables import AdminAlert, AuditRecord, Batch, BatchJob, DeveloperMetric, NormalizedEvent, Outbox
+from models.tables import AdminAlert, AuditRecord, Batch, BatchJob, MetricSlot, NormalizedEvent, Outbox
 from tasks.dispatch import build_chord, dispatch_record, relay, task_ids
-from tests.factories import auth, batch, event, now
-from tests.tasks.conftest import persist_body, wait_for, wait_processed
+from tests.support.factories import auth, batch, event, now
+from tests.support.pipeline import persist_body, wait_for, wait_processed
 
 CONTEXT_KEYS = {"batch_id", "developer_id", "correlation_id", "received_at", "event_count", "first_ts", "last_ts",
                 "is_replay", "attempt"}
@@ -201,7 +201,7 @@ def test_a_failing_danger_job_does_not_keep_the_batch_from_completing(  # type: 
     assert alert.context["job"] == "detect_danger" and "rule exploded" in alert.context["error"]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 3
-        days = s.scalars(select(DeveloperMetric).where(DeveloperMetric.granularity == "day")).all()
+        days = s.scalars(select(MetricSlot)).all()
         assert sum(d.events for d in days) == 3 and sum(d.commits for d in days) == 1
         [completed] = s.scalars(select(AuditRecord).where(AuditRecord.step == "completed")).all()
         assert completed.details["failed_jobs"] == ["detect_danger"]

@@ -4,9 +4,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from models.tables import BatchJob, DeveloperMetric, NormalizedEvent
-from tests.factories import auth, batch, event, now
-from tests.tasks.conftest import wait_processed
+from models.tables import BatchJob, MetricSlot, NormalizedEvent
+from tests.support.factories import auth, batch, event, now
+from tests.support.pipeline import wait_processed
 
 
 def test_post_then_processed(pipeline_client, make_token, db):
@@ -33,8 +33,8 @@ def test_post_then_processed(pipeline_client, make_token, db):
         upcast = s.scalars(select(NormalizedEvent).where(NormalizedEvent.source_schema_version == "1.0")).one()
         assert upcast.payload["lines_added"] == 7 and upcast.payload["lines_deleted"] == 0
         assert upcast.language == "typescript"
-        day = s.scalars(select(DeveloperMetric).where(DeveloperMetric.granularity == "day")).all()
-        assert sum(d.edits for d in day) == 2
-        assert sum(d.lines_added for d in day) == 10
-        assert sum(d.active_seconds for d in day) == 100.0
+        slots = s.scalars(select(MetricSlot)).all()
+        assert sum(d.edits for d in slots) == 2
+        assert sum(d.lines_added for d in slots) == 10
+        assert sum(d.active_us for d in slots) == 100_000_000
         assert s.scalar(select(func.count()).select_from(BatchJob)) == 3

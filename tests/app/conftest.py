@@ -1,0 +1,10 @@
+"""Fixtures of the tests of the HTTP API (app/)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def token(make_token) -> str:  # type: ignore[no-untyped-def]
+    return make_token("dev-1")
