@@ -53,7 +53,7 @@ def recompute_slots(session: Session, developer_id: str, rng: SlotRange, *, idle
                     max_debug: timedelta = MAX_DEBUG_SESSION) -> int:
     """Rebuild the developer's slots and breakdowns in [rng.since, rng.until) from the stored events."""
     read_from, read_until = rng.since - rng.context, rng.until + rng.context
-    events = developer_events(session, developer_id, since=read_from, until=read_until)
+    events = developer_events(session, developer_id, since=read_from, until=read_until, job="aggregate")
     started_ids = {e.payload["debug_session_id"] for e in events
                    if e.type == "debug.start" and isinstance(e.payload.get("debug_session_id"), str)}
     ignored = sessions_started_before(session, developer_id, started_ids, read_from)

@@ -50,16 +50,20 @@ def _read(session: Session, stmt: Select[Any]) -> list[NormalizedEvent]:
     return [to_event(row) for row in session.execute(stmt)]
 
 
-def batch_rows(session: Session, batch_id: uuid.UUID) -> list[Row[Any]]:
+def batch_rows(session: Session, batch_id: uuid.UUID, *, job: str) -> list[Row[Any]]:
     """A batch's stored events in batch order, with what normalization stores beside the upcast event."""
     stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.developer_id)
-    return list(session.execute(stmt.where(RawEvent.batch_id == batch_id, not_quarantined()).order_by(RawEvent.seq)))
+    return list(session.execute(stmt.where(RawEvent.batch_id == batch_id, not_quarantined(job)).order_by(RawEvent.seq)))
 
 
 def developer_events(
     session: Session, developer_id: str, *, since: datetime | None = None, until: datetime | None = None,
+    job: str | None = None,
 ) -> list[NormalizedEvent]:
-    stmt = select(*_COLUMNS).where(RawEvent.developer_id == developer_id, not_quarantined())
+    """The developer's stored events in [since, until], skipping those quarantined for `job` (if given)."""
+    stmt = select(*_COLUMNS).where(RawEvent.developer_id == developer_id)
+    if job is not None:
+        stmt = stmt.where(not_quarantined(job))
     if since is not None:
         stmt = stmt.where(RawEvent.corrected_ts >= since)
     if until is not None:

@@ -42,7 +42,7 @@ _UPSERT = _insert.on_conflict_do_update(
 
 
 def normalize_batch(session: Session, batch: Batch) -> dict[str, int]:
-    rows = [normalized_row(r) for r in batch_rows(session, batch.batch_id)]
+    rows = [normalized_row(r) for r in batch_rows(session, batch.batch_id, job="normalize")]
     if rows:
         # Recomputed from the raw event every time: running twice changes nothing. Executed as an
         # executemany of one cached statement (not a VALUES list compiled anew for every batch).

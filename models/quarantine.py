@@ -27,15 +27,19 @@ log = logging.getLogger("devpulse.quarantine")
 MAX_ATTEMPTS = 64
 
 
-def not_quarantined() -> ColumnElement[bool]:
-    """The condition every reader of raw events adds: the event is not currently quarantined."""
+def not_quarantined(job: str) -> ColumnElement[bool]:
+    """The condition a job's reads of raw events add: the event is not currently quarantined for that job.
+
+    Per job: an event that normalization cannot process may still count in the metrics, exactly as the
+    aggregation job (which processed it) recorded; each job's derived rows skip its own poison only.
+    """
     return ~exists().where(and_(QuarantinedEvent.developer_id == RawEvent.developer_id,
-                                QuarantinedEvent.event_id == RawEvent.event_id,
+                                QuarantinedEvent.event_id == RawEvent.event_id, QuarantinedEvent.job == job,
                                 QuarantinedEvent.released_at.is_(None)))
 
 
-def _batch_event_ids(session: Session, batch_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(session.execute(select(RawEvent.event_id).where(RawEvent.batch_id == batch_id, not_quarantined())
+def _batch_event_ids(session: Session, batch_id: uuid.UUID, job: str) -> list[uuid.UUID]:
+    return list(session.execute(select(RawEvent.event_id).where(RawEvent.batch_id == batch_id, not_quarantined(job))
                                 .order_by(RawEvent.seq)).scalars())
 
 
@@ -95,7 +99,7 @@ def isolate(session: Session, *, developer_id: str, batch_id: uuid.UUID, job: st
     """
     probe = _Probe(session, developer_id, batch_id, job, work)
     try:
-        candidates = _batch_event_ids(session, batch_id)
+        candidates = _batch_event_ids(session, batch_id, job)
         if not candidates or not probe.works_without(candidates):
             return []  # fails without any of this batch's events too: not a poison event of this batch
         culprits = _culprits(probe, candidates, [])

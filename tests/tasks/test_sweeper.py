@@ -1,0 +1,46 @@
+"""The sweeper re-dispatches through the same path as `celery -A tasks requeue`: a stuck replay stays a replay."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+
+from core.settings import Settings
+from models.operations import replay
+from models.outbox import claim, finish_dispatch, start_dispatch
+from models.tables import AuditRecord, Outbox
+from tasks.dispatch import task_ids
+from tests.support.factories import batch, event, now
+from tests.support.pipeline import persist_body, wait_for
+
+
+def test_a_stuck_replay_is_swept_as_a_replay(clean_db, celery_app, celery_worker):  # type: ignore[no-untyped-def]
+    from tasks.maintenance import sweep_stuck_batches
+
+    db = clean_db
+    outcome = persist_body(db, batch([event("file.save", now())]))
+    bid = outcome.batch.batch_id
+    with db.transaction() as s:  # the first run completed long ago
+        s.execute(text("UPDATE batches SET status = 'processed' WHERE batch_id = :id"), {"id": bid})
+        s.execute(text("UPDATE outbox SET status = 'dispatched' WHERE batch_id = :id"), {"id": bid})
+    # A replay is requested, handed to the broker, and its messages are lost (the publish is not made here).
+    [row] = replay(db, lambda outbox_id: False, batch_id=bid)
+    with db.transaction() as s:
+        record = claim(s, row.outbox_id)
+        assert record is not None and record.is_replay
+        finish_dispatch(s, record, task_ids(start_dispatch(s, record)))
+        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
+                  {"age": Settings.from_env().stuck_after_seconds + 5, "id": bid})
+
+    assert sweep_stuck_batches() == [str(bid)]
+    with db.session() as s:
+        latest = s.scalars(select(Outbox).where(Outbox.batch_id == bid).order_by(Outbox.id.desc())).first()
+        assert latest is not None and latest.is_replay is True
+        requeued = s.scalars(select(AuditRecord).where(AuditRecord.batch_id == bid,
+                                                       AuditRecord.step == "requeued")).one()
+        assert requeued.is_replay is True and requeued.details["requested_by"] == "sweeper"
+    def processed() -> bool:
+        with db.session() as s:
+            return s.execute(text("SELECT status FROM batches WHERE batch_id = :id"), {"id": bid}).scalar_one() == (
+                "processed")
+
+    wait_for(processed)
