@@ -33,6 +33,10 @@ SEVERITY_ORDER: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 Events = Iterable[NormalizedEvent]
 _AI_TYPES = frozenset({"ai.suggestion_accepted", "ai.chat_insert"})
+# The event types whose payload any rule reads (1.0's ai.completion becomes an AI type only by its payload);
+# of every other event the rules need only the time and the type, so readers may leave its payload out.
+PAYLOAD_TYPES = frozenset({"build.result", "test.result", "terminal.command", "diagnostics.snapshot",
+                           "debug.start", "debug.stop", "file.edit", "ai.completion", *_AI_TYPES})
 
 
 def severity_rank(severity: str) -> int:
@@ -258,6 +262,16 @@ def detect_no_break(events: Events, th: DangerThresholds = _DEFAULT) -> list[Det
     return found
 
 
+_HOUR = timedelta(hours=1)
+_TICK = timedelta(microseconds=1)
+
+
+def _in_night(local: datetime, th: DangerThresholds) -> bool:
+    start, end = th.late_night_start_hour, th.late_night_end_hour
+    hour = local.hour
+    return start <= hour < end if start < end else (hour >= start or hour < end)
+
+
 def _night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
     """Naive local [start, end) of the night that ends on `day`."""
     midnight = datetime.combine(day, time())
@@ -285,6 +299,9 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT,
             continue
         offset = tz.utcoffset(a.ts.astimezone(tz)) or timedelta(0) if tz else timedelta(minutes=a.utc_offset_minutes)
         local_a = (a.ts + offset).replace(tzinfo=None)
+        if gap < _HOUR and not (_in_night(local_a, th) or _in_night(local_a + gap - _TICK, th)):
+            # Nights are whole hours long: a gap shorter than an hour that touches one has an end inside it.
+            continue
         day = local_a.date()
         while day <= (local_a + gap).date() + timedelta(days=1):
             night_start, night_end = _night_bounds(day, th)

@@ -49,12 +49,18 @@ def _require_aware(name: str, value: datetime) -> None:
         raise ValueError(f"{name} must be timezone-aware")
 
 
+class Prepared(list[NormalizedEvent]):
+    """A list that `prepare` made: deduplicated, in UTC, in order. Preparing it again returns it as it is."""
+
+
 def prepare(events: Iterable[NormalizedEvent]) -> list[NormalizedEvent]:
     """One event per event_id, times in UTC, sorted by `order_key`.
 
     Copies of an event are normally identical; if two differ anyway, the one with the smallest content wins
     whatever the arrival order, so no rule ever depends on the order of delivery.
     """
+    if isinstance(events, Prepared):
+        return events  # every rule prepares its input; detect() prepares once for all of them
     chosen: dict[str, NormalizedEvent] = {}
     for event in events:
         _require_aware(f"ts of event {event.event_id!r}", event.ts)
@@ -63,4 +69,4 @@ def prepare(events: Iterable[NormalizedEvent]) -> list[NormalizedEvent]:
         current = chosen.get(event.event_id)
         if current is None or (current != event and _content_key(event) < _content_key(current)):
             chosen[event.event_id] = event
-    return sorted(chosen.values(), key=order_key)
+    return Prepared(sorted(chosen.values(), key=order_key))

@@ -7,7 +7,6 @@ never raises on payload content, it only renames and reshapes.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from activity.catalog import resolve_schema_version
@@ -32,7 +31,7 @@ def _upcast_1_0(event_type: str, payload: dict[str, Any]) -> tuple[str, dict[str
 
 
 def upcast(event_type: str, schema_version: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The 1.1 event type and a new 1.1 payload; the input is never mutated.
+    """The 1.1 event type and a new 1.1 payload dict; the input is never mutated.
 
     `schema_version` is the raw version string; an unsupported one raises
     ValueError because such an event must have been rejected at ingestion.
@@ -40,8 +39,9 @@ def upcast(event_type: str, schema_version: str, payload: dict[str, Any]) -> tup
     resolved = resolve_schema_version(schema_version)
     if resolved is None:
         raise ValueError(f"cannot upcast from unsupported schema_version {schema_version!r}")
-    # Deep copy so callers may mutate nested values of the result freely.
-    fresh = copy.deepcopy(payload)
+    # A new top-level dict: callers may set or drop keys of the result; nested values are shared (no rule or
+    # job mutates them), which spares a deep copy of every payload on the workers' hot path.
+    fresh = dict(payload)
     if resolved == "1.0":
         return _upcast_1_0(event_type, fresh)
     return event_type, fresh

@@ -147,7 +147,8 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     # Debug sessions last at most max_debug_session_hours (activity/sessions.py): the window reaches that far
     # back for sessions that started before it, and never further.
     reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
-    events = developer_events(session, batch.developer_id, since=start - reach, until=end, job="detect_danger")
+    events = developer_events(session, batch.developer_id, since=start - reach, until=end, job="detect_danger",
+                              payload_types=danger.PAYLOAD_TYPES)
     detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
     for name, error in sorted(errors.items()):
         log.error("danger rule %s failed: %s", name, error)
@@ -172,7 +173,7 @@ def detect_range(session: Session, developer_id: str, start: datetime, end: date
     """Re-derive the alerts of episodes that touch [start, end) (a background recompute): stored stale."""
     reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
     events = developer_events(session, developer_id, since=start - WINDOW - reach, until=end + WINDOW,
-                              job="detect_danger")
+                              job="detect_danger", payload_types=danger.PAYLOAD_TYPES)
     detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
     for name, error in sorted(errors.items()):
         log.error("danger rule %s failed during a recompute: %s", name, error)
