@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak lint migrate clean venv
+.PHONY: run test bench bench-scale soak lint migrate clean venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make bench-scale: ingest and end-to-end latency on an empty database vs after seeding a large history
+## (COPY; 1,000 developers x 10,000 events + one with 1,000,000). SCALE_ARGS=--quick for a small one.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:randomly $(PYTEST_ARGS)

@@ -23,8 +23,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from activity.catalog import MAX_PROJECT_LENGTH
 from activity.events import NormalizedEvent, prepare
-from activity.languages import canonical_language
+from activity.normalization import declared_language
 from activity.sessions import MAX_DEBUG_SESSION, debug_intervals
 
 SLOT = timedelta(minutes=15)
@@ -117,19 +118,15 @@ def is_error_event(event: NormalizedEvent) -> bool:
 
 
 def event_language(event: NormalizedEvent) -> str:
-    payload = event.payload
-    language = payload.get("language") if isinstance(payload.get("language"), str) else None
-    path = next((payload[k] for k in ("file", "entity") if isinstance(payload.get(k), str)), None)
-    if event.type == "editor.heartbeat" and payload.get("type") not in (None, "file"):
-        path = None
-    return canonical_language(language, path) or UNKNOWN
+    return declared_language(event) or UNKNOWN
 
 
 def event_project(event: NormalizedEvent) -> str:
     if event.project:
         return event.project
-    project = event.payload.get("project")
-    return project if isinstance(project, str) and project else UNKNOWN
+    # Only a heartbeat's payload defines `project` (and ingest bounds it); elsewhere it is an unknown extra field.
+    project = event.payload.get("project") if event.type == "editor.heartbeat" else None
+    return project if isinstance(project, str) and 0 < len(project) <= MAX_PROJECT_LENGTH else UNKNOWN
 
 
 def _split(start: datetime, end: datetime) -> Iterator[tuple[datetime, int]]:

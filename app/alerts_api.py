@@ -23,7 +23,7 @@ from app.query_params import time_param
 from app.settings import settings
 from app.storage import storage
 from models.alerts import acknowledge, alert_channel, alert_document, list_alerts
-from models.event_reader import stored_event_rows, to_event_of_raw
+from models.event_reader import stored_event_rows, to_event
 from models.tables import Alert
 
 bp = Blueprint("alerts_api", __name__)
@@ -129,7 +129,7 @@ def alert_events(alert_id: str) -> ResponseReturnValue:
             rows = stored_event_rows(s, developer_id=alert.developer_id, since=alert.window_start,
                                      until=alert.window_end, after=position, limit=500)
             for row in rows:
-                if behind(alert.pattern, to_event_of_raw(row), alert.details):
+                if behind(alert.pattern, to_event(row), alert.details):
                     found.append(row)
             if len(rows) < 500:
                 break

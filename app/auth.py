@@ -62,7 +62,7 @@ def current_principal() -> Principal:
     if cached is not None and cached[0] > now:
         principal = cached[1]
     else:
-        principal = storage().transaction(lambda s: find_principal(s, token))
+        principal = storage().transaction(lambda s: find_principal(s, token, record_use=True))
         keep = TOKEN_CACHE_SECONDS
         if principal is not None and principal.expires_at is not None:
             # Never serve a token from the cache past its own expiry.

@@ -1,11 +1,16 @@
-"""GET /api/workflow/batches/<batch_id>: a batch's lifecycle, for its developer or an admin."""
+"""GET /api/workflow/batches/<batch_id>: a batch's lifecycle, for its developer or an admin.
+
+A batch id is unique per developer only. A developer token looks up its own developer's batch of that id; an
+admin token looks the id up across developers and, when several use it, answers 409 `ambiguous_batch_id`
+naming them: `?developer_id=` chooses one.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.auth import require_admin, require_token
@@ -13,7 +18,7 @@ from app.errors import ApiError
 from app.event_pages import event_view, next_cursor, page_params
 from app.storage import storage
 from models.audit_chain import batch_trail
-from models.batch_lifecycle import batch_with_jobs
+from models.batch_lifecycle import batch_owners, batch_with_jobs
 from models.event_reader import stored_event_rows
 from models.tables import Batch, BatchJob
 
@@ -73,16 +78,42 @@ def parse_batch_id(value: str) -> uuid.UUID:
                        [{"field": "batch_id", "message": "not a UUID"}]) from None
 
 
+def _not_found(bid: uuid.UUID) -> ApiError:
+    return ApiError(404, "batch_not_found", f"No batch {bid} visible to this token.",
+                    [{"field": "batch_id", "message": "not found"}])
+
+
+def batch_owner(bid: uuid.UUID) -> str:
+    """Whose batch `bid` the request means: the token's developer, or for an admin `?developer_id=` or else the
+    one developer who uses that id (409 `ambiguous_batch_id` naming them when several do; 404 when none)."""
+    principal = g.principal
+    requested = request.args.get("developer_id")
+    if not principal.is_admin:
+        # Another developer's batch is reported as missing: its existence is not theirs to learn.
+        if principal.developer_id is None or requested not in (None, principal.developer_id):
+            raise _not_found(bid)
+        return str(principal.developer_id)
+    if requested:
+        return requested
+    # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
+    owners = storage().transaction(lambda s: batch_owners(s, bid))
+    if not owners:
+        raise _not_found(bid)
+    if len(owners) > 1:
+        raise ApiError(409, "ambiguous_batch_id",
+                       f"Batch id {bid} is used by {len(owners)} developers ({', '.join(owners)}); "
+                       "choose one with ?developer_id=.",
+                       [{"field": "developer_id", "message": f"one of: {', '.join(owners)}"}])
+    return owners[0]
+
+
 def visible_batch(batch_id: str) -> dict:
     bid = parse_batch_id(batch_id)
-    # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
-    found = storage().transaction(lambda s: batch_with_jobs(s, bid))
-    view = batch_view(*found) if found is not None else None
-    # Another developer's batch is reported as missing: its existence is not theirs to learn.
-    if view is None or not g.principal.may_act_for(view["developer_id"]):
-        raise ApiError(404, "batch_not_found", f"No batch {bid} visible to this token.",
-                       [{"field": "batch_id", "message": "not found"}])
-    return view
+    developer_id = batch_owner(bid)
+    found = storage().transaction(lambda s: batch_with_jobs(s, developer_id, bid))
+    if found is None:
+        raise _not_found(bid)
+    return batch_view(*found)
 
 
 @bp.get("/api/workflow/batches/<batch_id>")
@@ -98,11 +129,12 @@ def get_batch(batch_id: str):
 def get_batch_audit(batch_id: str):
     """The batch's audit trail in order, with each record's seal state (admin only)."""
     bid = parse_batch_id(batch_id)
+    developer_id = batch_owner(bid)
     # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
-    trail = storage().transaction(lambda s: batch_trail(s, bid))
+    trail = storage().transaction(lambda s: batch_trail(s, developer_id, bid))
     if trail is None:
         raise ApiError(404, "batch_not_found", f"No batch {bid}.", [{"field": "batch_id", "message": "not found"}])
-    return jsonify({"batch_id": str(bid), "records": trail})
+    return jsonify({"batch_id": str(bid), "developer_id": developer_id, "records": trail})
 
 
 @bp.get("/api/workflow/batches/<batch_id>/events")

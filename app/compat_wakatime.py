@@ -11,7 +11,9 @@ Each heartbeat becomes one `editor.heartbeat` event (schema 1.1) whose payload i
 request becomes one native batch body that goes through `prepare_batch(..., source="wakatime")` and `ingest()`:
 the same validation, persistence, pipeline, metrics and alerts as the native endpoint.
 
-Identifiers (deterministic, so the plugins' offline-queue resends deduplicate exactly):
+Identifiers (deterministic, so the plugins' offline-queue resends deduplicate exactly; like every batch and event id
+they are deduplicated per developer, and they also name the developer, so two developers' identical heartbeats
+never share an id):
 - namespace: WAKATIME_NAMESPACE = c5683437-f003-51eb-8338-4998b98e3703 (= uuid5(NAMESPACE_URL,
   "urn:devpulse:compat:wakatime"));
 - event_id = uuid5(WAKATIME_NAMESPACE, "heartbeat:" + canonical JSON of

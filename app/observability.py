@@ -17,7 +17,6 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select, text
 
 from app.auth import require_admin
 from app.errors import ApiError
@@ -25,7 +24,7 @@ from app.settings import settings
 from app.storage import database
 from core import logging as json_logging
 from core.breakers import breakers
-from models.tables import Outbox
+from models.health import migration_version, outbox_counts
 
 bp = Blueprint("observability", __name__)
 
@@ -43,8 +42,7 @@ class _DatabaseGauges:
         pending = GaugeMetricFamily("devpulse_outbox_records", "Outbox records by status", labels=["status"])
         try:
             with database().session() as session:
-                rows = session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
-            counts = dict(rows)
+                counts = outbox_counts(session)
             for status in ("pending", "dispatched", "dead_letter"):
                 pending.add_metric([status], counts.get(status, 0))
         except Exception:  # a scrape must still answer while the database is down
@@ -98,8 +96,7 @@ def _migration_head() -> str | None:
 def readyz():
     checks: dict[str, Any] = {}
     try:
-        with database().engine.connect() as conn:
-            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+        current = migration_version(database().engine)
         checks["postgresql"] = {"ok": True}
         head = _migration_head()
         checks["migrations"] = {"ok": current == head, "current": current, "head": head}

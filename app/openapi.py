@@ -116,6 +116,7 @@ class AuditRecordSchema(Schema):
 
 class AuditTrailSchema(Schema):
     batch_id = fields.UUID(required=True)
+    developer_id = fields.Str(required=True)
     records = fields.List(fields.Nested(AuditRecordSchema), required=True)
 
 
@@ -288,13 +289,21 @@ def build_spec() -> dict[str, Any]:
                       "422": {"description": "No event valid", "content": {"application/json": {
                           "schema": "IngestResult"}}},
                       **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}})
+    # A batch id is unique per developer only: an admin chooses among the developers who use one.
+    owner = _query("developer_id", "Admin: whose batch of this id (needed when several developers use it; a "
+                                   "developer token always reads its own)")
+    ambiguous = {"409": {"description": "Admin: several developers use this batch id (ambiguous_batch_id, naming "
+                                        "them); choose one with ?developer_id=",
+                         "content": {"application/json": {"schema": "Error"}}}}
     spec.path(path="/api/workflow/batches/{batch_id}", operations={"get": {
-        "summary": "A batch's lifecycle", "security": secured, "parameters": [_path_param("batch_id", "uuid")],
-        "responses": {**_ok("Batch", "The batch"), **_errors(400, 401, 404, 503)}}})
+        "summary": "A batch's lifecycle", "security": secured,
+        "parameters": [_path_param("batch_id", "uuid"), owner],
+        "responses": {**_ok("Batch", "The batch"), **_errors(400, 401, 404, 503), **ambiguous}}})
     spec.path(path="/api/workflow/batches/{batch_id}/audit", operations={"get": {
         "summary": "A batch's audit trail with each record's seal state (admin)", "security": secured,
-        "parameters": [_path_param("batch_id", "uuid")],
-        "responses": {**_ok("AuditTrail", "The audit records in order"), **_errors(400, 401, 403, 404, 503)}}})
+        "parameters": [_path_param("batch_id", "uuid"), owner],
+        "responses": {**_ok("AuditTrail", "The audit records in order"), **_errors(400, 401, 403, 404, 503),
+                      **ambiguous}}})
     spec.path(path="/api/developers/{developer_id}/metrics", operations={"get": {
         "summary": "Metric buckets", "security": secured,
         "parameters": [_path_param("developer_id"),
@@ -306,8 +315,8 @@ def build_spec() -> dict[str, Any]:
     page = [_query("limit", "1..1000 (default 100)"), _query("cursor", "next_cursor of the previous page")]
     spec.path(path="/api/workflow/batches/{batch_id}/events", operations={"get": {
         "summary": "A batch's stored events in batch order, paginated", "security": secured,
-        "parameters": [_path_param("batch_id", "uuid"), *page],
-        "responses": {**_ok("EventPage", "Events"), **_errors(400, 401, 404, 503)}}})
+        "parameters": [_path_param("batch_id", "uuid"), owner, *page],
+        "responses": {**_ok("EventPage", "Events"), **_errors(400, 401, 404, 503), **ambiguous}}})
     spec.path(path="/api/alerts/{alert_id}/events", operations={"get": {
         "summary": "The stored events an alert was measured from, in time order, paginated", "security": secured,
         "parameters": [_path_param("alert_id", "uuid"), *page],

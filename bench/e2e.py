@@ -21,9 +21,10 @@ def _r(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def wait_batches(connect, batch_ids: list[str], timeout: float) -> dict[str, tuple[str, float, float]]:
+def wait_batches(connect, batch_ids: list[str], timeout: float,
+                 poll: float = 0.1) -> dict[str, tuple[str, float, float]]:
     """batch_id -> (status, received_at, completed_at) as epoch seconds, once every batch is terminal
-    (or the timeout passed: then only the finished ones)."""
+    (or the timeout passed: then only the finished ones). Polls every `poll` seconds."""
     done: dict[str, tuple[str, float, float]] = {}
     pending = set(batch_ids)
     deadline = time.monotonic() + timeout
@@ -39,7 +40,7 @@ def wait_batches(connect, batch_ids: list[str], timeout: float) -> dict[str, tup
                     done[batch_id] = (status, received, completed)
                     pending.discard(batch_id)
                 if pending:
-                    time.sleep(0.1)
+                    time.sleep(poll)
     return done
 
 
@@ -73,6 +74,31 @@ def e2e_throughput(port: int, connect, next_body: Callable[[], Body], *, count: 
         "posting_s": round(posted_at - first, 3), "elapsed_s": round(elapsed, 3),
         "batches_per_s": round(len(done) / elapsed, 2) if elapsed > 0 and done else 0.0,
         "complete": len(done) == count,
+    }
+
+
+def keeps_up(port: int, connect, next_body: Callable[[], Body], *, threads: int, duration: float,
+             timeout: float) -> dict[str, Any]:
+    """`threads` closed-loop clients post for `duration` s while the worker (and beat) run; then wait up to
+    `timeout` s for every acknowledged batch to be terminal. The lag is max(completed_at) - the last 202's
+    arrival: how far behind the pipeline is when the load stops (None: not done within the timeout)."""
+    run: Run = closed_loop(port, next_body, threads=threads, duration=duration)
+    last_ack = max(run.acked_at, default=time.time())
+    # Polled every 0.5 s: with thousands of batches pending, a 0.1 s poll would itself be load on PostgreSQL.
+    done = wait_batches(connect, run.batch_ids, timeout, poll=0.5)
+    waited = time.time() - last_ack
+    complete = bool(run.batch_ids) and len(done) == len(run.batch_ids)
+    first = min(run.sent_at, default=last_ack)
+    last = max((c for _, _, c in done.values()), default=None)
+    elapsed = (last - first) if last is not None else None
+    return {
+        "duration_s": duration, "threads": threads, "timeout_s": timeout, "ingest": run.summary(),
+        "posted": len(run.batch_ids), "processed": len(done), "complete": complete,
+        "statuses": dict(Counter(s for s, _, _ in done.values())),
+        "events_per_s": run.summary()["events_per_s"],
+        "lag_s": _r(last - last_ack, 2) if complete and last is not None else None,
+        "waited_s": round(waited, 1), "not_done": len(run.batch_ids) - len(done),
+        "batches_per_s": round(len(done) / elapsed, 2) if elapsed and elapsed > 0 else 0.0,
     }
 
 

@@ -1,7 +1,7 @@
 """The floor: the same kind of events written straight to PostgreSQL, no HTTP, no Flask, no validation.
 
-Per transaction: one `batches` row (raw_events.batch_id has a foreign key to it) and one multi-row
-`INSERT INTO raw_events ... ON CONFLICT (event_id) DO NOTHING` holding `events_per_commit` events, then
+Per transaction: one `batches` row (raw_events (developer_id, batch_id) has a foreign key to it) and one multi-row
+`INSERT INTO raw_events ... ON CONFLICT (developer_id, event_id) DO NOTHING` holding `events_per_commit` events, then
 COMMIT. Same table, same indexes, same trigger, same server and same concurrency as the ingest phase.
 Event JSON is serialized before the clock starts (with a placeholder for the fresh event id), so the
 floor measures PostgreSQL and the driver only: it is the best any ingest path could hope for.
@@ -30,7 +30,7 @@ BATCH_SQL = """INSERT INTO batches (batch_id, developer_id, correlation_id, cont
     VALUES (%s, %s, %s, %s, 'persisted', 'native', %s, %s, %s, %s, %s, 0, 0)"""
 EVENTS_SQL = """INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,
     client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s
-    ON CONFLICT (event_id) DO NOTHING"""
+    ON CONFLICT (developer_id, event_id) DO NOTHING"""
 
 
 def _templates(workload: Workload, n: int) -> list[tuple[str, str, str | None, str, str]]:

@@ -100,10 +100,12 @@ class Run:
     late_starts: int = 0  # open loop: requests a busy client thread started >50 ms after their slot
     batch_ids: list[str] = field(default_factory=list)
     sent_at: list[float] = field(default_factory=list)  # wall clock of each send (for end-to-end timing)
+    acked_at: list[float] = field(default_factory=list)  # wall clock of each 200/202 answer's arrival
     reconnects: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, status: int, doc: dict[str, Any], latency_ms: float, body: Body, sent_wall: float) -> None:
+        answered = time.time()
         with self.lock:
             self.requests += 1
             self.statuses[status] += 1
@@ -112,6 +114,7 @@ class Run:
                 self.accepted_events += int(doc.get("accepted", 0))
                 self.batch_ids.append(body.batch_id)
                 self.sent_at.append(sent_wall)
+                self.acked_at.append(answered)
             elif len(self.errors) < 5:
                 self.errors.append(f"{status}: {json.dumps(doc)[:300]}")
 

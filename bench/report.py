@@ -71,6 +71,22 @@ def markdown(r: dict[str, Any]) -> str:
                 f" ms, gunicorn {et['gunicorn_cpu_ms_per_batch']} ms")
     row(f"C. processed batches/s ({et['processed']}/{et['count']} 100-event batches, {et['threads']} clients)",
         f"{et['batches_per_s']} (in {et['elapsed_s']} s; statuses {et['statuses']}{cost})", et, "processed batches/s")
+    row("C. worker (celery) CPU per processed 100-event batch", f"{_ms(et.get('celery_cpu_ms_per_batch'))} ms", et,
+        "worker CPU per 100-event batch (ms)")
+    ku = r.get("keeps_up")
+    if ku:
+        ing = ku["ingest"]
+        row(f"D. keeps up: ingest with web + worker + beat, {ku['threads']} clients closed loop for "
+            f"{ku['duration_s']:g} s", f"{ing['events_per_s']:,} events/s ({ing['requests_per_s']} req/s, "
+            f"ack p50 {_ms(ing['p50_ms'])} ms){_errors(ing)}", ku)
+        cpu = f"; celery CPU/batch {ku['celery_cpu_ms_per_batch']} ms" if "celery_cpu_ms_per_batch" in ku else ""
+        row("D. keeps up: 100-event batches posted / processed",
+            f"{ku['posted']} / {ku['processed']} ({ku['batches_per_s']} processed batches/s from the first post; "
+            f"statuses {ku['statuses']}{cpu})", ku)
+        lag = (f"{ku['lag_s']:.2f} s" if ku["lag_s"] is not None else
+               f"not done: {ku['not_done']} of {ku['posted']} batches unprocessed after {ku['waited_s']} s")
+        row("D. keeps up: last 202 ack → last of those batches processed", lag, ku,
+            "keeps up: last ack -> last processed (s)")
 
     m = r["meta"]
     pg = m["postgres"]

@@ -1,4 +1,4 @@
-"""The real stack on loopback: embedded PostgreSQL (fsync on) and Redis, gunicorn and a Celery worker.
+"""The real stack on loopback: embedded PostgreSQL (fsync on) and Redis, gunicorn, a Celery worker and beat.
 
 Every process is started in its own session (process group) and stopped by that group id, gently first
 (SIGTERM / PostgreSQL's fast shutdown), then SIGKILL after a bounded wait; `Stack.close()` runs on normal
@@ -84,6 +84,7 @@ class Stack:
         self.redis_url = ""
         self.web: Proc | None = None
         self.worker: Proc | None = None
+        self.beat: Proc | None = None
         self.web_port = 0
 
     # -- servers ---------------------------------------------------------------------------------------
@@ -177,6 +178,28 @@ class Stack:
                 return
         raise RuntimeError(f"celery worker did not answer a ping within 90 s:\n{_tail(self.worker.log)}")
 
+    def stop_worker(self) -> None:
+        """Warm shutdown of the worker (SIGTERM to its group; SIGKILL after 15 s)."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def start_beat(self) -> None:
+        """`celery -A tasks beat` (the production schedule: outbox relay, sweeper, audit sealing, recomputes),
+        with its schedule file in the stack's directory; its tasks run on the worker's `maintenance` queue."""
+        argv = [str(BIN / "celery"), "-A", "tasks", "beat", "-s", str(self.dir / "beat-schedule"),
+                "--loglevel", "WARNING"]
+        self.beat = Proc("beat", argv, self.env(), self.dir / "beat.log")
+        # Beat answers no ping: it is up once it has opened its schedule file (shelve may add a suffix).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self.beat.alive():
+                raise RuntimeError(f"celery beat exited:\n{_tail(self.beat.log)}")
+            if any(self.dir.glob("beat-schedule*")):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery beat did not open its schedule within 60 s:\n{_tail(self.beat.log)}")
+
     def flush_redis(self) -> None:
         import redis
 
@@ -184,7 +207,7 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for proc in (self.web, self.worker):
+        for proc in (self.web, self.worker, self.beat):
             if proc is not None:
                 parts.append(f"--- {proc.name} ({proc.log}) ---\n{_tail(proc.log)}")
         return "\n".join(parts)
@@ -202,11 +225,11 @@ class Stack:
                 signal.signal(sig, handler)
 
     def _close(self) -> None:
-        for proc in (self.worker, self.web):
+        for proc in (self.beat, self.worker, self.web):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
-        self.worker = self.web = None
+        self.beat = self.worker = self.web = None
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()

@@ -65,7 +65,8 @@ class Settings:
     rate_limit_per_second: float = 20.0
     rate_limit_burst: int = 40
     # Operations
-    flower_basic_auth: str = "admin:devpulse"
+    # `user:password` for Flower; no default (make run generates one, docker compose requires it).
+    flower_basic_auth: str = ""
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True

@@ -3,8 +3,9 @@
 1. PostgreSQL and Redis: the ones DATABASE_URL / REDIS_URL name, else embedded durable servers whose data
    lives under ./var/ on fixed ports (DEVPULSE_PG_PORT, DEVPULSE_REDIS_PORT), so a restart finds its data.
 2. `alembic upgrade head`.
-3. A fresh developer token (dev-1) and admin token, labelled 'make-run' (tokens are stored as hashes only,
-   so the ones of an earlier start cannot be shown again).
+3. A developer token (dev-1) and an admin token, labelled 'make-run', kept in var/devstack-tokens.json (0600) and
+   reused at the next start while they are valid; Flower's password is generated once into var/flower-auth (0600)
+   unless FLOWER_BASIC_AUTH is set.
 4. The Procfile's web, worker, beat and flower under honcho, until SIGINT/SIGTERM; then the embedded
    servers are shut down cleanly.
 
@@ -18,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -162,19 +164,56 @@ def start_redis(server: EmbeddedRedis) -> str:
     return server.url(0)
 
 
-def create_tokens(database_url: str) -> tuple[str, str]:
-    from models.db import Database
-    from models.tokens import create_token
+def _private_file(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (mode 0600 from the start, never briefly wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
+
+def create_tokens(database_url: str) -> tuple[str, str]:
+    """The dev and admin tokens of `make run`: those stored in var/devstack-tokens.json while they are still valid
+    (a restart does not mint new never-expiring tokens), else new ones, stored there with mode 0600."""
+    from models.db import Database
+    from models.tokens import create_token, find_principal
+
+    path = VAR / "devstack-tokens.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
     db = Database()
     db.configure(database_url, pool_size=1)
     try:
         with db.transaction() as session:
-            developer = create_token(session, DEVELOPER, label="make-run")
-            admin = create_token(session, None, admin=True, label="make-run")
+            tokens: dict[str, str] = {}
+            for key, developer_id in (("developer", DEVELOPER), ("admin", None)):
+                kept = stored.get(key) if isinstance(stored, dict) else None
+                principal = find_principal(session, kept) if isinstance(kept, str) else None
+                if isinstance(kept, str) and principal is not None and principal.developer_id == developer_id:
+                    tokens[key] = kept
+                else:
+                    tokens[key] = create_token(session, developer_id, admin=developer_id is None, label="make-run")
     finally:
         db.dispose()
-    return developer, admin
+    _private_file(path, json.dumps(tokens) + "\n")
+    return tokens["developer"], tokens["admin"]
+
+
+def flower_basic_auth(env: dict[str, str]) -> str:
+    """FLOWER_BASIC_AUTH when set; else a generated password kept in var/flower-auth (0600): Flower has no default."""
+    if env.get("FLOWER_BASIC_AUTH"):
+        return env["FLOWER_BASIC_AUTH"]
+    path = VAR / "flower-auth"
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        value = ""
+    if not value.startswith("admin:") or len(value) < 20:
+        value = f"admin:{secrets.token_urlsafe(18)}"
+        _private_file(path, value + "\n")
+    return value
 
 
 def celery_app_problem(env: dict[str, str]) -> str | None:
@@ -230,7 +269,8 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         "",
         f"    curl -sS -H 'Authorization: Bearer {developer}' {api}/api/workflow/batches/{batch_id}",
         "",
-        "  These tokens are new at every start. `source var/devstack.env` sets them in another shell.",
+        "  These tokens are kept in var/devstack-tokens.json (mode 0600) and reused at the next start while valid",
+        "  (revoke with `flask --app app tokens revoke --id N`). `source var/devstack.env` sets them in another shell.",
         "  Stop with Ctrl-C: the processes stop, then the embedded servers (data stays in ./var).",
         "=" * 78,
         "",
@@ -243,9 +283,7 @@ def write_env_file(env: dict[str, str], developer: str, admin: str) -> Path:
     values = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"],
               "DEVPULSE_API_URL": f"http://127.0.0.1:{env['PORT']}", "DEVPULSE_TOKEN": developer,
               "DEVPULSE_ADMIN_TOKEN": admin}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.writelines(f"export {k}='{v}'\n" for k, v in values.items())
+    _private_file(path, "".join(f"export {k}='{v}'\n" for k, v in values.items()))
     return path
 
 
@@ -314,12 +352,10 @@ def run(argv: list[str]) -> int:
     args = parse_args(argv)
     processes = [] if args.no_procs else list(dict.fromkeys(args.processes or PROCESSES))
     env = dict(os.environ)
-    settings = Settings.from_env(env)
     env.setdefault("PORT", "8000")
     env.setdefault("FLOWER_PORT", "5555")
     env.setdefault("WEB_CONCURRENCY", "2")
     env.setdefault("WORKER_CONCURRENCY", "2")
-    env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
 
@@ -353,6 +389,7 @@ def run(argv: list[str]) -> int:
         if not env.get("REDIS_URL"):
             redis = EmbeddedRedis(VAR / "redis", int(env.get("DEVPULSE_REDIS_PORT") or 63799), durable=True)
             env["REDIS_URL"] = start_redis(redis)
+        env["FLOWER_BASIC_AUTH"] = flower_basic_auth(env)
         database_url = Settings(database_url=env["DATABASE_URL"]).sqlalchemy_url
         print("devstack: alembic upgrade head", flush=True)
         migrate(database_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -17,8 +18,11 @@ from sqlalchemy.orm import Session
 
 from activity.metrics import SLOT_COLUMNS, compute_slots, slot_ceil, slot_floor
 from activity.sessions import MAX_DEBUG_SESSION
+from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.event_reader import debug_starts, developer_events, sessions_started_before
 from models.tables import ActivityBreakdown, Batch, MetricSlot
+
+JOB = "aggregate"
 
 
 def lock_developer(session: Session, scope: str, developer_id: str) -> None:
@@ -86,8 +90,23 @@ def aggregate_developer(session: Session, developer_id: str, first_ts: datetime,
 
 
 def aggregate_batch(session: Session, batch: Batch, *, idle_timeout_seconds: int,
-                    max_debug: timedelta = MAX_DEBUG_SESSION) -> dict[str, int]:
+                    max_debug: timedelta = MAX_DEBUG_SESSION, is_replay: bool = False) -> dict[str, Any]:
+    """Recompute the slots this batch can change, and those of the developer's other batches waiting for
+    aggregation (one run covers them all: see models/coalescing.py); a covered batch has nothing left to do."""
     if batch.first_ts is None or batch.last_ts is None:
         return {"slots": 0}
-    return {"slots": aggregate_developer(session, batch.developer_id, batch.first_ts, batch.last_ts,
-                                         idle_timeout_seconds=idle_timeout_seconds, max_debug=max_debug)}
+    lock_developer(session, "metrics", batch.developer_id)
+    if not is_replay and (by := covered_by(session, batch, JOB)) is not None:
+        return {"slots": 0, "covered_by": str(by)}
+    others = [] if is_replay else waiting_batches(session, batch, JOB)
+    idle = timedelta(seconds=idle_timeout_seconds)
+    ranges = [affected_range(session, batch.developer_id, b.first_ts, b.last_ts, idle=idle, max_debug=max_debug)
+              for b in (batch, *others) if b.first_ts is not None and b.last_ts is not None]
+    slots = 0
+    for since, until in merge_spans([(r.since, r.until) for r in ranges]):
+        # Overlapping ranges merge into one; the widest context of those merged serves them all.
+        context = max(r.context for r in ranges if r.since < until and since < r.until)
+        slots += recompute_slots(session, batch.developer_id, SlotRange(since, until, context),
+                                 idle_timeout_seconds=idle_timeout_seconds, max_debug=max_debug)
+    mark_covered(session, others, JOB, by=batch)
+    return {"slots": slots, **({"covered": len(others)} if others else {})}

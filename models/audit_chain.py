@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, func, select, text
+from sqlalchemy import CursorResult, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models.db import Database
@@ -311,16 +311,25 @@ def verify_chain(session: Session, *, since: datetime | None = None, chunk: int 
 # --- a batch's trail ----------------------------------------------------------------------------------------
 
 
-def batch_trail(session: Session, batch_id: uuid.UUID | str) -> list[dict[str, Any]] | None:
-    """Every audit record of a batch in the order written (id), or None if the batch is unknown.
+def batch_trail(session: Session, developer_id: str, batch_id: uuid.UUID | str) -> list[dict[str, Any]] | None:
+    """Every audit record of one developer's batch in the order written (id), or None if the batch is unknown.
 
-    `intact` is whether a sealed record's content still matches its content_hash (None: not sealed yet).
+    A batch id is unique per developer only, and audit records keep the batch id alone: a record is the
+    developer's when its details name the developer, or, when they name none (records written by code that does
+    not know it, and records from before batch ids were per developer), when it carries the batch's correlation
+    id. `intact` is whether a sealed record's content still matches its content_hash (None: not sealed yet).
     """
     bid = uuid.UUID(str(batch_id))
-    if session.get(Batch, bid) is None:
+    batch = session.get(Batch, (developer_id, bid))
+    if batch is None:
         return None
+    named = AuditRecord.details["developer_id"].astext
     rows = session.execute(
-        select(*_CONTENT_COLUMNS, *_SEAL_COLUMNS).where(AuditRecord.batch_id == bid).order_by(AuditRecord.id)
+        select(*_CONTENT_COLUMNS, *_SEAL_COLUMNS)
+        .where(AuditRecord.batch_id == bid,
+               or_(named == developer_id,
+                   and_(named.is_(None), AuditRecord.correlation_id == batch.correlation_id)))
+        .order_by(AuditRecord.id)
     ).all()
     return [
         {

@@ -2,7 +2,8 @@
 
 persisted -> dispatched -> processing -> processed | processed_with_errors | failed.
 Every transition is a conditional UPDATE, so a late or repeated message can
-never move a batch backwards.
+never move a batch backwards. A batch is identified by (developer_id, batch_id):
+a batch id is unique per developer only.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from models.tables import AuditRecord, Batch, BatchJob, BatchStatus, QuarantinedEvent
 
@@ -30,43 +32,49 @@ def audit(session: Session, step: str, *, batch_id: uuid.UUID | str | None, corr
     ))
 
 
-def mark_processing(session: Session, batch_id: uuid.UUID) -> None:
+def _is(developer_id: str, batch_id: uuid.UUID) -> ColumnElement[bool]:
+    """The WHERE clause of one developer's batch."""
+    return and_(Batch.developer_id == developer_id, Batch.batch_id == batch_id)
+
+
+def mark_processing(session: Session, developer_id: str, batch_id: uuid.UUID) -> None:
     # clock_timestamp(), not now(): the header jobs wait here for each other's row lock, and now() (the start of
     # a transaction) would let a job that waited longer appear to start before the batch began processing.
     session.execute(
         update(Batch)
-        .where(Batch.batch_id == batch_id, Batch.status.in_((BatchStatus.PERSISTED, BatchStatus.DISPATCHED)))
+        .where(_is(developer_id, batch_id), Batch.status.in_((BatchStatus.PERSISTED, BatchStatus.DISPATCHED)))
         .values(status=BatchStatus.PROCESSING, processing_started_at=func.clock_timestamp(), updated_at=func.now())
     )
 
 
-def job_started(session: Session, batch_id: uuid.UUID, job: str, task_id: str | None, is_replay: bool) -> None:
-    stmt = insert(BatchJob).values(batch_id=batch_id, job=job, status="running", attempts=1, task_id=task_id,
-                                   is_replay=is_replay, started_at=func.clock_timestamp(), finished_at=None,
-                                   error=None)
+def job_started(session: Session, developer_id: str, batch_id: uuid.UUID, job: str, task_id: str | None,
+                is_replay: bool) -> None:
+    stmt = insert(BatchJob).values(developer_id=developer_id, batch_id=batch_id, job=job, status="running",
+                                   attempts=1, task_id=task_id, is_replay=is_replay,
+                                   started_at=func.clock_timestamp(), finished_at=None, error=None)
     session.execute(stmt.on_conflict_do_update(
-        index_elements=[BatchJob.batch_id, BatchJob.job],
+        index_elements=[BatchJob.developer_id, BatchJob.batch_id, BatchJob.job],
         set_={"status": "running", "attempts": BatchJob.attempts + 1, "task_id": task_id, "is_replay": is_replay,
               "started_at": func.clock_timestamp(), "finished_at": None, "duration_ms": None, "error": None},
     ))
 
 
-def job_finished(session: Session, batch_id: uuid.UUID, job: str, ok: bool, duration_ms: int,
+def job_finished(session: Session, developer_id: str, batch_id: uuid.UUID, job: str, ok: bool, duration_ms: int,
                  error: str | None = None) -> None:
     session.execute(
         update(BatchJob)
-        .where(BatchJob.batch_id == batch_id, BatchJob.job == job)
+        .where(BatchJob.developer_id == developer_id, BatchJob.batch_id == batch_id, BatchJob.job == job)
         .values(status="ok" if ok else "failed", finished_at=func.now(), duration_ms=duration_ms, error=error)
     )
 
 
-def complete_batch(session: Session, batch_id: uuid.UUID, results: list[dict[str, Any]], correlation_id: str,
-                   is_replay: bool) -> str | None:
+def complete_batch(session: Session, developer_id: str, batch_id: uuid.UUID, results: list[dict[str, Any]],
+                   correlation_id: str, is_replay: bool) -> str | None:
     """The chord callback's effect. Idempotent: a second run with the same results changes nothing.
 
     Returns the new status, or None when nothing changed.
     """
-    batch = session.execute(select(Batch).where(Batch.batch_id == batch_id).with_for_update()).scalar_one_or_none()
+    batch = session.execute(select(Batch).where(_is(developer_id, batch_id)).with_for_update()).scalar_one_or_none()
     if batch is None:
         return None
     failures = [r for r in results if isinstance(r, dict) and not r.get("ok")]
@@ -79,31 +87,46 @@ def complete_batch(session: Session, batch_id: uuid.UUID, results: list[dict[str
     batch.completed_at = now()
     batch.updated_at = now()
     audit(session, "completed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
-          status=status, failed_jobs=[r.get("job") for r in failures], errors=error)
+          developer_id=developer_id, status=status, failed_jobs=[r.get("job") for r in failures], errors=error)
     return status
 
 
-def fail_batch(session: Session, batch_id: uuid.UUID, error: str, correlation_id: str, is_replay: bool) -> bool:
+def fail_batch(session: Session, developer_id: str, batch_id: uuid.UUID, error: str, correlation_id: str,
+               is_replay: bool) -> bool:
     """A hard failure of the canvas (callback crashed, time limit): recorded, never over a completed run."""
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result has rowcount
         update(Batch)
-        .where(Batch.batch_id == batch_id, Batch.status.in_((BatchStatus.PERSISTED, *BatchStatus.in_flight())))
+        .where(_is(developer_id, batch_id), Batch.status.in_((BatchStatus.PERSISTED, *BatchStatus.in_flight())))
         .values(status=BatchStatus.FAILED, last_error=error[:2000], completed_at=func.now(), updated_at=func.now())
     )
     if result.rowcount:
         audit(session, "failed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
-              error=error[:2000])
+              developer_id=developer_id, error=error[:2000])
     return bool(result.rowcount)
 
 
-def batch_with_jobs(session: Session, batch_id: uuid.UUID) -> tuple[Batch, list[BatchJob], int] | None:
-    """A batch, its per-job rows (by job name) and how many of its events are quarantined."""
-    batch = session.get(Batch, batch_id)
+def find_batch(session: Session, developer_id: str, batch_id: uuid.UUID, *, lock: bool = False) -> Batch | None:
+    """One developer's batch (a batch id is unique per developer only)."""
+    return session.get(Batch, (developer_id, batch_id), with_for_update=lock or None)
+
+
+def batch_owners(session: Session, batch_id: uuid.UUID) -> list[str]:
+    """The developers who own a batch with this id, sorted (admins and operators look a batch up by id alone)."""
+    return list(session.execute(
+        select(Batch.developer_id).where(Batch.batch_id == batch_id).order_by(Batch.developer_id)).scalars())
+
+
+def batch_with_jobs(session: Session, developer_id: str,
+                    batch_id: uuid.UUID) -> tuple[Batch, list[BatchJob], int] | None:
+    """A developer's batch, its per-job rows (by job name) and how many of its events are quarantined."""
+    batch = find_batch(session, developer_id, batch_id)
     if batch is None:
         return None
-    jobs = session.execute(select(BatchJob).where(BatchJob.batch_id == batch_id).order_by(BatchJob.job)).scalars()
+    jobs = session.execute(select(BatchJob).where(BatchJob.developer_id == developer_id, BatchJob.batch_id == batch_id)
+                           .order_by(BatchJob.job)).scalars()
     quarantined = session.execute(
         select(func.count(QuarantinedEvent.event_id.distinct()))
-        .where(QuarantinedEvent.batch_id == batch_id, QuarantinedEvent.released_at.is_(None))
+        .where(QuarantinedEvent.developer_id == developer_id, QuarantinedEvent.batch_id == batch_id,
+               QuarantinedEvent.released_at.is_(None))
     ).scalar_one()
     return batch, list(jobs), quarantined

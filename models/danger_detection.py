@@ -22,6 +22,7 @@ from activity.danger import DangerThresholds, Detection, severity_rank
 from models.aggregation import lock_developer
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
+from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.event_reader import developer_events
 from models.tables import Alert, Batch
 
@@ -31,6 +32,8 @@ log = logging.getLogger("devpulse.danger")
 WINDOW = timedelta(hours=24)
 
 # Patterns measured over sliding windows or runs, whose episodes cannot overlap themselves.
+JOB = "detect_danger"
+
 OVERLAP_PATTERNS = frozenset({"excessive_errors", "high_ai_dependency", "no_break", "late_night_work"})
 
 
@@ -139,30 +142,45 @@ def store_detections(
 
 
 def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thresholds: DangerThresholds,
-                     freshness: timedelta, timezone: str | None = None) -> dict[str, Any]:
+                     freshness: timedelta, timezone: str | None = None, is_replay: bool = False) -> dict[str, Any]:
+    """Re-derive the alerts around this batch, and around the developer's other batches waiting for detection
+    (one run covers them: see models/coalescing.py)."""
     if batch.first_ts is None or batch.last_ts is None:
         return {"alerts": 0, "notify": []}
     lock_developer(session, "danger", batch.developer_id)
-    start, end = batch.first_ts - WINDOW, batch.last_ts + WINDOW
+    if not is_replay and (by := covered_by(session, batch, JOB)) is not None:
+        return {"alerts": 0, "notify": [], "covered_by": str(by)}
+    others = [] if is_replay else waiting_batches(session, batch, JOB)
+    windows = merge_spans([(b.first_ts - WINDOW, b.last_ts + WINDOW) for b in (batch, *others)
+                           if b.first_ts is not None and b.last_ts is not None])
     # Debug sessions last at most max_debug_session_hours (activity/sessions.py): the window reaches that far
     # back for sessions that started before it, and never further.
     reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
-    events = developer_events(session, batch.developer_id, since=start - reach, until=end, job="detect_danger",
-                              payload_types=danger.PAYLOAD_TYPES)
-    detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
+    zone = ZoneInfo(timezone) if timezone else None
+    written, found = 0, 0
+    push: list[Alert] = []
+    errors: dict[str, str] = {}
+    for start, end in windows:
+        events = developer_events(session, batch.developer_id, since=start - reach, until=end, job=JOB,
+                                  payload_types=danger.PAYLOAD_TYPES)
+        detections, failed = danger.detect(events, thresholds, zone)
+        errors.update(failed)
+        stored, pushed = store_detections(
+            session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
+            now=datetime.now(UTC), freshness=freshness, scope=(start, end),
+        )
+        written, found, push = written + stored, found + len(detections), push + pushed
     for name, error in sorted(errors.items()):
         log.error("danger rule %s failed: %s", name, error)
-    now = datetime.now(UTC)
-    written, push = store_detections(
-        session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
-        now=now, freshness=freshness, scope=(start, end),
-    )
+    mark_covered(session, others, JOB, by=batch)
     result: dict[str, Any] = {
         "alerts": written,
-        "detections": len(detections),
+        "detections": found,
         # Pushed only after commit, by the task: never announce what might roll back.
         "notify": [alert_document(a) for a in push],
     }
+    if others:
+        result["covered"] = len(others)
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
     return result

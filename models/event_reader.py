@@ -37,23 +37,16 @@ def to_event(row: Row[Any]) -> NormalizedEvent:
                            project=row.project)
 
 
-def to_event_of_raw(row: Row[Any]) -> NormalizedEvent:
-    """The rules' value of a `stored_event_rows` row (the raw event as sent)."""
-    raw = row.raw if isinstance(row.raw, dict) else {}
-    payload = raw.get("payload")
-    event_type, upcast_payload = upcast(row.type, row.schema_version, payload if isinstance(payload, dict) else {})
-    return NormalizedEvent(event_id=str(row.event_id), type=event_type, ts=row.corrected_ts, payload=upcast_payload,
-                           received_at=row.received_at, seq=row.seq)
-
-
 def _read(session: Session, stmt: Select[Any]) -> list[NormalizedEvent]:
     return [to_event(row) for row in session.execute(stmt)]
 
 
-def batch_rows(session: Session, batch_id: uuid.UUID, *, job: str) -> list[Row[Any]]:
-    """A batch's stored events in batch order, with what normalization stores beside the upcast event."""
-    stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.developer_id)
-    return list(session.execute(stmt.where(RawEvent.batch_id == batch_id, not_quarantined(job)).order_by(RawEvent.seq)))
+def batch_rows(session: Session, batch_id: uuid.UUID, *, developer_id: str, job: str) -> list[Row[Any]]:
+    """One developer's batch's stored events in batch order, with what normalization stores beside the upcast
+    event (a batch id is unique per developer only: another developer's batch may carry the same id)."""
+    stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.developer_id).where(
+        RawEvent.developer_id == developer_id, RawEvent.batch_id == batch_id, not_quarantined(job))
+    return list(session.execute(stmt.order_by(RawEvent.seq)))
 
 
 def developer_events(
@@ -103,9 +96,8 @@ def stored_event_rows(session: Session, *, developer_id: str, batch_id: uuid.UUI
                       after: tuple[Any, ...] | None = None, limit: int = 100) -> list[Row[Any]]:
     """Stored events as clients sent them (raw), in batch order for a batch, else in time order; keyset-paginated
     by `after` (the last row's (seq,) for a batch, (corrected_ts, received_at, seq, event_id) otherwise)."""
-    stmt = select(RawEvent.event_id, RawEvent.batch_id, RawEvent.seq, RawEvent.type, RawEvent.schema_version,
-                  RawEvent.corrected_ts, RawEvent.received_at, RawEvent.raw).where(
-        RawEvent.developer_id == developer_id)
+    # The rows carry `_COLUMNS` too, so `to_event` turns them into the rules' values (the alert's events).
+    stmt = select(*_COLUMNS, RawEvent.batch_id, RawEvent.raw).where(RawEvent.developer_id == developer_id)
     if batch_id is not None:
         stmt = stmt.where(RawEvent.batch_id == batch_id)
         if after is not None:

@@ -1,9 +1,11 @@
 """Writing one validated batch: batch row, raw events, audit records and outbox row in one transaction.
 
 Exactly-once persistence rests on two unique keys, never on a cache:
-`batches.batch_id` decides batch-level resends and `raw_events.event_id`
-decides event-level duplicates, so concurrent overlapping posts still store
-each event once.
+`batches (developer_id, batch_id)` decides batch-level resends and
+`raw_events (developer_id, event_id)` decides event-level duplicates, so
+concurrent overlapping posts still store each event once. Both keys are per
+developer: another developer's use of the same ids neither drops this
+developer's events nor tells either of them that the ids exist.
 """
 
 from __future__ import annotations
@@ -95,12 +97,13 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
             duplicates=0,
             rejected=len(prepared.rejections),
         )
-        .on_conflict_do_nothing(index_elements=[Batch.batch_id])
+        .on_conflict_do_nothing(index_elements=[Batch.developer_id, Batch.batch_id])
         .returning(Batch.batch_id)
     ).first()
+    key = (prepared.developer_id, prepared.batch_id)
     if inserted is None:
-        # A resend (possibly concurrent: the unique index made us wait for the first commit).
-        existing = session.get(Batch, prepared.batch_id)
+        # A resend by the same developer (possibly concurrent: the unique index made us wait for the first commit).
+        existing = session.get(Batch, key)
         assert existing is not None
         kind = "duplicate_batch" if existing.content_hash == prepared.content_hash else "conflict"
         return PersistOutcome(kind=kind, batch=existing)
@@ -108,7 +111,8 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
     accepted: list[str] = []
     if prepared.events:
         # Ascending key order: concurrent overlapping batches then take the unique-index locks in one
-        # global order and cannot deadlock (PostgreSQL would abort one of them).
+        # global order and cannot deadlock (PostgreSQL would abort one of them). All events of a batch share
+        # its developer, so ordering by event_id is ordering by the key (developer_id, event_id).
         ordered = sorted(prepared.events, key=lambda e: e.event_id)
         batch_id = str(prepared.batch_id)
         rows = [
@@ -124,7 +128,7 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
                 cursor,
                 "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
                 " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                " ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id",
                 rows, template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 page_size=len(rows), fetch=True,
             )
@@ -138,7 +142,7 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
 
     session.execute(
         update(Batch)
-        .where(Batch.batch_id == prepared.batch_id)
+        .where(Batch.developer_id == prepared.developer_id, Batch.batch_id == prepared.batch_id)
         .values(
             accepted=len(accepted),
             duplicates=len(duplicate_ids),
@@ -149,24 +153,27 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
         )
     )
 
-    originals = _original_batches(session, earlier_duplicates) if earlier_duplicates else {}
+    originals = _original_batches(session, prepared.developer_id, earlier_duplicates) if earlier_duplicates else {}
     _write_audit(session, prepared, len(accepted), duplicate_ids, originals)
 
     outbox_id = None
     if accepted:
         outbox_id = session.execute(
             insert(Outbox)
-            .values(batch_id=prepared.batch_id, correlation_id=prepared.correlation_id)
+            .values(developer_id=prepared.developer_id, batch_id=prepared.batch_id,
+                    correlation_id=prepared.correlation_id)
             .returning(Outbox.id)
         ).scalar_one()
-    batch = session.get(Batch, prepared.batch_id)
+    batch = session.get(Batch, key)
     return PersistOutcome(kind="stored", batch=batch, accepted_ids=accepted, duplicate_ids=duplicate_ids,
                           outbox_id=outbox_id)
 
 
-def _original_batches(session: Session, event_ids: list[str]) -> dict[str, str]:
+def _original_batches(session: Session, developer_id: str, event_ids: list[str]) -> dict[str, str]:
+    """The developer's batch that stored each of these event ids first (never another developer's)."""
     rows = session.execute(
-        select(RawEvent.event_id, RawEvent.batch_id).where(RawEvent.event_id.in_([uuid.UUID(i) for i in event_ids]))
+        select(RawEvent.event_id, RawEvent.batch_id)
+        .where(RawEvent.developer_id == developer_id, RawEvent.event_id.in_([uuid.UUID(i) for i in event_ids]))
     )
     return {str(event_id): str(batch_id) for event_id, batch_id in rows}
 
@@ -179,17 +186,21 @@ def _write_audit(
     originals: dict[str, str],
 ) -> None:
     base = {"correlation_id": prepared.correlation_id, "batch_id": prepared.batch_id}
+    # Every record names the developer: a batch id is unique per developer only (see audit_chain.batch_trail).
+    developer = {"developer_id": prepared.developer_id}
     records: list[dict[str, Any]] = [
         {**base, "step": "received",
-         "details": {"received": prepared.received, "developer_id": prepared.developer_id,
+         "details": {"received": prepared.received, **developer,
                      "source": prepared.source, "received_at": prepared.received_at.isoformat()}},
         {**base, "step": "validated",
          "details": {"valid": prepared.received - len(prepared.rejections), "rejected": len(prepared.rejections),
-                     "rejections": [r.as_dict() for r in prepared.rejections]}},
+                     "rejections": [r.as_dict() for r in prepared.rejections], **developer}},
     ]
     batch_id = str(prepared.batch_id)
     for event_id in duplicate_ids:
         records.append({**base, "step": "deduplicated",
-                        "details": {"event_id": event_id, "original_batch_id": originals.get(event_id, batch_id)}})
-    records.append({**base, "step": "persisted", "details": {"accepted": accepted, "duplicates": len(duplicate_ids)}})
+                        "details": {"event_id": event_id, "original_batch_id": originals.get(event_id, batch_id),
+                                    **developer}})
+    records.append({**base, "step": "persisted",
+                    "details": {"accepted": accepted, "duplicates": len(duplicate_ids), **developer}})
     session.execute(insert(AuditRecord), records)

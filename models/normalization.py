@@ -1,4 +1,4 @@
-"""Normalization job: one `normalized_events` row per raw event of a batch, upserted by event_id."""
+"""Normalization job: one `normalized_events` row per raw event of a batch, upserted by (developer_id, event_id)."""
 
 from __future__ import annotations
 
@@ -33,16 +33,18 @@ def normalized_row(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-_COLUMNS = ("batch_id", "seq", "developer_id", "type", "source_schema_version", "ts", "utc_offset_minutes",
+_COLUMNS = ("batch_id", "seq", "type", "source_schema_version", "ts", "utc_offset_minutes",
             "session_id", "language", "file_path", "payload")
 _insert = insert(NormalizedEvent)
 _UPSERT = _insert.on_conflict_do_update(
-    index_elements=[NormalizedEvent.event_id], set_={c: _insert.excluded[c] for c in _COLUMNS}
+    index_elements=[NormalizedEvent.developer_id, NormalizedEvent.event_id],
+    set_={c: _insert.excluded[c] for c in _COLUMNS},
 )
 
 
 def normalize_batch(session: Session, batch: Batch) -> dict[str, int]:
-    rows = [normalized_row(r) for r in batch_rows(session, batch.batch_id, job="normalize")]
+    rows = [normalized_row(r)
+            for r in batch_rows(session, batch.batch_id, developer_id=batch.developer_id, job="normalize")]
     if rows:
         # Recomputed from the raw event every time: running twice changes nothing. Executed as an
         # executemany of one cached statement (not a VALUES list compiled anew for every batch).

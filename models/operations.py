@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
-from models.batch_lifecycle import audit
+from models.batch_lifecycle import audit, find_batch
 from models.db import Database
 from models.outbox import enqueue
 from models.quarantine import release
@@ -29,6 +29,16 @@ QUEUED = "queued (the relay will publish it)"
 
 class UnknownBatchError(LookupError):
     pass
+
+
+class AmbiguousBatchError(LookupError):
+    """A batch id alone names batches of several developers (batch ids are unique per developer only)."""
+
+    def __init__(self, batch_id: uuid.UUID, developers: list[str]) -> None:
+        super().__init__(f"batch {batch_id} belongs to {len(developers)} developers ({', '.join(developers)}); "
+                         "choose one with --developer")
+        self.batch_id = batch_id
+        self.developers = developers
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -73,10 +83,14 @@ def replay_skip_reason(batch: Batch) -> str | None:
 def replay_candidates(session: Session, *, batch_id: uuid.UUID | None = None, developer_id: str | None = None,
                       since: datetime | None = None, until: datetime | None = None,
                       lock: bool = False) -> list[Batch]:
-    """One batch by id (UnknownBatchError if missing), or a developer's batches with accepted events
-    whose event time span [first_ts, last_ts] overlaps [since, until)."""
+    """One batch by id, of `developer_id` if given (UnknownBatchError if missing; AmbiguousBatchError if the id
+    alone names batches of several developers), or a developer's batches with accepted events whose event time
+    span [first_ts, last_ts] overlaps [since, until)."""
     if batch_id is not None:
         query = select(Batch).where(Batch.batch_id == batch_id)
+        if developer_id is not None:
+            query = query.where(Batch.developer_id == developer_id)
+        query = query.order_by(Batch.developer_id)
     elif developer_id is not None:
         query = select(Batch).where(Batch.developer_id == developer_id, Batch.accepted > 0)
         if since is not None:
@@ -90,7 +104,9 @@ def replay_candidates(session: Session, *, batch_id: uuid.UUID | None = None, de
         query = query.with_for_update()
     batches = list(session.execute(query).scalars())
     if batch_id is not None and not batches:
-        raise UnknownBatchError(f"unknown batch {batch_id}")
+        raise UnknownBatchError(f"unknown batch {batch_id}" + (f" of developer {developer_id}" if developer_id else ""))
+    if batch_id is not None and len(batches) > 1:
+        raise AmbiguousBatchError(batch_id, [b.developer_id for b in batches])
     return batches
 
 
@@ -129,8 +145,9 @@ def _enqueue_replay(session: Session, batch: Batch, reason: str, *, requested_by
     batch.replay_count += 1
     batch.updated_at = datetime.now(UTC)
     audit(session, "replay_requested", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
-          is_replay=True, replay=batch.replay_count, previous_status=status, requested_by=requested_by, **details)
-    outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=True)
+          is_replay=True, developer_id=batch.developer_id, replay=batch.replay_count, previous_status=status,
+          requested_by=requested_by, **details)
+    outbox_id = enqueue(session, batch.developer_id, batch.batch_id, batch.correlation_id, is_replay=True)
     return ActionRow.of(batch, reason, "enqueued", outbox_id)
 
 
@@ -141,15 +158,17 @@ def requeue_quarantined(db: Database, publish: Publish, *, limit: int = 1000, dr
     with db.transaction() as session:
         if dry_run:
             pending = session.execute(
-                select(QuarantinedEvent.batch_id, func.count()).where(QuarantinedEvent.released_at.is_(None))
-                .group_by(QuarantinedEvent.batch_id).limit(limit)).all()
-            for batch_id, count in pending:
-                batch = session.get(Batch, batch_id)
+                select(QuarantinedEvent.developer_id, QuarantinedEvent.batch_id, func.count())
+                .where(QuarantinedEvent.released_at.is_(None))
+                .group_by(QuarantinedEvent.developer_id, QuarantinedEvent.batch_id).limit(limit)).all()
+            for developer_id, batch_id, count in pending:
+                batch = find_batch(session, developer_id, batch_id)
                 if batch is not None:
                     rows.append(ActionRow.of(batch, f"{count} quarantined event(s)", "would release and replay"))
             return rows
-        for batch_id, event_ids in release(session, limit=limit).items():
-            batch = session.get(Batch, batch_id, with_for_update=True)
+        released = release(session, limit=limit)
+        for (developer_id, batch_id), event_ids in _released_by_batch(session, released).items():
+            batch = find_batch(session, developer_id, batch_id, lock=True)
             if batch is not None:
                 rows.append(_enqueue_replay(session, batch, f"{len(event_ids)} quarantined event(s) released",
                                             requested_by=requested_by,
@@ -158,13 +177,40 @@ def requeue_quarantined(db: Database, publish: Publish, *, limit: int = 1000, dr
     return rows
 
 
+def _released_by_batch(session: Session, released: dict[uuid.UUID, list[uuid.UUID]]
+                       ) -> dict[tuple[str, uuid.UUID], list[uuid.UUID]]:
+    """{(developer_id, batch_id): event_ids} of the quarantine rows that `release` has just released.
+
+    `release` reports batch ids alone, and a batch id is unique per developer only: the developers come from the
+    released rows themselves, i.e. the rows of these batch ids whose released_at is the stamp that one release
+    wrote (the latest among the reported events).
+    """
+    if not released:
+        return {}
+    event_ids = [e for ids in released.values() for e in ids]
+    stamp = session.execute(
+        select(func.max(QuarantinedEvent.released_at))
+        .where(QuarantinedEvent.batch_id.in_(list(released)), QuarantinedEvent.event_id.in_(event_ids))
+    ).scalar_one()
+    rows = session.execute(
+        select(QuarantinedEvent.developer_id, QuarantinedEvent.batch_id, QuarantinedEvent.event_id)
+        .where(QuarantinedEvent.batch_id.in_(list(released)), QuarantinedEvent.released_at == stamp)
+        .order_by(QuarantinedEvent.id)
+    )
+    found: dict[tuple[str, uuid.UUID], list[uuid.UUID]] = {}
+    for developer_id, batch_id, event_id in rows:
+        found.setdefault((developer_id, batch_id), []).append(event_id)
+    return found
+
+
 # --- requeue ------------------------------------------------------------------------------------------------
 
 
-def _last_is_replay(session: Session, batch_id: uuid.UUID) -> bool:
+def _last_is_replay(session: Session, developer_id: str, batch_id: uuid.UUID) -> bool:
     """Whether the batch's latest dispatch was a replay (a requeue continues it as such)."""
     latest = session.execute(
-        select(Outbox.is_replay).where(Outbox.batch_id == batch_id).order_by(Outbox.id.desc()).limit(1)
+        select(Outbox.is_replay).where(Outbox.developer_id == developer_id, Outbox.batch_id == batch_id)
+        .order_by(Outbox.id.desc()).limit(1)
     ).scalar_one_or_none()
     return bool(latest)
 
@@ -188,8 +234,9 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
     Batches that already have a pending outbox record are left alone (the relay will publish it);
     a dead-letter record counts only if no later record exists for its batch.
     """
-    pending = select(Outbox.batch_id).where(Outbox.status == "pending")
-    found: dict[uuid.UUID, tuple[Batch, str, dict[str, Any]]] = {}
+    pending = select(Outbox.developer_id, Outbox.batch_id).where(Outbox.status == "pending")
+    not_pending = tuple_(Batch.developer_id, Batch.batch_id).not_in(pending)
+    found: dict[tuple[str, uuid.UUID], tuple[Batch, str, dict[str, Any]]] = {}
 
     def locked(query: Any) -> Any:
         return query.with_for_update(of=Batch, skip_locked=True) if lock else query
@@ -198,28 +245,32 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
     if stuck_for is not None:
         query = (select(Batch)
                  .where(Batch.status.in_(BatchStatus.in_flight()),
-                        Batch.updated_at < datetime.now(UTC) - stuck_for, Batch.batch_id.not_in(pending))
+                        Batch.updated_at < datetime.now(UTC) - stuck_for, not_pending)
                  .order_by(Batch.updated_at).limit(limit))
         for batch in session.execute(locked(query)).scalars():
-            found.setdefault(batch.batch_id, (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
-                                              {"reason": "stuck", "stuck_for_seconds": stuck_for.total_seconds()}))
+            found.setdefault((batch.developer_id, batch.batch_id),
+                             (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
+                              {"reason": "stuck", "stuck_for_seconds": stuck_for.total_seconds()}))
     if failed:
-        query = (select(Batch).where(Batch.status == BatchStatus.FAILED, Batch.batch_id.not_in(pending))
+        query = (select(Batch).where(Batch.status == BatchStatus.FAILED, not_pending)
                  .order_by(Batch.updated_at).limit(limit))
         for batch in session.execute(locked(query)).scalars():
-            found.setdefault(batch.batch_id, (batch, f"failed: {(batch.last_error or '?')[:60]}",
-                                              {"reason": "failed", "error": batch.last_error}))
+            found.setdefault((batch.developer_id, batch.batch_id),
+                             (batch, f"failed: {(batch.last_error or '?')[:60]}",
+                              {"reason": "failed", "error": batch.last_error}))
     if dead_letter:
         later = aliased(Outbox)
-        dead = (select(Outbox, Batch).join(Batch, Batch.batch_id == Outbox.batch_id)
+        dead = (select(Outbox, Batch)
+                .join(Batch, (Batch.developer_id == Outbox.developer_id) & (Batch.batch_id == Outbox.batch_id))
                 .where(Outbox.status == "dead_letter",
-                       ~exists().where(later.batch_id == Outbox.batch_id, later.id > Outbox.id))
+                       ~exists().where(later.developer_id == Outbox.developer_id, later.batch_id == Outbox.batch_id,
+                                       later.id > Outbox.id))
                 .order_by(Outbox.id).limit(limit))
         for record, batch in session.execute(locked(dead)).tuples():
-            found.setdefault(batch.batch_id, (batch, f"outbox #{record.id} dead-lettered after {record.attempts} "
-                                                     f"attempt(s)",
-                                              {"reason": "dead_letter", "dead_outbox_id": record.id,
-                                               "error": record.last_error, "is_replay": record.is_replay}))
+            found.setdefault((batch.developer_id, batch.batch_id),
+                             (batch, f"outbox #{record.id} dead-lettered after {record.attempts} attempt(s)",
+                              {"reason": "dead_letter", "dead_outbox_id": record.id,
+                               "error": record.last_error, "is_replay": record.is_replay}))
     return list(found.values())
 
 
@@ -236,13 +287,15 @@ def requeue(db: Database, publish: Publish, *, stuck_for: timedelta | None = Non
             if dry_run:
                 rows.append(ActionRow.of(batch, reason, "would requeue"))
                 continue
-            is_replay = details.pop("is_replay") if "is_replay" in details else _last_is_replay(session,
-                                                                                                 batch.batch_id)
-            outbox_id = enqueue(session, batch.batch_id, batch.correlation_id, is_replay=is_replay)
-            session.execute(update(Batch).where(Batch.batch_id == batch.batch_id).values(updated_at=func.now()))
+            is_replay = details.pop("is_replay") if "is_replay" in details else _last_is_replay(
+                session, batch.developer_id, batch.batch_id)
+            outbox_id = enqueue(session, batch.developer_id, batch.batch_id, batch.correlation_id,
+                                is_replay=is_replay)
+            session.execute(update(Batch).where(Batch.developer_id == batch.developer_id,
+                                                Batch.batch_id == batch.batch_id).values(updated_at=func.now()))
             audit(session, "requeued", batch_id=batch.batch_id, correlation_id=batch.correlation_id,
-                  is_replay=is_replay, status=batch.status, outbox_id=outbox_id, requested_by=requested_by,
-                  **details)
+                  is_replay=is_replay, developer_id=batch.developer_id, status=batch.status, outbox_id=outbox_id,
+                  requested_by=requested_by, **details)
             row = ActionRow.of(batch, reason, "enqueued", outbox_id)
             rows.append(row)
             queued.append(row)

@@ -43,7 +43,10 @@ def start_dispatch(session: Session, record: Outbox) -> dict[str, Any]:
     Done before the publish inside the same transaction: the batch row stays
     locked until commit, so a fast worker cannot mark it `processing` first.
     """
-    batch = session.execute(select(Batch).where(Batch.batch_id == record.batch_id).with_for_update()).scalar_one()
+    batch = session.execute(
+        select(Batch).where(Batch.developer_id == record.developer_id, Batch.batch_id == record.batch_id)
+        .with_for_update()
+    ).scalar_one()
     batch.status = "dispatched"
     batch.dispatched_at = datetime.now(UTC)
     batch.updated_at = datetime.now(UTC)
@@ -67,7 +70,8 @@ def finish_dispatch(session: Session, record: Outbox, task_ids: dict[str, str]) 
     record.attempts += 1
     record.dispatched_at = datetime.now(UTC)
     audit(session, "dispatched", batch_id=record.batch_id, correlation_id=record.correlation_id,
-          is_replay=record.is_replay, outbox_id=record.id, attempt=record.attempts, task_ids=task_ids)
+          is_replay=record.is_replay, developer_id=record.developer_id, outbox_id=record.id,
+          attempt=record.attempts, task_ids=task_ids)
 
 
 def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts: int, base: float,
@@ -83,17 +87,18 @@ def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts
         raise_admin_alert(session, "outbox_dead_letter",
                           f"Batch {record.batch_id} could not be published after {record.attempts} attempts: {error}",
                           batch_id=record.batch_id, correlation_id=record.correlation_id,
-                          context={"outbox_id": record.id, "attempts": record.attempts, "step": "outbox_publish",
-                                   "error": error[:500]})
+                          context={"developer_id": record.developer_id, "outbox_id": record.id,
+                                   "attempts": record.attempts, "step": "outbox_publish", "error": error[:500]})
         return "dead_letter"
     delay = backoff_delay(record.attempts - 1, base=base, cap=cap)
     record.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
     return "retry"
 
 
-def enqueue(session: Session, batch_id: uuid.UUID, correlation_id: str, *, is_replay: bool = False) -> int:
-    """A new pending record (sweeper, requeue, replay): the relay publishes it."""
-    record = Outbox(batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay)
+def enqueue(session: Session, developer_id: str, batch_id: uuid.UUID, correlation_id: str, *,
+            is_replay: bool = False) -> int:
+    """A new pending record for the developer's batch (sweeper, requeue, replay): the relay publishes it."""
+    record = Outbox(developer_id=developer_id, batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay)
     session.add(record)
     session.flush()
     return record.id

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -73,6 +73,8 @@ class ApiToken(Base):
     # NULL: never expires / not revoked.
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # NULL until first used; refreshed at most every few minutes (models/tokens.py).
+    last_used_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint("is_admin OR developer_id IS NOT NULL", name="developer_or_admin"),
@@ -80,10 +82,12 @@ class ApiToken(Base):
 
 
 class Batch(Base):
+    """A batch id is unique per developer: another developer's batch may carry the same id."""
+
     __tablename__ = "batches"
 
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    developer_id: Mapped[str] = mapped_column(String(128))
     correlation_id: Mapped[str] = mapped_column(String(128))
     # SHA-256 of the canonical request content: a resend with the same id must match it.
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -113,6 +117,8 @@ class Batch(Base):
         CheckConstraint("received = accepted + duplicates + rejected", name="counts_add_up"),
         Index("ix_batches_developer_received", "developer_id", "received_at"),
         Index("ix_batches_status_updated", "status", "updated_at"),
+        # Admins and operators look a batch up by its id alone (several developers may own it).
+        Index("ix_batches_batch_id", "batch_id"),
     )
 
 
@@ -121,10 +127,11 @@ class RawEvent(Base):
 
     __tablename__ = "raw_events"
 
-    # The primary key is what makes persistence exactly-once under concurrency.
+    # The primary key (developer_id, event_id) is what makes persistence exactly-once per developer under
+    # concurrency; another developer's event may carry the same id.
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"))
-    developer_id: Mapped[str] = mapped_column(String(128))
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     seq: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(64))
     schema_version: Mapped[str] = mapped_column(String(16))
@@ -137,6 +144,7 @@ class RawEvent(Base):
     raw: Mapped[dict[str, Any]]
 
     __table_args__ = (
+        ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
         Index("ix_raw_events_developer_ts", "developer_id", "corrected_ts"),
         Index("ix_raw_events_batch_seq", "batch_id", "seq"),
         Index("ix_raw_events_debug_starts", "developer_id", "corrected_ts",
@@ -148,7 +156,8 @@ class Outbox(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"))
+    developer_id: Mapped[str] = mapped_column(String(128))
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     correlation_id: Mapped[str] = mapped_column(String(128))
     is_replay: Mapped[bool] = mapped_column(server_default=text("false"))
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
@@ -159,6 +168,7 @@ class Outbox(Base):
     dispatched_at: Mapped[datetime | None]
 
     __table_args__ = (
+        ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
         CheckConstraint("status IN ('pending','dispatched','dead_letter')", name="status"),
         Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         Index("ix_outbox_batch", "batch_id"),
@@ -170,7 +180,8 @@ class BatchJob(Base):
 
     __tablename__ = "batch_jobs"
 
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.batch_id"), primary_key=True)
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     job: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))  # pending | running | ok | failed
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -180,15 +191,21 @@ class BatchJob(Base):
     finished_at: Mapped[datetime | None]
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # The batch whose run of this job also did this batch's work (models/coalescing.py); NULL when it ran itself.
+    covered_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+    __table_args__ = (
+        ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
+    )
 
 
 class NormalizedEvent(Base):
     __tablename__ = "normalized_events"
 
-    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("raw_events.event_id"), primary_key=True)
+    developer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     seq: Mapped[int] = mapped_column(Integer)
-    developer_id: Mapped[str] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(64))
     source_schema_version: Mapped[str] = mapped_column(String(16))
     ts: Mapped[datetime]
@@ -200,7 +217,10 @@ class NormalizedEvent(Base):
     payload: Mapped[dict[str, Any]]
     normalized_at: Mapped[datetime] = _now()
 
-    __table_args__ = (Index("ix_normalized_events_developer_ts", "developer_id", "ts"),)
+    __table_args__ = (
+        ForeignKeyConstraint(["developer_id", "event_id"], ["raw_events.developer_id", "raw_events.event_id"]),
+        Index("ix_normalized_events_developer_ts", "developer_id", "ts"),
+    )
 
 
 class MetricSlot(Base):

@@ -6,12 +6,14 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.tables import ApiToken
+
+LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
 def hash_token(token: str) -> str:
@@ -42,11 +44,14 @@ def create_token(
     return token
 
 
-def find_principal(session: Session, token: str, now: datetime | None = None) -> Principal | None:
+def find_principal(session: Session, token: str, now: datetime | None = None, *,
+                   record_use: bool = False) -> Principal | None:
     now = now or datetime.now(UTC)
     row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
+    if record_use:
+        touch_last_used(session, row.id, now)
     return Principal(token_id=row.id, developer_id=row.developer_id, is_admin=row.is_admin,
                      expires_at=row.expires_at)
 
@@ -57,3 +62,24 @@ def revoke_token(session: Session, token: str) -> bool:
         return False
     row.revoked_at = datetime.now(UTC)
     return True
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.execute(select(ApiToken).order_by(ApiToken.id)).scalars())
+
+
+def revoke_token_id(session: Session, token_id: int) -> bool:
+    row = session.get(ApiToken, token_id, with_for_update=True)
+    if row is None:
+        return False
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+    return True
+
+
+def touch_last_used(session: Session, token_id: int, now: datetime) -> None:
+    """Record use at most every few minutes: a lookup (cache miss) is the only write on the request path."""
+    session.execute(update(ApiToken).where(
+        ApiToken.id == token_id,
+        (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - LAST_USED_RESOLUTION),
+    ).values(last_used_at=now))

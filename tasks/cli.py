@@ -1,15 +1,15 @@
 """Operator commands on the `celery` program (registered through the `celery.commands` entry point in setup.cfg):
 
     celery -A tasks batches [--status S] [--developer D] [--limit N]
-    celery -A tasks replay  --batch ID | --developer D [--since T] [--until T]   [--dry-run]
+    celery -A tasks replay  --batch ID [--developer D] | --developer D [--since T] [--until T]   [--dry-run]
     celery -A tasks requeue [--stuck-for 15m] [--failed] [--dead-letter] [--quarantined] [--limit N] [--dry-run]
     celery -A tasks audit verify [--since T]
     celery -A tasks audit seal [--grace SECONDS]
 
 Thin: argument parsing (here) and printing. The logic lives in models/operations.py and models/audit_chain.py;
 the database is the one the workers use (DATABASE_URL), and re-dispatches go through the outbox and
-tasks.dispatch.dispatch_record like any other publish. Bad arguments exit 2, an unknown batch or a
-broken audit chain exits 1, each with a message on stderr.
+tasks.dispatch.dispatch_record like any other publish. Bad arguments exit 2, an unknown batch, a batch id that
+several developers use (without --developer) or a broken audit chain exits 1, each with a message on stderr.
 """
 
 from __future__ import annotations
@@ -176,8 +176,10 @@ def _action_table(rows: list[operations.ActionRow], *, replay: bool) -> str:
 
 
 @click.command(cls=CeleryCommand)
-@click.option("--batch", "batch_id", type=BATCH_ID, help="Replay this batch.")
-@click.option("--developer", help="Replay this developer's batches (optionally within --since/--until).")
+@click.option("--batch", "batch_id", type=BATCH_ID,
+              help="Replay this batch (with --developer when several developers use the id).")
+@click.option("--developer", help="Replay this developer's batches (optionally within --since/--until), or with "
+                                  "--batch: this developer's batch of that id.")
 @click.option("--since", type=TIMESTAMP,
               help="With --developer: batches with events at or after T (ISO 8601, or a duration ago: 2h).")
 @click.option("--until", type=TIMESTAMP, help="With --developer: batches with events before T.")
@@ -188,10 +190,11 @@ def replay(ctx: click.Context, batch_id: Any, developer: str | None, since: date
     """Re-run the downstream jobs of batches from their stored events.
 
     Each replayed batch gets replay_count + 1, an audit record `replay_requested` and a new outbox
-    record flagged is_replay; the jobs recompute their rows, so nothing is duplicated.
+    record flagged is_replay; the jobs recompute their rows, so nothing is duplicated. A batch id is unique
+    per developer only: when several developers use it, --developer picks one.
     """
-    if (batch_id is None) == (developer is None):
-        raise click.UsageError("give exactly one of --batch ID or --developer ID", ctx)
+    if batch_id is None and developer is None:
+        raise click.UsageError("give --batch ID (optionally with --developer ID) or --developer ID", ctx)
     if batch_id is not None and (since or until):
         raise click.UsageError("--since/--until select a developer's batches; use them with --developer", ctx)
     if since and until and since >= until:
@@ -200,6 +203,10 @@ def replay(ctx: click.Context, batch_id: Any, developer: str | None, since: date
         try:
             rows = operations.replay(_database(), _publish, batch_id=batch_id, developer_id=developer,
                                      since=since, until=until, dry_run=dry_run, requested_by="cli")
+        except operations.AmbiguousBatchError as exc:
+            raise click.ClickException(
+                f"batch {exc.batch_id} is ambiguous: {len(exc.developers)} developers use this id: "
+                f"{', '.join(exc.developers)}; give --developer to choose one") from exc
         except operations.UnknownBatchError as exc:
             raise click.ClickException(str(exc)) from exc
     if not rows:

@@ -7,6 +7,7 @@ broker is down the record stays pending and the relay retries with backoff.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -23,9 +24,15 @@ HEADER_JOBS = ("aggregate", "normalize", "detect_danger")
 
 
 def task_ids(ctx: dict[str, Any]) -> dict[str, str]:
-    """Readable, unique task ids: search a batch id in Flower to find all of its tasks."""
+    """Readable, unique task ids: search a batch id in Flower to find all of its tasks.
+
+    `<batch_id>.<attempt>.<job>.<developer>`, where <developer> is 8 hex digits of the SHA-256 of the developer
+    id: a batch id is unique per developer only, and two developers' batches with one id must not share task
+    ids (nor their results). The developer id itself may be long (task_id is stored in 64 characters).
+    """
     prefix = f"{ctx['batch_id']}.{ctx['attempt']}"
-    return {job: f"{prefix}.{job}" for job in (*HEADER_JOBS, "mark_batch_processed")}
+    developer = hashlib.sha256(ctx["developer_id"].encode("utf-8")).hexdigest()[:8]
+    return {job: f"{prefix}.{job}.{developer}" for job in (*HEADER_JOBS, "mark_batch_processed")}
 
 
 def build_chord(celery: Celery, ctx: dict[str, Any]) -> chord:

@@ -1,7 +1,8 @@
 """The batch chord: aggregate ∥ normalize ∥ detect_danger -> mark_batch_processed.
 
 Tasks are thin: they take a batch id and a small context, open a session and
-call a plain function in models/. A header job never raises past its retries:
+call a plain function in models/. A batch is (ctx["developer_id"], ctx["batch_id"]):
+a batch id is unique per developer only. A header job never raises past its retries:
 it returns {"ok": False, ...} so the callback still runs and the batch ends
 `processed_with_errors` instead of hanging.
 """
@@ -17,13 +18,22 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.breakers import is_connectivity_error
 from core.retry import backoff_delay
 from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
-from models.batch_lifecycle import audit, complete_batch, fail_batch, job_finished, job_started, mark_processing
+from models.batch_lifecycle import (
+    audit,
+    complete_batch,
+    fail_batch,
+    find_batch,
+    job_finished,
+    job_started,
+    mark_processing,
+)
 from models.danger_detection import detect_for_batch
 from models.developer_settings import preferences
 from models.normalization import normalize_batch
@@ -46,8 +56,9 @@ def _retry_delay(retries: int) -> float:
 
 
 def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
-    return {"batch_id": ctx.get("batch_id"), "correlation_id": ctx.get("correlation_id"), "step": step,
-            "is_replay": ctx.get("is_replay", False), **more}
+    return {"batch_id": ctx.get("batch_id"), "developer_id": ctx.get("developer_id"),
+            "correlation_id": ctx.get("correlation_id"), "step": step, "is_replay": ctx.get("is_replay", False),
+            **more}
 
 
 def run_job(
@@ -57,28 +68,34 @@ def run_job(
     """Run one header job; `work` may return "error" (a partial failure, committed work kept) and
     "notify" (items for `after_commit`, run only once the work is committed)."""
     batch_id = uuid.UUID(ctx["batch_id"])
+    developer_id: str = ctx["developer_id"]
     is_replay = bool(ctx.get("is_replay"))
     db = database()
     started = time.monotonic()
     try:
         with db.transaction() as session:
-            mark_processing(session, batch_id)
-            job_started(session, batch_id, job, task.request.id, is_replay)
+            # Bookkeeping only (the work below is its own durable transaction): no need to wait for a flush of
+            # the WAL to disk here; a crash loses at most "running", which the retry or the sweeper rewrites.
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            mark_processing(session, developer_id, batch_id)
+            job_started(session, developer_id, batch_id, job, task.request.id, is_replay)
             audit(session, "job_started", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                  is_replay=is_replay, job=job, task_id=task.request.id, attempt=task.request.retries + 1)
+                  is_replay=is_replay, developer_id=developer_id, job=job, task_id=task.request.id,
+                  attempt=task.request.retries + 1)
         with db.transaction() as session:
-            batch = session.get(Batch, batch_id)
+            batch = find_batch(session, developer_id, batch_id)
             if batch is None:
-                raise LookupError(f"batch {batch_id} does not exist")
+                raise LookupError(f"batch {batch_id} of developer {developer_id} does not exist")
             outcome = _work_or_quarantine(session, batch, job, ctx, work)
             error = outcome.pop("error", None)
             notify = outcome.pop("notify", None)
             duration_ms = int((time.monotonic() - started) * 1000)
             if not error:
                 # Recorded in the work's own transaction: one commit less per job on the critical path.
-                job_finished(session, batch_id, job, True, duration_ms)
+                job_finished(session, developer_id, batch_id, job, True, duration_ms)
                 audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                      is_replay=is_replay, job=job, ok=True, duration_ms=duration_ms, outcome=outcome)
+                      is_replay=is_replay, developer_id=developer_id, job=job, ok=True, duration_ms=duration_ms,
+                      outcome=outcome)
         if after_commit is not None and notify:
             try:
                 after_commit(notify)
@@ -128,15 +145,18 @@ def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseExcepti
               extra=_log_extra(ctx, job, duration_ms=duration_ms))
     TASK_OUTCOMES.labels(job, "failed").inc()
     batch_id = uuid.UUID(ctx["batch_id"])
+    developer_id: str = ctx["developer_id"]
     try:
         with database().transaction() as session:
-            job_finished(session, batch_id, job, False, duration_ms, error)
+            job_finished(session, developer_id, batch_id, job, False, duration_ms, error)
             audit(session, "job_failed", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                  is_replay=bool(ctx.get("is_replay")), job=job, error=error, attempts=task.request.retries + 1)
+                  is_replay=bool(ctx.get("is_replay")), developer_id=developer_id, job=job, error=error,
+                  attempts=task.request.retries + 1)
             raise_admin_alert(session, "job_failed", f"Job {job} failed for batch {batch_id}: {error}",
                               batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                              context={"job": job, "step": job, "attempt": task.request.retries + 1,
-                                       "task_id": task.request.id, "error": error})
+                              context={"developer_id": developer_id, "job": job, "step": job,
+                                       "attempt": task.request.retries + 1, "task_id": task.request.id,
+                                       "error": error})
     except Exception:
         log.exception("could not record the failure of job %s", job, extra=_log_extra(ctx, job))
     return {"job": job, "ok": False, "error": error}
@@ -145,7 +165,8 @@ def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseExcepti
 def _aggregate(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
     prefs = preferences(session, batch.developer_id)
     return aggregate_batch(session, batch, idle_timeout_seconds=prefs.idle_timeout_seconds,
-                           max_debug=timedelta(hours=settings().max_debug_session_hours))
+                           max_debug=timedelta(hours=settings().max_debug_session_hours),
+                           is_replay=bool(ctx.get("is_replay")))
 
 
 def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +178,8 @@ def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, An
     return detect_for_batch(session, batch, correlation_id=ctx["correlation_id"],
                             thresholds=replace(thresholds(), idle_timeout_seconds=prefs.idle_timeout_seconds),
                             timezone=prefs.timezone if prefs.timezone_set else None,
-                            freshness=timedelta(hours=settings().alert_freshness_hours))
+                            freshness=timedelta(hours=settings().alert_freshness_hours),
+                            is_replay=bool(ctx.get("is_replay")))
 
 
 @app.task(bind=True, base=DevpulseTask, name="devpulse.aggregate")
@@ -179,8 +201,8 @@ def detect_danger(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
           autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=5)
 def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx: dict[str, Any]) -> str | None:
     with database().transaction() as session:
-        status = complete_batch(session, uuid.UUID(ctx["batch_id"]), results, ctx["correlation_id"],
-                                bool(ctx.get("is_replay")))
+        status = complete_batch(session, ctx["developer_id"], uuid.UUID(ctx["batch_id"]), results,
+                                ctx["correlation_id"], bool(ctx.get("is_replay")))
     log.info("batch %s", status or "unchanged", extra=_log_extra(ctx, "completed", status=status))
     if status is not None:
         observe_completion(ctx.get("received_at"), bool(ctx.get("is_replay")))
@@ -199,10 +221,11 @@ def mark_batch_failed(request: Any, exc: Any, traceback: Any, ctx: dict[str, Any
                     extra=_log_extra(ctx, "failed"))
         return
     with database().transaction() as session:
-        if fail_batch(session, uuid.UUID(ctx["batch_id"]), error, ctx["correlation_id"], bool(ctx.get("is_replay"))):
+        if fail_batch(session, ctx["developer_id"], uuid.UUID(ctx["batch_id"]), error, ctx["correlation_id"],
+                      bool(ctx.get("is_replay"))):
             raise_admin_alert(session, "batch_failed", f"Batch {ctx['batch_id']} failed: {error}",
                               batch_id=ctx["batch_id"], correlation_id=ctx["correlation_id"],
-                              context={"step": "canvas", "error": error})
+                              context={"developer_id": ctx["developer_id"], "step": "canvas", "error": error})
     log.error("batch failed: %s", error, extra=_log_extra(ctx, "failed"))
 
 

@@ -55,3 +55,18 @@ def test_docker_compose_declares_the_services_with_health_checks():
         assert re.search(rf"^  {service}:", text, re.M), service
     assert text.count("healthcheck:") >= 3
     assert re.search(r"^volumes:", text, re.M)
+
+
+def test_flower_has_no_default_password() -> None:
+    """The Procfile and compose refuse to start Flower without FLOWER_BASIC_AUTH (no admin:devpulse default)."""
+    import subprocess
+
+    procfile = (ROOT / "Procfile").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "admin:devpulse" not in procfile + compose
+    assert "${FLOWER_BASIC_AUTH:?" in procfile and "${FLOWER_BASIC_AUTH:?" in compose
+    flower = next(line for line in procfile.splitlines() if line.startswith("flower:"))
+    # The shell expansion itself fails, naming the variable, before celery is even run.
+    probe = flower.split(":", 1)[1].replace("celery -A tasks flower", "true")
+    result = subprocess.run(["sh", "-c", probe], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode != 0 and "FLOWER_BASIC_AUTH" in result.stderr

@@ -45,11 +45,14 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body) from None
     except StorageUnavailable as exc:
         log_admin_alert("ingest_storage_unavailable", f"Batch {prepared.batch_id} answered 503: {exc}",
-                        batch_id=str(prepared.batch_id), correlation_id=prepared.correlation_id, step="ingest",
+                        batch_id=str(prepared.batch_id), developer_id=prepared.developer_id,
+                        correlation_id=prepared.correlation_id, step="ingest",
                         event_ids=[str(e.event_id) for e in prepared.events[:50]], cause=str(exc.__cause__)[:300])
         raise ApiError(503, "storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}],
                        headers={"Retry-After": str(exc.retry_after)}) from exc
 
+    # Both outcomes concern this developer's own earlier batch of that id (batch ids are unique per developer):
+    # another developer's use of the id is never visible here.
     if outcome.kind == "conflict":
         raise ApiError(409, "batch_conflict",
                        "This batch_id was already used for different content; use a new batch_id.",

@@ -28,7 +28,9 @@ def test_batch_events_audit_and_outbox_are_written_together(client, token, clean
     details = dict(query(clean_db, "SELECT step, details FROM audit_log"))
     assert details["received"]["received"] == 4
     assert (details["validated"]["valid"], details["validated"]["rejected"]) == (3, 1)
-    assert details["persisted"] == {"accepted": 2, "duplicates": 1}
+    assert details["persisted"] == {"accepted": 2, "duplicates": 1, "developer_id": "dev-1"}
+    # Every record names the developer: a batch id is unique per developer only.
+    assert {d["developer_id"] for d in details.values()} == {"dev-1"}
     outbox = query(clean_db, "SELECT batch_id, correlation_id, status, is_replay FROM outbox")
     assert [(str(o[0]), o[1], o[2], o[3]) for o in outbox] == [(bid, "corr-atomic", "pending", False)]
     batch_row = query(clean_db, "SELECT status, received, accepted, duplicates, rejected, correlation_id "

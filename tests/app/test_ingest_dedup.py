@@ -31,7 +31,8 @@ def test_event_stored_by_an_earlier_batch_is_a_duplicate(client, token, clean_db
     assert rows[b["event_id"]].raw == b
     audit = query(clean_db, "SELECT details FROM audit_log WHERE batch_id = :b AND step = 'deduplicated'",
                   b=second["batch_id"])
-    assert [d[0] for d in audit] == [{"event_id": b["event_id"], "original_batch_id": first["batch_id"]}]
+    assert [d[0] for d in audit] == [{"event_id": b["event_id"], "original_batch_id": first["batch_id"],
+                                      "developer_id": "dev-1"}]
     assert query(clean_db, "SELECT accepted, duplicates FROM batches WHERE batch_id = :b", b=second["batch_id"]) \
         == [(1, 1)]
 
@@ -47,7 +48,8 @@ def test_event_repeated_inside_one_batch_is_stored_once(client, token, clean_db)
     assert [(str(r.event_id), r.seq) for r in rows] == [(a["event_id"], 0), (b["event_id"], 1)]
     assert rows[0].raw == a  # the first occurrence is kept
     audit = query(clean_db, "SELECT details FROM audit_log WHERE step = 'deduplicated'")
-    assert [d[0] for d in audit] == [{"event_id": a["event_id"], "original_batch_id": body_sent["batch_id"]}]
+    assert [d[0] for d in audit] == [{"event_id": a["event_id"], "original_batch_id": body_sent["batch_id"],
+                                      "developer_id": "dev-1"}]
 
 
 def test_batch_of_only_duplicates_stores_nothing_new(client, token, clean_db):  # type: ignore[no-untyped-def]
@@ -103,3 +105,61 @@ def test_resending_a_rejected_batch_is_rejected_again(client, token, clean_db): 
     assert post(client, token, body).status_code == 422
     assert post(client, token, body).status_code == 422
     nothing_written(clean_db)
+
+
+# ------------------------------------------------------------------------------------------- ids are per developer
+
+
+def test_another_developers_event_and_batch_ids_are_not_duplicates(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+    """Developer B posting A's event ids and batch id first neither drops A's events nor tells either of them."""
+    token_a, token_b = make_token("dev-1"), make_token("dev-2")
+    a1, a2 = event(), edit()
+    body_a = batch([a1, a2], developer_id="dev-1")
+    # B (who learned the ids somehow) posts them first, with other content.
+    b1, b2 = dict(a1, payload={"file": "b.py"}), dict(a2, payload={**a2["payload"], "file": "b.py", "lines_added": 9})
+    body_b = batch([b1, b2], developer_id="dev-2", batch_id=body_a["batch_id"])
+    for token, body in ((token_b, body_b), (token_a, body_a)):
+        r = post(client, token, body)
+        assert r.status_code == 202, r.get_json()  # not 409 batch_conflict, not 200 duplicate
+        got = r.get_json()
+        assert (got["status"], got["accepted"], got["duplicates"], got["duplicate_event_ids"]) == \
+            ("accepted", 2, 0, [])
+
+    rows = query(clean_db, "SELECT developer_id, event_id, batch_id, raw FROM raw_events ORDER BY developer_id, seq")
+    assert [(r.developer_id, str(r.event_id), str(r.batch_id)) for r in rows] == [
+        ("dev-1", a1["event_id"], body_a["batch_id"]), ("dev-1", a2["event_id"], body_a["batch_id"]),
+        ("dev-2", a1["event_id"], body_a["batch_id"]), ("dev-2", a2["event_id"], body_a["batch_id"])]
+    assert [r.raw for r in rows[:2]] == [a1, a2]  # A's own content, not B's
+    assert query(clean_db, "SELECT developer_id, accepted, duplicates, status FROM batches ORDER BY developer_id") \
+        == [("dev-1", 2, 0, "persisted"), ("dev-2", 2, 0, "persisted")]
+    # Each batch goes to the pipeline on its own.
+    assert query(clean_db, "SELECT developer_id, batch_id::text FROM outbox ORDER BY developer_id") == [
+        ("dev-1", body_a["batch_id"]), ("dev-2", body_a["batch_id"])]
+    assert query(clean_db, "SELECT count(*) FROM audit_log WHERE step = 'deduplicated'") == [(0,)]
+
+
+def test_the_same_developer_still_deduplicates_when_another_uses_the_ids(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+    token_a, token_b = make_token("dev-1"), make_token("dev-2")
+    a1 = event()
+    body_a = batch([a1], developer_id="dev-1")
+    body_b = batch([a1], developer_id="dev-2", batch_id=body_a["batch_id"])
+    assert post(client, token_a, body_a).status_code == 202
+    assert post(client, token_b, body_b).status_code == 202
+    before = counts(clean_db)
+
+    # Each developer's resend of its own batch: 200 duplicate; other content under its own id: 409.
+    for token, body in ((token_a, body_a), (token_b, body_b)):
+        r = post(client, token, dict(body, sent_at=iso(now() + timedelta(seconds=5))))
+        assert (r.status_code, r.get_json()["status"]) == (200, "duplicate")
+        conflict = post(client, token, dict(body, events=[event()]))
+        assert (conflict.status_code, conflict.get_json()["error"]["code"]) == (409, "batch_conflict")
+    assert counts(clean_db) == before
+
+    # An event A stored before is A's duplicate (its original batch is A's), whatever B stored under that id.
+    later = batch([a1, event()], developer_id="dev-1")
+    body = post(client, token_a, later).get_json()
+    assert (body["accepted"], body["duplicates"], body["duplicate_event_ids"]) == (1, 1, [a1["event_id"]])
+    audit = query(clean_db, "SELECT details FROM audit_log WHERE step = 'deduplicated'")
+    assert [d[0] for d in audit] == [{"event_id": a1["event_id"], "original_batch_id": body_a["batch_id"],
+                                      "developer_id": "dev-1"}]
+    assert query(clean_db, "SELECT count(*) FROM raw_events WHERE event_id = :e", e=a1["event_id"]) == [(2,)]

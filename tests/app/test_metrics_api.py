@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from models.aggregation import aggregate_batch
-from models.tables import Batch, DeveloperSettings
+from models.tables import DeveloperSettings
 from tests.support.factories import auth, batch, event, iso
-from tests.support.pipeline import persist_body
+from tests.support.pipeline import persist_body, stored_batch
 
 DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -20,7 +20,7 @@ def store(db, bodies: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-
     for body in bodies:
         outcome = persist_body(db, body)
         with db.transaction() as s:
-            aggregate_batch(s, s.get(Batch, outcome.batch.batch_id), idle_timeout_seconds=300)
+            aggregate_batch(s, stored_batch(s, outcome.batch.batch_id), idle_timeout_seconds=300)
 
 
 @pytest.fixture

@@ -90,3 +90,30 @@ def test_revoke(app, client, clean_db):  # type: ignore[no-untyped-def]
     assert r.status_code == 401
     unknown = app.test_cli_runner().invoke(args=["tokens", "revoke", "dp_nope"])
     assert unknown.exit_code == 1 and "no such token" in unknown.output
+
+
+def test_expiring_tokens_list_and_revoke_by_id(app, clean_db):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    token = create(app, "dev-9", "--expires-in", "90d", "--label", "laptop")
+    [row] = token_rows(clean_db)
+    assert abs(row["expires_at"] - (datetime.now(UTC) + timedelta(days=90))) < timedelta(minutes=1)
+    bad = app.test_cli_runner().invoke(args=["tokens", "create", "dev-9", "--expires-in", "soon"])
+    assert bad.exit_code != 0 and "--expires-in" in bad.output
+
+    client = app.test_client()
+    clear_token_cache()
+    assert client.get("/api/developers/dev-9/metrics", headers=auth(token)).status_code == 200
+    listed = app.test_cli_runner().invoke(args=["tokens", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert token not in listed.output and row["token_hash"] not in listed.output  # never the token
+    [line] = [x for x in listed.output.splitlines() if x.startswith(str(row["id"]))]
+    assert "dev-9" in line and "laptop" in line
+    assert token_rows(clean_db)[0]["last_used_at"] is not None
+
+    revoked = app.test_cli_runner().invoke(args=["tokens", "revoke", "--id", str(row["id"])])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    clear_token_cache()
+    assert client.get("/api/developers/dev-9/metrics", headers=auth(token)).status_code == 401
+    missing = app.test_cli_runner().invoke(args=["tokens", "revoke", "--id", "999999"])
+    assert missing.exit_code != 0 and "no such token" in missing.output

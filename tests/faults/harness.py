@@ -458,11 +458,14 @@ def check_store(stack: FaultStack, ledger: Ledger) -> Figures:
     acked = ledger.acked_sent()
     acked_ids = [s.batch_id for s in acked]
     with stack.db.engine.connect() as c:
-        total, distinct = c.execute(text("SELECT count(*), count(DISTINCT event_id) FROM raw_events")).one()
+        # An event is stored once per (developer, event_id): the key of raw_events.
+        total, distinct = c.execute(text("SELECT count(*), count(DISTINCT (developer_id, event_id)) FROM raw_events")
+                                    ).one()
         stored_ids = {str(r[0]) for r in c.execute(text("SELECT event_id FROM raw_events"))}
         batches = c.execute(text(
             "SELECT b.batch_id::text, b.status, b.accepted, b.dispatch_count,"
-            " (SELECT count(*) FROM raw_events r WHERE r.batch_id = b.batch_id), b.last_error FROM batches b")).all()
+            " (SELECT count(*) FROM raw_events r WHERE r.developer_id = b.developer_id AND r.batch_id = b.batch_id),"
+            " b.last_error FROM batches b")).all()
         completed = dict(c.execute(text(
             "SELECT batch_id::text, count(*) FROM audit_log WHERE step = 'completed' AND NOT is_replay"
             " GROUP BY batch_id")).all())

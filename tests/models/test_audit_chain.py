@@ -228,8 +228,9 @@ def test_batch_trail_in_order_with_seal_state(clean_db: Database) -> None:
     with db.transaction() as s:
         audit(s, "replay_requested", batch_id=bid, correlation_id="corr-t", is_replay=True, replay=1)
     with db.session() as s:
-        trail = batch_trail(s, bid)
-        assert batch_trail(s, uuid.uuid4()) is None
+        trail = batch_trail(s, "dev-1", bid)
+        assert batch_trail(s, "dev-1", uuid.uuid4()) is None
+        assert batch_trail(s, "dev-2", bid) is None
     assert [r["step"] for r in trail] == ["received", "validated", "persisted", "replay_requested"]
     assert [r["id"] for r in trail] == sorted(r["id"] for r in trail)
     assert all(r["batch_id"] == str(bid) and r["correlation_id"] == "corr-t" for r in trail)

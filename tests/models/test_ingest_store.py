@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from models.ingest import PersistOutcome, PreparedBatch, PreparedEvent, Rejection, persist_batch
-from models.tables import Batch
+from models.tables import Batch, RawEvent
 
 RECEIVED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -100,8 +101,8 @@ def test_event_of_an_earlier_batch_is_a_duplicate_pointing_at_the_original(sessi
     dedup = session.execute(text("SELECT details FROM audit_log WHERE batch_id = :b AND step = 'deduplicated' "
                                  "ORDER BY id"), {"b": second.batch_id}).scalars().all()
     assert dedup == [
-        {"event_id": str(shared.event_id), "original_batch_id": str(first.batch_id)},
-        {"event_id": str(new.event_id), "original_batch_id": str(second.batch_id)},
+        {"event_id": str(shared.event_id), "original_batch_id": str(first.batch_id), "developer_id": "dev-1"},
+        {"event_id": str(new.event_id), "original_batch_id": str(second.batch_id), "developer_id": "dev-1"},
     ]
     counts = session.execute(text("SELECT received, accepted, duplicates, rejected FROM batches WHERE batch_id = :b"),
                              {"b": second.batch_id}).one()
@@ -114,7 +115,7 @@ def test_a_batch_of_only_duplicates_needs_no_processing(session):  # type: ignor
     p = prepared([pevent(0, event_id=ev.event_id)])
     outcome = persist_batch(session, p)
     assert (outcome.kind, outcome.accepted_ids, outcome.outbox_id) == ("stored", [], None)
-    row = session.get(Batch, p.batch_id)
+    row = session.get(Batch, ("dev-1", p.batch_id))
     assert (row.status, row.accepted, row.duplicates, row.first_ts, row.last_ts) == ("processed", 0, 1, None, None)
     assert count(session, "outbox", "batch_id = :b", b=p.batch_id) == 0
 
@@ -137,7 +138,7 @@ def test_counts_must_add_up(session):  # type: ignore[no-untyped-def]
             {"b": uuid.uuid4()})
 
 
-def test_an_event_id_can_be_stored_only_once(session):  # type: ignore[no-untyped-def]
+def test_an_event_id_can_be_stored_only_once_per_developer(session):  # type: ignore[no-untyped-def]
     ev = pevent(0)
     p = prepared([ev])
     persist_batch(session, p)
@@ -196,3 +197,54 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(clean_db):  # ty
     with clean_db.engine.connect() as conn:
         stored = conn.execute(text("SELECT count(*), count(DISTINCT event_id) FROM raw_events")).one()
     assert tuple(stored) == (200, 200)
+
+
+def test_batch_and_event_ids_are_unique_per_developer(session):  # type: ignore[no-untyped-def]
+    """Another developer's batch and events with the same ids are stored beside them: no duplicate, no conflict."""
+    bid, e0, e1 = uuid.uuid4(), pevent(0), pevent(1)
+    mine = persist_batch(session, prepared([e0, e1], batch_id=bid, content_hash="a" * 64))
+    theirs = persist_batch(session, replace(prepared([e1, e0], batch_id=bid, content_hash="b" * 64),
+                                            developer_id="dev-2"))
+    for outcome in (mine, theirs):
+        assert (outcome.kind, outcome.duplicate_ids) == ("stored", [])
+        assert sorted(outcome.accepted_ids) == sorted([str(e0.event_id), str(e1.event_id)])
+        assert outcome.outbox_id is not None and outcome.batch is not None
+    assert (mine.batch.developer_id, theirs.batch.developer_id) == ("dev-1", "dev-2")
+    stored = session.execute(select(RawEvent.developer_id, RawEvent.event_id).where(RawEvent.batch_id == bid)
+                             .order_by(RawEvent.developer_id, RawEvent.seq)).all()
+    assert [tuple(r) for r in stored] == [("dev-1", e0.event_id), ("dev-1", e1.event_id),
+                                          ("dev-2", e0.event_id), ("dev-2", e1.event_id)]
+    # Each developer's own resend still deduplicates against its own batch only.
+    again = persist_batch(session, replace(prepared([e1, e0], batch_id=bid, content_hash="b" * 64),
+                                           developer_id="dev-2"))
+    conflict = persist_batch(session, prepared([e0], batch_id=bid, content_hash="b" * 64))
+    assert (again.kind, conflict.kind) == ("duplicate_batch", "conflict")
+    assert again.batch.developer_id == "dev-2" and conflict.batch.developer_id == "dev-1"
+    later = persist_batch(session, replace(prepared([pevent(0, event_id=e0.event_id)]), developer_id="dev-2"))
+    assert (later.accepted_ids, later.duplicate_ids) == ([], [str(e0.event_id)])
+    [details] = session.execute(text("SELECT details FROM audit_log WHERE step = 'deduplicated' AND batch_id = :b"),
+                                {"b": later.batch.batch_id}).scalars()
+    assert details == {"event_id": str(e0.event_id), "original_batch_id": str(bid), "developer_id": "dev-2"}
+
+
+def test_two_developers_posting_the_same_ids_concurrently_both_store_them(clean_db):  # type: ignore[no-untyped-def]
+    """The same ids from two developers at once: neither waits for the other's key, both store every event; the
+    same developer's concurrent resend is still stored exactly once."""
+    bid, ids = uuid.uuid4(), [uuid.uuid4() for _ in range(50)]
+
+    def one(developer_id: str) -> PreparedBatch:
+        return replace(prepared([pevent(i, event_id=e) for i, e in enumerate(ids)], batch_id=bid),
+                       developer_id=developer_id)
+
+    outcomes = _persist_concurrently(clean_db, [one("dev-1"), one("dev-2"), one("dev-1"), one("dev-2")])
+    assert all(isinstance(o, PersistOutcome) for o in outcomes), outcomes
+    by_developer: dict[str, list[str]] = {}
+    for o in outcomes:
+        by_developer.setdefault(o.batch.developer_id, []).append(o.kind)
+    assert {d: sorted(kinds) for d, kinds in by_developer.items()} == {
+        "dev-1": ["duplicate_batch", "stored"], "dev-2": ["duplicate_batch", "stored"]}
+    assert sorted(len(o.accepted_ids) for o in outcomes) == [0, 0, 50, 50]
+    with clean_db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT developer_id, count(*), count(DISTINCT event_id) FROM raw_events "
+                                   "GROUP BY developer_id ORDER BY developer_id")).all()
+    assert [tuple(r) for r in stored] == [("dev-1", 50, 50), ("dev-2", 50, 50)]

@@ -21,17 +21,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def batch_status(db: Database, batch_id: str) -> str | None:
+def stored_batch(session: Any, batch_id: Any, developer_id: str | None = None) -> Any:
+    """The batch with this id (of this developer), or None. A batch id is unique per developer only: without a
+    developer this looks it up by id alone, for tests whose batch ids one developer uses (MultipleResultsFound
+    otherwise)."""
+    from sqlalchemy import select
+
     from models.tables import Batch
 
+    query = select(Batch).where(Batch.batch_id == uuid.UUID(str(batch_id)))
+    if developer_id is not None:
+        query = query.where(Batch.developer_id == developer_id)
+    return session.scalars(query).one_or_none()
+
+
+def batch_status(db: Database, batch_id: str, developer_id: str | None = None) -> str | None:
     with db.session() as s:
-        batch = s.get(Batch, uuid.UUID(batch_id))
+        batch = stored_batch(s, batch_id, developer_id)
         return batch.status if batch else None
 
 
 def wait_processed(db: Database, batch_id: str, timeout: float = 30.0,
-                   statuses: tuple[str, ...] = ("processed", "processed_with_errors", "failed")) -> str:
-    return wait_for(lambda: (s := batch_status(db, batch_id)) in statuses and s, timeout)
+                   statuses: tuple[str, ...] = ("processed", "processed_with_errors", "failed"),
+                   developer_id: str | None = None) -> str:
+    return wait_for(lambda: (s := batch_status(db, batch_id, developer_id)) in statuses and s, timeout)
 
 
 def persist_body(db: Database, body: dict[str, Any], *, received_at: Any = None,

@@ -32,7 +32,7 @@ from models.tables import (
     RawEvent,
 )
 from tests.support.factories import auth, batch, event, iso, now
-from tests.support.pipeline import wait_for, wait_processed
+from tests.support.pipeline import stored_batch, wait_for, wait_processed
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = Path(sys.executable).with_name("celery")
@@ -83,7 +83,7 @@ def risky_events() -> list[dict[str, Any]]:
 
 def get_batch(db: Database, batch_id: str) -> Batch:
     with db.session() as s:
-        return s.get(Batch, uuid.UUID(batch_id))
+        return stored_batch(s, uuid.UUID(batch_id))
 
 
 def derived_state(db: Database) -> dict[str, Any]:
@@ -114,8 +114,9 @@ def test_commands_are_registered_on_the_celery_program() -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["replay"], 2, "exactly one of --batch ID or --developer ID"),
-    (["replay", "--batch", str(uuid.uuid4()), "--developer", "d"], 2, "exactly one of"),
+    (["replay"], 2, "give --batch ID (optionally with --developer ID) or --developer ID"),
+    (["replay", "--batch", "00000000-0000-0000-0000-000000000001", "--developer", "d"], 1,
+     "unknown batch 00000000-0000-0000-0000-000000000001 of developer d"),
     (["replay", "--batch", "not-a-uuid"], 2, "'not-a-uuid' is not a batch id"),
     (["replay", "--batch", "00000000-0000-0000-0000-000000000001"], 1,
      "unknown batch 00000000-0000-0000-0000-000000000001"),
@@ -289,3 +290,32 @@ def test_beat_seals_the_audit_log(celery_app, clean_db):  # type: ignore[no-unty
                        "VALUES ('c', 'old', now() - interval '1 minute'), ('c', 'new', now())"))
     assert seal_audit_log.apply().get() == {"sealed": 1, "last_seq": 1}  # the fresh one waits for the grace
     assert seal_pending(clean_db, grace_seconds=0).last_seq == 2
+
+
+def test_replay_of_a_batch_id_several_developers_use_needs_developer(cli, pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+    bid = str(uuid.uuid4())
+    for developer in ("dev-1", "dev-2"):
+        body = batch([event("file.save")], developer_id=developer, batch_id=bid)
+        r = pipeline_client.post("/api/workflow/events/orchestrate", json=body, headers=auth(make_token(developer)))
+        assert r.status_code == 202, r.get_json()
+        assert wait_processed(db, bid, developer_id=developer) == "processed"
+    outbox_before = count(db, Outbox)
+
+    ambiguous = cli("replay", "--batch", bid)
+    assert ambiguous.exit_code == 1, ambiguous.output
+    assert f"batch {bid} is ambiguous: 2 developers use this id: dev-1, dev-2" in ambiguous.stderr
+    assert "--developer" in ambiguous.stderr
+    assert count(db, Outbox) == outbox_before
+
+    chosen = cli("replay", "--batch", bid, "--developer", "dev-2")
+    assert chosen.exit_code == 0, chosen.output
+    assert "1 batch(es) replayed" in chosen.stdout and "dev-2" in chosen.stdout and "dev-1" not in chosen.stdout
+    wait_for(lambda: count(db, AuditRecord, AuditRecord.batch_id == uuid.UUID(bid), AuditRecord.step == "completed",
+                           AuditRecord.is_replay.is_(True)))
+    with db.session() as s:
+        replays = {d: stored_batch(s, bid, d).replay_count for d in ("dev-1", "dev-2")}
+        jobs = s.execute(select(BatchJob.developer_id, BatchJob.is_replay).where(BatchJob.batch_id == uuid.UUID(bid))
+                         .order_by(BatchJob.developer_id)).all()
+    assert replays == {"dev-1": 0, "dev-2": 1}
+    assert [tuple(j) for j in jobs] == [("dev-1", False)] * 3 + [("dev-2", True)] * 3
+    assert cli("replay", "--batch", bid, "--developer", "dev-3").exit_code == 1

@@ -28,7 +28,7 @@ from models.alerts import alert_channel, alert_document
 from models.danger_detection import detect_for_batch, store_detections
 from models.tables import AdminAlert, Alert, Batch, BatchJob, MetricSlot, NormalizedEvent
 from tests.support.factories import auth, batch, event, now
-from tests.support.pipeline import wait_for, wait_processed
+from tests.support.pipeline import stored_batch, wait_for, wait_processed
 
 URL = "/api/workflow/events/orchestrate"
 FRESH = timedelta(hours=24)
@@ -78,12 +78,12 @@ def views(db, developer_id: str = "dev-1") -> list[dict[str, Any]]:  # type: ign
 
 def job(db, batch_id: str, name: str) -> BatchJob:  # type: ignore[no-untyped-def]
     with db.session() as s:
-        return s.get(BatchJob, (uuid.UUID(batch_id), name))
+        return s.scalars(select(BatchJob).where(BatchJob.batch_id == uuid.UUID(batch_id), BatchJob.job == name)).one()
 
 
 def get_batch(db, batch_id: str) -> Batch:  # type: ignore[no-untyped-def]
     with db.session() as s:
-        return s.get(Batch, uuid.UUID(batch_id))
+        return stored_batch(s, uuid.UUID(batch_id))
 
 
 def admin_alerts(db, batch_id: str) -> list[AdminAlert]:  # type: ignore[no-untyped-def]
@@ -149,7 +149,7 @@ def test_errors_split_across_batches_one_alert_escalated_never_duplicated(pipeli
     # Calling the job's function again directly, for every batch, writes nothing either.
     for body in (first, second, third):
         with db.transaction() as s:
-            out = detect_for_batch(s, s.get(Batch, uuid.UUID(body["batch_id"])), correlation_id="direct-replay",
+            out = detect_for_batch(s, stored_batch(s, uuid.UUID(body["batch_id"])), correlation_id="direct-replay",
                                    thresholds=DangerThresholds(), freshness=timedelta(hours=24))
         assert out["alerts"] == 0 and out["notify"] == [] and "error" not in out
     assert views(db) == before
@@ -299,7 +299,7 @@ def test_ingest_request_does_no_detection(client, make_token, clean_db, celery_w
     token = make_token("dev-1")
     body = post(client, token, error_events(now() - timedelta(minutes=20), 24))  # plain client: no publish
     with clean_db.session() as s:
-        assert s.get(Batch, uuid.UUID(body["batch_id"])).status == "persisted"
+        assert stored_batch(s, uuid.UUID(body["batch_id"])).status == "persisted"
         assert s.scalar(select(func.count()).select_from(Alert)) == 0
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 0
         assert s.scalar(select(func.count()).select_from(MetricSlot)) == 0

@@ -25,10 +25,10 @@ from activity.metrics import SLOT_COLUMNS, compute_slots, slot_floor
 from models.aggregation import aggregate_batch
 from models.db import Database
 from models.event_reader import developer_events
-from models.tables import ActivityBreakdown, Batch, MetricSlot
+from models.tables import ActivityBreakdown, MetricSlot
 from tests.support.database import truncate_all
 from tests.support.factories import batch, iso
-from tests.support.pipeline import persist_body
+from tests.support.pipeline import persist_body, stored_batch
 
 IDLE = 300
 DEVELOPER = "dev-prop"
@@ -166,7 +166,7 @@ def stored_metrics(db: Database) -> dict[str, Any]:
 
 def aggregate(db: Database, batch_id: uuid.UUID) -> None:
     with db.transaction() as s:
-        stored = s.get(Batch, batch_id)
+        stored = stored_batch(s, batch_id)
         assert stored is not None
         aggregate_batch(s, stored, idle_timeout_seconds=IDLE)
 

@@ -9,16 +9,16 @@ from typing import Any
 from sqlalchemy import select, text
 
 from models.normalization import normalize_batch
-from models.tables import Batch, NormalizedEvent, RawEvent
+from models.tables import NormalizedEvent, RawEvent
 from tests.support.factories import batch, event, now
-from tests.support.pipeline import persist_body
+from tests.support.pipeline import persist_body, stored_batch
 
 COLUMNS = [c.name for c in NormalizedEvent.__table__.columns]
 
 
 def normalize(db, batch_id: uuid.UUID) -> dict[str, int]:  # type: ignore[no-untyped-def]
     with db.transaction() as s:
-        stored = s.get(Batch, batch_id)
+        stored = stored_batch(s, batch_id)
         assert stored is not None
         return normalize_batch(s, stored)
 

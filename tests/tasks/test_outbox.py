@@ -21,11 +21,11 @@ from sqlalchemy import func, select, text, update
 from core.breakers import breakers
 from core.settings import Settings
 from models.db import Database
-from models.tables import AdminAlert, Batch, Outbox
+from models.tables import AdminAlert, Outbox
 from tasks.celery_app import make_publisher
 from tasks.dispatch import relay
 from tests.support.factories import auth, batch, event, now
-from tests.support.pipeline import persist_body, wait_processed
+from tests.support.pipeline import persist_body, stored_batch, wait_processed
 
 DEAD_BROKER = "redis://127.0.0.1:1/0"
 
@@ -85,7 +85,7 @@ def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_d
     assert record.last_error
     assert record.next_attempt_at > datetime.now(UTC) + timedelta(minutes=10)
     with db.session() as s:
-        assert s.get(Batch, uuid.UUID(body["batch_id"])).status == "persisted"
+        assert stored_batch(s, uuid.UUID(body["batch_id"])).status == "persisted"
 
     # Not due yet: the relay leaves it alone even with a working broker.
     breakers.reset("broker")
@@ -115,4 +115,4 @@ def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[
         alerts = s.scalars(select(AdminAlert).where(AdminAlert.kind == "outbox_dead_letter")).all()
         assert [a.batch_id for a in alerts] == [outcome.batch.batch_id]
         assert alerts[0].context["attempts"] == broker_down.conf.devpulse_settings.outbox_max_attempts
-        assert s.get(Batch, outcome.batch.batch_id).status == "persisted"
+        assert stored_batch(s, outcome.batch.batch_id).status == "persisted"

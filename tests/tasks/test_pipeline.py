@@ -21,10 +21,10 @@ import tasks.pipeline
 from core.settings import Settings
 from models.batch_lifecycle import complete_batch
 from models.outbox import claim, finish_dispatch, start_dispatch
-from models.tables import AdminAlert, AuditRecord, Batch, BatchJob, MetricSlot, NormalizedEvent, Outbox
+from models.tables import AdminAlert, AuditRecord, BatchJob, MetricSlot, NormalizedEvent, Outbox
 from tasks.dispatch import build_chord, dispatch_record, relay, task_ids
 from tests.support.factories import auth, batch, event, now
-from tests.support.pipeline import persist_body, wait_for, wait_processed
+from tests.support.pipeline import persist_body, stored_batch, wait_for, wait_processed
 
 CONTEXT_KEYS = {"batch_id", "developer_id", "correlation_id", "received_at", "event_count", "first_ts", "last_ts",
                 "is_replay", "attempt"}
@@ -66,7 +66,7 @@ def admin_alerts(db, batch_id: str) -> list[AdminAlert]:  # type: ignore[no-unty
 
 def stored_context(celery_app, batch_id: str, attempt: int = 1) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The context the header jobs really received, read back from the result backend (result_extended)."""
-    ids = task_ids({"batch_id": batch_id, "attempt": attempt})
+    ids = task_ids({"batch_id": batch_id, "developer_id": "dev-1", "attempt": attempt})
     contexts = []
     for job in JOBS:
         result = AsyncResult(ids[job], app=celery_app)
@@ -100,7 +100,7 @@ def test_lifecycle_visible_in_the_batch_view(pipeline_client, make_token, db, ce
         assert job["status"] == "ok", (name, job)
         assert job["attempts"] == 1
         assert job["error"] is None
-        assert job["task_id"] == task_ids({"batch_id": bid, "attempt": 1})[name]
+        assert job["task_id"] == task_ids({"batch_id": bid, "developer_id": "dev-1", "attempt": 1})[name]
         assert isinstance(job["duration_ms"], int) and job["duration_ms"] >= 0
         assert iso_time(v["processing_started_at"]) <= iso_time(job["started_at"]) <= iso_time(job["finished_at"]) \
             <= iso_time(v["completed_at"])
@@ -158,9 +158,12 @@ def test_chord_routing_and_signatures(celery_app):  # type: ignore[no-untyped-de
     assert sorted(sig.task for sig in header) == sorted(expected)
     for sig in header:
         assert sig.args == (ctx,) and not sig.kwargs
-        assert sig.options["task_id"] == f"{ctx['batch_id']}.3.{sig.task.removeprefix('devpulse.')}"
+        assert sig.options["task_id"] == task_ids(ctx)[sig.task.removeprefix("devpulse.")]
+        assert sig.options["task_id"].startswith(f"{ctx['batch_id']}.3.{sig.task.removeprefix('devpulse.')}.")
         assert sig.options["headers"] == {"correlation_id": "c-1", "batch_id": ctx["batch_id"]}
         assert router.route(dict(sig.options), sig.task, sig.args, sig.kwargs)["queue"].name == expected[sig.task]
+    # A batch id is unique per developer only: another developer's batch of the same id gets its own task ids.
+    assert set(task_ids(ctx).values()).isdisjoint(task_ids({**ctx, "developer_id": "dev-2"}).values())
     body = canvas.body
     assert body.task == "devpulse.mark_batch_processed" and body.args == (ctx,)
     assert router.route(dict(body.options), body.task, body.args, body.kwargs)["queue"].name == "pipeline"
@@ -263,13 +266,13 @@ def test_complete_batch_twice(db, clean_db):  # type: ignore[no-untyped-def]
     results = [{"job": "aggregate", "ok": True}, {"job": "normalize", "ok": True},
                {"job": "detect_danger", "ok": False, "error": "RuntimeError: x"}]
     with db.transaction() as s:
-        assert complete_batch(s, bid, results, "c-1", False) == "processed_with_errors"
+        assert complete_batch(s, "dev-1", bid, results, "c-1", False) == "processed_with_errors"
     with db.session() as s:
-        first = s.get(Batch, bid)
+        first = stored_batch(s, bid)
     with db.transaction() as s:
-        assert complete_batch(s, bid, results, "c-1", False) is None
+        assert complete_batch(s, "dev-1", bid, results, "c-1", False) is None
     with db.session() as s:
-        second = s.get(Batch, bid)
+        second = stored_batch(s, bid)
         completed = s.scalars(select(AuditRecord).where(AuditRecord.batch_id == bid,
                                                         AuditRecord.step == "completed")).all()
     assert (second.status, second.last_error) == ("processed_with_errors", "detect_danger: RuntimeError: x")
@@ -321,7 +324,7 @@ def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(  # 
     pending_ctx = {**ctx, "batch_id": str(pending.batch.batch_id)}
     errback.apply_async(args=(None, "WorkerLostError: killed", None), kwargs={"ctx": pending_ctx}).get(timeout=15)
     with db.session() as s:
-        failed = s.get(Batch, pending.batch.batch_id)
+        failed = stored_batch(s, pending.batch.batch_id)
         assert (failed.status, failed.last_error) == ("failed", "WorkerLostError: killed")
         assert failed.completed_at is not None
     assert [a.kind for a in admin_alerts(db, str(pending.batch.batch_id))] == ["batch_failed"]
@@ -363,13 +366,14 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):  # type: 
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
     assert wait_processed(db, str(stuck.batch.batch_id)) == "processed"
     with db.session() as s:
-        swept = s.get(Batch, stuck.batch.batch_id)
-        untouched = s.get(Batch, fresh.batch.batch_id)
+        swept = stored_batch(s, stuck.batch.batch_id)
+        untouched = stored_batch(s, fresh.batch.batch_id)
         assert swept.dispatch_count == 2
         assert (untouched.status, untouched.dispatch_count) == ("dispatched", 1)
         jobs = s.scalars(select(BatchJob).where(BatchJob.batch_id == stuck.batch.batch_id)).all()
         assert {j.job: (j.status, j.task_id) for j in jobs} == {
-            job: ("ok", f"{stuck.batch.batch_id}.2.{job}") for job in JOBS}
+            job: ("ok", task_ids({"batch_id": str(stuck.batch.batch_id), "developer_id": "dev-1", "attempt": 2})[job])
+            for job in JOBS}
         outbox = s.scalars(select(Outbox).where(Outbox.batch_id == fresh.batch.batch_id)).all()
         assert [o.status for o in outbox] == ["dispatched"]
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "pending")) == 0
@@ -395,4 +399,47 @@ def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):  # type: ig
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
     assert wait_processed(db, str(stuck.batch.batch_id)) == "processed"
     with db.session() as s:
-        assert s.get(Batch, stuck.batch.batch_id).dispatch_count == 2
+        assert stored_batch(s, stuck.batch.batch_id).dispatch_count == 2
+
+
+# -- 7. ids are per developer -----------------------------------------------------------------------------------
+
+
+def test_two_developers_batches_with_the_same_ids_are_processed_separately(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+    """dev-2 posts dev-1's batch id and event ids first: both batches are stored and each runs its own chord."""
+    tokens = {"dev-1": make_token("dev-1"), "dev-2": make_token("dev-2")}
+    mine = three_events()
+    theirs = [dict(e, payload={**e["payload"], "file": "src/b.py"}) if "file" in e["payload"] else dict(e)
+              for e in mine]
+    bid = str(uuid.uuid4())
+    for developer, events in (("dev-2", theirs), ("dev-1", mine)):
+        body = batch(events, developer_id=developer, batch_id=bid)
+        r = pipeline_client.post("/api/workflow/events/orchestrate", json=body, headers=auth(tokens[developer]))
+        assert r.status_code == 202, r.get_json()
+        assert (r.get_json()["accepted"], r.get_json()["duplicate_event_ids"]) == (3, [])
+    for developer in tokens:
+        assert wait_processed(db, bid, developer_id=developer) == "processed"
+
+    views = {d: view(pipeline_client, token, bid) for d, token in tokens.items()}
+    task_ids_seen = set()
+    for developer, v in views.items():
+        assert (v["developer_id"], v["status"], v["accepted"], v["dispatch_count"]) == (developer, "processed", 3, 1)
+        assert {name: job["status"] for name, job in v["jobs"].items()} == dict.fromkeys(JOBS, "ok")
+        expected = task_ids({"batch_id": bid, "developer_id": developer, "attempt": 1})
+        assert {name: job["task_id"] for name, job in v["jobs"].items()} == {j: expected[j] for j in JOBS}
+        task_ids_seen |= {job["task_id"] for job in v["jobs"].values()}
+    assert len(task_ids_seen) == 6
+    with db.session() as s:
+        normalized = s.execute(select(NormalizedEvent.developer_id, NormalizedEvent.event_id,
+                                      NormalizedEvent.file_path)
+                               .order_by(NormalizedEvent.developer_id, NormalizedEvent.seq)).all()
+        slots = s.execute(select(MetricSlot.developer_id, func.sum(MetricSlot.events))
+                          .group_by(MetricSlot.developer_id).order_by(MetricSlot.developer_id)).all()
+        completed = s.execute(select(AuditRecord.details["developer_id"].astext)
+                              .where(AuditRecord.batch_id == uuid.UUID(bid), AuditRecord.step == "completed")
+                              .order_by(AuditRecord.details["developer_id"].astext)).scalars().all()
+    assert [(d, str(e)) for d, e, _ in normalized] == [(d, ev["event_id"]) for d in tokens for ev in mine]
+    assert [f for d, _, f in normalized if d == "dev-1"][:2] == ["src/a.py", "src/a.py"]
+    assert [f for d, _, f in normalized if d == "dev-2"][:2] == ["src/b.py", "src/b.py"]
+    assert [tuple(r) for r in slots] == [("dev-1", 3), ("dev-2", 3)]
+    assert completed == ["dev-1", "dev-2"]
