@@ -28,6 +28,7 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    from bench.report import markdown
+
+    return execute(run, QUICK if args.quick else FULL, args, markdown, "latest.json")
+
+
+def execute(run_phases: Callable[..., dict[str, Any]], cfg: dict[str, Any], args: argparse.Namespace,
+            markdown: Callable[[dict[str, Any]], str], results_name: str) -> int:
+    """Run a bench's phases on a fresh stack (always stopped again), print its report and save its JSON."""
     # SIGINT too: a background job of a non-interactive shell starts with SIGINT ignored.
     signal.signal(signal.SIGINT, _stop_on_signal)
     signal.signal(signal.SIGTERM, _stop_on_signal)
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     started = time.monotonic()
     try:
-        results = run(stack, cfg, quick=args.quick, wait_quiet=args.wait_quiet)
+        results = run_phases(stack, cfg, quick=args.quick, wait_quiet=args.wait_quiet)
     except KeyboardInterrupt:
         log("interrupted: stopping every process")
         return 130
@@ -89,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.close()
     results["meta"]["total_s"] = round(time.monotonic() - started, 1)
-    from bench.report import markdown
-
     print(markdown(results))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [RESULTS / "latest.json"] + ([Path(args.json)] if args.json else [])
+    paths = [RESULTS / results_name] + ([Path(args.json)] if args.json else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")

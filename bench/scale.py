@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import signal
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from bench.run import QUIET_CORES, RESULTS, Phases, _per_request, _stop_on_signal, log
+from bench.run import QUIET_CORES, Phases, _per_request, execute, log
 
 FULL = {"developers": 1000, "events_per_developer": 10_000, "heavy_events": 1_000_000,
         "open_s": 12.0, "lat_s": 12.0, "warmup": 16}
@@ -91,33 +88,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = config(args)
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGHUP, _stop_on_signal)
-    from bench.stack import Stack
-
-    stack = Stack()
-    started = time.monotonic()
-    try:
-        results = run(stack, cfg, quick=args.quick, wait_quiet=args.wait_quiet)
-    except KeyboardInterrupt:
-        log("interrupted: stopping every process")
-        return 130
-    except Exception:
-        log("failed; last lines of the process logs:\n" + stack.logs())
-        raise
-    finally:
-        stack.close()
-    results["meta"]["total_s"] = round(time.monotonic() - started, 1)
-    print(markdown(results))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [RESULTS / "scale-latest.json"] + ([Path(args.json)] if args.json else [])
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    log(f"wrote {', '.join(str(p) for p in paths)} (total {results['meta']['total_s']} s)")
-    return 0
+    return execute(run, config(args), args, markdown, "scale-latest.json")
 
 
 def measure(stack: Any, phases: Phases, workload: Any, warm: Any, cfg: dict[str, Any], label: str) -> dict[str, Any]:
