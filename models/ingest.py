@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from models.outbox import PUBLISH_GRACE
 from models.tables import AuditRecord, Batch, Outbox, RawEvent
 
 
@@ -161,7 +162,9 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
         outbox_id = session.execute(
             insert(Outbox)
             .values(developer_id=prepared.developer_id, batch_id=prepared.batch_id,
-                    correlation_id=prepared.correlation_id)
+                    correlation_id=prepared.correlation_id,
+                    # The web publishes it right after the response; the relay only takes it if that did not happen.
+                    next_attempt_at=prepared.received_at + PUBLISH_GRACE)
             .returning(Outbox.id)
         ).scalar_one()
     batch = session.get(Batch, key)

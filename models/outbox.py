@@ -14,6 +14,11 @@ from models.admin_alerts import raise_admin_alert
 from models.batch_lifecycle import audit
 from models.tables import Batch, Outbox
 
+# A batch's own web process publishes its outbox record right after the response (app/publisher.py); the relay
+# (a beat task on the workers) is the safety net. Without this grace the relay raced the web for every fresh
+# record, and under load a third of the workers' CPU went into publishing chords the web would have published.
+PUBLISH_GRACE = timedelta(seconds=5)
+
 
 def claim(session: Session, outbox_id: int, *, due_only: bool = False) -> Outbox | None:
     """Lock one pending record; None if another process holds it or it is no longer pending.

@@ -116,3 +116,17 @@ def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[
         assert [a.batch_id for a in alerts] == [outcome.batch.batch_id]
         assert alerts[0].context["attempts"] == broker_down.conf.devpulse_settings.outbox_max_attempts
         assert stored_batch(s, outcome.batch.batch_id).status == "persisted"
+
+
+def test_the_relay_leaves_a_fresh_record_to_its_web_process(clean_db, celery_worker, redis_url):  # type: ignore[no-untyped-def]
+    """Without a grace the relay (on the workers) raced every web publish; with it, it takes only the leftovers."""
+    from models.outbox import PUBLISH_GRACE
+
+    db = clean_db
+    outcome = persist_body(db, batch([event("file.save", now() - timedelta(minutes=5))]))
+    record = outbox_row(db, str(outcome.batch.batch_id))
+    assert record.next_attempt_at == outcome.batch.received_at + PUBLISH_GRACE
+    assert relay(db, good_publisher(redis_url)) == {"due": 0, "published": 0}
+    make_due(db, record.id)  # the web never published it (it died, or the broker was down)
+    assert relay(db, good_publisher(redis_url)) == {"due": 1, "published": 1}
+    assert wait_processed(db, str(outcome.batch.batch_id)) == "processed"
