@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -130,6 +131,7 @@ _EVENT_TYPES: dict[str, frozenset[str]] = {v: frozenset(types) for v, types in _
 _VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 
 
+@lru_cache(maxsize=256)
 def resolve_schema_version(version: str) -> str | None:
     """The catalog version to validate against, or None if unsupported.
 

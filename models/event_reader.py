@@ -29,8 +29,13 @@ _COLUMNS = (RawEvent.event_id, RawEvent.type, RawEvent.schema_version, RawEvent.
 
 def to_event(row: Row[Any]) -> NormalizedEvent:
     """The one conversion of a stored event (a row of `_COLUMNS`) into the rules' upcast value."""
-    payload = row.payload if isinstance(row.payload, dict) else {}
-    event_type, upcast_payload = upcast(row.type, row.schema_version, payload)
+    if row.payload is None:
+        # A reader that left this type's payload out (`payload_types`): nothing to upcast either (only payloads
+        # and 1.0's ai.completion, whose payload is always read, change in upcasting).
+        event_type, upcast_payload = row.type, dict[str, Any]()
+    else:
+        payload = row.payload if isinstance(row.payload, dict) else {}
+        event_type, upcast_payload = upcast(row.type, row.schema_version, payload)
     return NormalizedEvent(event_id=str(row.event_id), type=event_type, ts=row.corrected_ts,
                            payload=upcast_payload, utc_offset_minutes=row.client_utc_offset_minutes,
                            session_id=row.session_id, received_at=row.received_at, seq=row.seq,
