@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from core.breakers import breakers
 from models.health import migration_version, outbox_counts
 
 bp = Blueprint("observability", __name__)
+log = logging.getLogger("devpulse.observability")
 
 REQUESTS = Counter("devpulse_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"])
 EVENTS = Counter("devpulse_events_total", "Ingested events by outcome", ["outcome"])
@@ -101,7 +103,9 @@ def readyz():
         head = _migration_head()
         checks["migrations"] = {"ok": current == head, "current": current, "head": head}
     except Exception as exc:
-        checks["postgresql"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        # Which dependency is down, never the exception's text: it names hosts, users and paths.
+        log.warning("readiness: PostgreSQL unreachable: %s", exc)
+        checks["postgresql"] = {"ok": False, "error": "unreachable"}
         checks["migrations"] = {"ok": False, "error": "database unreachable"}
     try:
         cfg = settings()
@@ -110,7 +114,8 @@ def readyz():
         client.close()
         checks["broker"] = {"ok": True}
     except Exception as exc:
-        checks["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        log.warning("readiness: the broker (Redis) is unreachable: %s", exc)
+        checks["broker"] = {"ok": False, "error": "unreachable"}
     ready = all(c["ok"] for c in checks.values())
     failing = [name for name, c in checks.items() if not c["ok"]]
     return jsonify({"status": "ready" if ready else "not_ready", "failing": failing, "checks": checks}), (

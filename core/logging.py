@@ -46,9 +46,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class QuietPeriodicTasks(logging.Filter):
+    """Drops Celery's INFO lines about the periodic maintenance tasks ("received", "succeeded"): they run every
+    few seconds, so an idle system would log several lines a second. The tasks log what they did themselves
+    (at INFO only when they moved something), and their failures still come through at WARNING and above."""
+
+    CELERY_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or record.name not in self.CELERY_LOGGERS:
+            return True
+        return "devpulse.maintenance." not in record.getMessage()
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(QuietPeriodicTasks())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
