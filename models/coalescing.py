@@ -21,12 +21,16 @@ from models.tables import Batch, BatchJob, BatchStatus
 MAX_COVERED = 50
 
 
-def covered_by(session: Session, batch: Batch, job: str) -> uuid.UUID | None:
-    """The batch whose run of `job` already covered this one, if any."""
+def job_covered_by(session: Session, developer_id: str, batch_id: uuid.UUID, job: str) -> uuid.UUID | None:
+    """The batch whose run of `job` already covered this batch, if any."""
     return session.execute(
-        select(BatchJob.covered_by).where(BatchJob.developer_id == batch.developer_id,
-                                          BatchJob.batch_id == batch.batch_id, BatchJob.job == job)
+        select(BatchJob.covered_by).where(BatchJob.developer_id == developer_id, BatchJob.batch_id == batch_id,
+                                          BatchJob.job == job)
     ).scalar_one_or_none()
+
+
+def covered_by(session: Session, batch: Batch, job: str) -> uuid.UUID | None:
+    return job_covered_by(session, batch.developer_id, batch.batch_id, job)
 
 
 def waiting_batches(session: Session, batch: Batch, job: str) -> list[Batch]:

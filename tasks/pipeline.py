@@ -34,6 +34,7 @@ from models.batch_lifecycle import (
     job_started,
     mark_processing,
 )
+from models.coalescing import job_covered_by
 from models.danger_detection import detect_for_batch
 from models.developer_settings import preferences
 from models.normalization import normalize_batch
@@ -82,6 +83,17 @@ def run_job(
             audit(session, "job_started", batch_id=batch_id, correlation_id=ctx["correlation_id"],
                   is_replay=is_replay, developer_id=developer_id, job=job, task_id=task.request.id,
                   attempt=task.request.retries + 1)
+            # Another batch's run already did this job's work (models/coalescing.py): done, no second transaction.
+            covering = None if is_replay else job_covered_by(session, developer_id, batch_id, job)
+            if covering is not None:
+                duration_ms = int((time.monotonic() - started) * 1000)
+                job_finished(session, developer_id, batch_id, job, True, duration_ms)
+                audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                      is_replay=is_replay, developer_id=developer_id, job=job, ok=True, duration_ms=duration_ms,
+                      outcome={"covered_by": str(covering)})
+        if covering is not None:
+            TASK_OUTCOMES.labels(job, "ok").inc()
+            return {"job": job, "ok": True, "duration_ms": duration_ms, "covered_by": str(covering)}
         with db.transaction() as session:
             batch = find_batch(session, developer_id, batch_id)
             if batch is None:
@@ -170,7 +182,7 @@ def _aggregate(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str,
 
 
 def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
-    return normalize_batch(session, batch)
+    return normalize_batch(session, batch, is_replay=bool(ctx.get("is_replay")))
 
 
 def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:

@@ -68,3 +68,44 @@ def test_detection_covers_waiting_batches_too(clean_db):  # type: ignore[no-unty
         again = detect_for_batch(s, stored_batch(s, outcomes[2].batch.batch_id), correlation_id="c",
                                  thresholds=DangerThresholds(), freshness=timedelta(hours=24))
     assert again == {"alerts": 0, "notify": [], "covered_by": str(outcomes[0].batch.batch_id)}
+
+
+def test_normalization_covers_waiting_batches(clean_db):  # type: ignore[no-untyped-def]
+    from models.normalization import normalize_batch
+    from models.tables import NormalizedEvent
+
+    db = clean_db
+    t = now() - timedelta(minutes=30)
+    outcomes = [persist_body(db, batch([event("file.save", t + timedelta(seconds=i * 10 + k), file=f"{i}.py")
+                                        for k in range(4)])) for i in range(3)]
+    in_flight(db, outcomes)
+    with db.transaction() as s:
+        assert normalize_batch(s, stored_batch(s, outcomes[0].batch.batch_id)) == {"normalized": 12, "covered": 2}
+    with db.transaction() as s:
+        assert normalize_batch(s, stored_batch(s, outcomes[1].batch.batch_id)) == {
+            "normalized": 0, "covered_by": str(outcomes[0].batch.batch_id)}
+        assert len(s.scalars(select(NormalizedEvent)).all()) == 12
+
+
+def test_a_covered_job_ends_in_its_first_transaction(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+    """Through the real worker: batches posted back to back are all processed, some jobs by another's run."""
+    from tests.support.factories import auth
+    from tests.support.pipeline import wait_processed
+
+    token = make_token("dev-1")
+    t = now() - timedelta(minutes=30)
+    ids = []
+    for i in range(6):
+        body = batch([event("file.save", t + timedelta(seconds=30 * i + k), file="a.py") for k in range(5)])
+        response = pipeline_client.post("/api/workflow/events/orchestrate", json=body, headers=auth(token))
+        assert response.status_code == 202
+        ids.append(body["batch_id"])
+    assert [wait_processed(db, i) for i in ids] == ["processed"] * 6
+    with db.session() as s:
+        events = developer_events(s, "dev-1")
+        stored = {m.slot_start: {c: getattr(m, c) for c in SLOT_COLUMNS} for m in s.scalars(select(MetricSlot))}
+        jobs = s.scalars(select(BatchJob)).all()
+    assert len(jobs) == 18 and all(j.status == "ok" for j in jobs)
+    expected = compute_slots(events, since=slot_floor(t - timedelta(hours=1)),
+                             until=slot_floor(now()) + timedelta(hours=1), idle_timeout_seconds=300)
+    assert stored == {m.slot_start: {c: getattr(m, c) for c in SLOT_COLUMNS} for m in expected.metrics}
