@@ -9,8 +9,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from activity.normalization import normalize
-from models.aggregation import lock_developer
-from models.coalescing import covered_by, mark_covered, waiting_batches
 from models.event_reader import batch_rows, to_event
 from models.tables import Batch, NormalizedEvent
 
@@ -46,18 +44,13 @@ _UPSERT = _insert.on_conflict_do_update(
 )
 
 
-def normalize_batch(session: Session, batch: Batch, *, is_replay: bool = False) -> dict[str, Any]:
-    """Normalize the batch's events, and those of the developer's other batches waiting for normalization (one
-    run covers them: see models/coalescing.py); a covered batch has nothing left to do."""
-    lock_developer(session, "normalize", batch.developer_id)
-    if not is_replay and (by := covered_by(session, batch, JOB)) is not None:
-        return {"normalized": 0, "covered_by": str(by)}
-    others = [] if is_replay else waiting_batches(session, batch, JOB)
-    rows = [normalized_row(r) for b in (batch, *others)
-            for r in batch_rows(session, b.batch_id, developer_id=b.developer_id, job=JOB)]
+def normalize_batch(session: Session, batch: Batch) -> dict[str, Any]:
+    """Normalize the batch's own events. Not coalesced like aggregation and detection: its work is per event, so
+    covering other batches saves nothing, and measured (make bench --quick, phase D) it cost throughput."""
+    rows = [normalized_row(r)
+            for r in batch_rows(session, batch.batch_id, developer_id=batch.developer_id, job=JOB)]
     if rows:
         # Recomputed from the raw event every time: running twice changes nothing. Executed as an
         # executemany of one cached statement (not a VALUES list compiled anew for every batch).
         session.execute(_UPSERT, rows)
-    mark_covered(session, others, JOB, by=batch)
-    return {"normalized": len(rows), **({"covered": len(others)} if others else {})}
+    return {"normalized": len(rows)}

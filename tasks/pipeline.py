@@ -182,7 +182,7 @@ def _aggregate(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str,
 
 
 def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
-    return normalize_batch(session, batch, is_replay=bool(ctx.get("is_replay")))
+    return normalize_batch(session, batch)
 
 
 def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:

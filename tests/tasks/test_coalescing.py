@@ -70,23 +70,6 @@ def test_detection_covers_waiting_batches_too(clean_db):  # type: ignore[no-unty
     assert again == {"alerts": 0, "notify": [], "covered_by": str(outcomes[0].batch.batch_id)}
 
 
-def test_normalization_covers_waiting_batches(clean_db):  # type: ignore[no-untyped-def]
-    from models.normalization import normalize_batch
-    from models.tables import NormalizedEvent
-
-    db = clean_db
-    t = now() - timedelta(minutes=30)
-    outcomes = [persist_body(db, batch([event("file.save", t + timedelta(seconds=i * 10 + k), file=f"{i}.py")
-                                        for k in range(4)])) for i in range(3)]
-    in_flight(db, outcomes)
-    with db.transaction() as s:
-        assert normalize_batch(s, stored_batch(s, outcomes[0].batch.batch_id)) == {"normalized": 12, "covered": 2}
-    with db.transaction() as s:
-        assert normalize_batch(s, stored_batch(s, outcomes[1].batch.batch_id)) == {
-            "normalized": 0, "covered_by": str(outcomes[0].batch.batch_id)}
-        assert len(s.scalars(select(NormalizedEvent)).all()) == 12
-
-
 def test_a_covered_job_ends_in_its_first_transaction(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
     """Through the real worker: batches posted back to back are all processed, some jobs by another's run."""
     from tests.support.factories import auth
