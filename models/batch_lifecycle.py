@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, select, update
+from sqlalchemy import CursorResult, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -35,6 +35,13 @@ def audit(session: Session, step: str, *, batch_id: uuid.UUID | str | None, corr
 def _is(developer_id: str, batch_id: uuid.UUID) -> ColumnElement[bool]:
     """The WHERE clause of one developer's batch."""
     return and_(Batch.developer_id == developer_id, Batch.batch_id == batch_id)
+
+
+def bookkeeping_commit(session: Session) -> None:
+    """This transaction records progress only (job started, batch processing): its commit need not wait for the
+    WAL to reach the disk. A crash loses at most a "running", which the task's retry or the sweeper rewrites;
+    every transaction that stores work stays fully durable."""
+    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def mark_processing(session: Session, developer_id: str, batch_id: uuid.UUID) -> None:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.breakers import is_connectivity_error
@@ -27,6 +26,7 @@ from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
 from models.batch_lifecycle import (
     audit,
+    bookkeeping_commit,
     complete_batch,
     fail_batch,
     find_batch,
@@ -75,9 +75,7 @@ def run_job(
     started = time.monotonic()
     try:
         with db.transaction() as session:
-            # Bookkeeping only (the work below is its own durable transaction): no need to wait for a flush of
-            # the WAL to disk here; a crash loses at most "running", which the retry or the sweeper rewrites.
-            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            bookkeeping_commit(session)
             mark_processing(session, developer_id, batch_id)
             job_started(session, developer_id, batch_id, job, task.request.id, is_replay)
             audit(session, "job_started", batch_id=batch_id, correlation_id=ctx["correlation_id"],
