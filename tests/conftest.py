@@ -99,7 +99,7 @@ def clean_db(db: Database) -> Database:
 
 
 @pytest.fixture
-def session(db: Database):  # type: ignore[no-untyped-def]
+def session(db: Database):
     """A session inside a transaction that is rolled back after the test."""
     from sqlalchemy.orm import Session
 
@@ -113,7 +113,7 @@ def session(db: Database):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def celery_app(database_url: str, redis_url: str):  # type: ignore[no-untyped-def]
+def celery_app(database_url: str, redis_url: str):
     from tasks.celery_app import app
     from tasks.context import reset_database
 
@@ -126,7 +126,7 @@ def celery_app(database_url: str, redis_url: str):  # type: ignore[no-untyped-de
 
 
 @pytest.fixture
-def app(clean_db: Database, redis_url: str, celery_app):  # type: ignore[no-untyped-def]
+def app(clean_db: Database, redis_url: str, celery_app):
     from app import create_app
     from app.auth import clear_token_cache
 
@@ -144,12 +144,12 @@ def app(clean_db: Database, redis_url: str, celery_app):  # type: ignore[no-unty
 
 
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def make_token(clean_db: Database):  # type: ignore[no-untyped-def]
+def make_token(clean_db: Database):
     from models.tokens import create_token
 
     def _make(developer_id: str | None = "dev-1", *, admin: bool = False) -> str:

@@ -32,7 +32,7 @@ def test_procfile_queues_match_the_celery_app():
     from tasks.celery_app import QUEUES
 
     worker = _procfile()["worker"]
-    assert set(re.search(r"-Q\s+(\S+)", worker).group(1).split(",")) == set(QUEUES)  # type: ignore[union-attr]
+    assert set(re.search(r"-Q\s+(\S+)", worker).group(1).split(",")) == set(QUEUES)
 
 
 def _docker_compose_available() -> bool:

@@ -257,4 +257,4 @@ def test_huge_values_are_not_echoed_in_messages() -> None:
 
 
 def test_non_object_payload() -> None:
-    assert codes(validate_event_payload("file.save", "1.1", ["a"])) == [("payload", "invalid_type")]  # type: ignore[arg-type]
+    assert codes(validate_event_payload("file.save", "1.1", ["a"])) == [("payload", "invalid_type")]

@@ -33,7 +33,7 @@ SEC = timedelta(seconds=1)
 MIN = timedelta(minutes=1)
 
 
-def detections(*args):  # type: ignore[no-untyped-def]
+def detections(*args):
     """detect() when no rule fails (the rule-isolation tests call detect() itself)."""
     found, errors = detect(*args)
     assert errors == {}

@@ -6,5 +6,5 @@ import pytest
 
 
 @pytest.fixture
-def token(make_token) -> str:  # type: ignore[no-untyped-def]
+def token(make_token) -> str:
     return make_token("dev-1")

@@ -26,7 +26,7 @@ from tests.support.factories import auth, iso
 # ---------------------------------------------------------------------------------------------------------- helpers
 
 
-def listed(client, token: str, developer_id: str = "dev-1", **params: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def listed(client, token: str, developer_id: str = "dev-1", **params: str) -> list[dict[str, Any]]:
     r = client.get(f"/api/developers/{developer_id}/alerts", query_string=params, headers=auth(token))
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["developer_id"] == developer_id
@@ -146,7 +146,7 @@ def test_ack_errors(client, make_token, clean_db):
 
 
 @pytest.fixture
-def live_server(app) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def live_server(app) -> Iterator[int]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

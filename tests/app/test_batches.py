@@ -18,14 +18,14 @@ def batch_url(batch_id: str) -> str:
     return f"/api/workflow/batches/{batch_id}"
 
 
-def stored(client, token: str, events: list[dict[str, Any]], **kwargs: Any) -> tuple[dict[str, Any], Any]:  # type: ignore[no-untyped-def]
+def stored(client, token: str, events: list[dict[str, Any]], **kwargs: Any) -> tuple[dict[str, Any], Any]:
     body = batch(events, **kwargs)
     r = client.post(POST_URL, json=body, headers={**auth(token), "X-Correlation-ID": "post-corr"})
     assert r.status_code == 202
     return body, r
 
 
-def test_developer_reads_own_batch_with_status_counts_and_timestamps(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_developer_reads_own_batch_with_status_counts_and_timestamps(client, make_token, clean_db):
     token = make_token("dev-1")
     t = now()
     dup = event(ts=t - timedelta(minutes=9))
@@ -57,7 +57,7 @@ def test_developer_reads_own_batch_with_status_counts_and_timestamps(client, mak
     assert (view["replay_count"], view["dispatch_count"], view["last_error"]) == (0, 0, None)
 
 
-def test_admin_can_read_any_batch(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_admin_can_read_any_batch(client, make_token, clean_db):
     dev, admin = make_token("dev-1"), make_token(None, admin=True)
     body, _ = stored(client, dev, [event()])
     r = client.get(batch_url(body["batch_id"]), headers=auth(admin))
@@ -66,7 +66,7 @@ def test_admin_can_read_any_batch(client, make_token, clean_db):  # type: ignore
     assert r.get_json()["accepted"] == 1
 
 
-def test_developer_cannot_read_another_developers_batch(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_developer_cannot_read_another_developers_batch(client, make_token, clean_db):
     owner, other = make_token("dev-1"), make_token("dev-2")
     body, _ = stored(client, owner, [event()])
     r = client.get(batch_url(body["batch_id"]), headers=auth(other))
@@ -79,7 +79,7 @@ def test_developer_cannot_read_another_developers_batch(client, make_token, clea
 
 
 @pytest.mark.parametrize("bad", ["not-a-uuid", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"])
-def test_invalid_batch_id_is_400_naming_batch_id(client, make_token, clean_db, bad):  # type: ignore[no-untyped-def]
+def test_invalid_batch_id_is_400_naming_batch_id(client, make_token, clean_db, bad):
     r = client.get(batch_url(bad), headers=auth(make_token("dev-1")))
     assert r.status_code == 400
     error = r.get_json()["error"]
@@ -88,13 +88,13 @@ def test_invalid_batch_id_is_400_naming_batch_id(client, make_token, clean_db, b
     assert r.get_json()["correlation_id"] == r.headers["X-Correlation-ID"]
 
 
-def test_reading_a_batch_needs_a_token(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_reading_a_batch_needs_a_token(client, make_token, clean_db):
     body, _ = stored(client, make_token("dev-1"), [event()])
     assert client.get(batch_url(body["batch_id"])).status_code == 401
     assert client.get(batch_url(body["batch_id"]), headers=auth("dp_unknown")).status_code == 401
 
 
-def test_a_batch_of_only_duplicates_is_already_processed(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_batch_of_only_duplicates_is_already_processed(client, make_token, clean_db):
     token = make_token("dev-1")
     ev = event()
     stored(client, token, [ev])
@@ -105,7 +105,7 @@ def test_a_batch_of_only_duplicates_is_already_processed(client, make_token, cle
     assert view["first_ts"] is None and view["last_ts"] is None
 
 
-def test_a_rejected_batch_does_not_exist(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_rejected_batch_does_not_exist(client, make_token, clean_db):
     token = make_token("dev-1")
     body = batch([event("file.teleport")])
     assert client.post(POST_URL, json=body, headers=auth(token)).status_code == 422
@@ -115,7 +115,7 @@ def test_a_rejected_batch_does_not_exist(client, make_token, clean_db):  # type:
 # -------------------------------------------------------------------------- a batch id used by several developers
 
 
-def shared_batch_id(client, make_token) -> tuple[str, str, str, dict[str, Any], dict[str, Any]]:  # type: ignore[no-untyped-def]
+def shared_batch_id(client, make_token) -> tuple[str, str, str, dict[str, Any], dict[str, Any]]:
     """dev-1 and dev-2 each store a batch under the same id (one event vs two): (id, token 1, token 2, bodies)."""
     one, two = make_token("dev-1"), make_token("dev-2")
     first, _ = stored(client, one, [event()], developer_id="dev-1")
@@ -123,7 +123,7 @@ def shared_batch_id(client, make_token) -> tuple[str, str, str, dict[str, Any], 
     return first["batch_id"], one, two, first, second
 
 
-def test_each_developer_reads_its_own_batch_of_a_shared_id(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_each_developer_reads_its_own_batch_of_a_shared_id(client, make_token, clean_db):
     bid, one, two, first, second = shared_batch_id(client, make_token)
     for token, developer, body in ((one, "dev-1", first), (two, "dev-2", second)):
         view = client.get(batch_url(bid), headers=auth(token)).get_json()
@@ -143,7 +143,7 @@ def test_each_developer_reads_its_own_batch_of_a_shared_id(client, make_token, c
 
 
 @pytest.mark.parametrize("suffix", ["", "/audit", "/events"])
-def test_admin_lookup_of_a_shared_batch_id_is_409_naming_the_developers(client, make_token, clean_db, suffix):  # type: ignore[no-untyped-def]
+def test_admin_lookup_of_a_shared_batch_id_is_409_naming_the_developers(client, make_token, clean_db, suffix):
     bid, _, _, first, second = shared_batch_id(client, make_token)
     admin = make_token(None, admin=True)
     r = client.get(batch_url(bid) + suffix, headers=auth(admin))
@@ -172,7 +172,7 @@ def test_admin_lookup_of_a_shared_batch_id_is_409_naming_the_developers(client, 
     assert (missing.status_code, missing.get_json()["error"]["code"]) == (404, "batch_not_found")
 
 
-def test_admin_audit_trail_of_a_shared_id_keeps_to_one_developer(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_admin_audit_trail_of_a_shared_id_keeps_to_one_developer(client, make_token, clean_db):
     """Even when both batches carry the same correlation id, each trail holds its own developer's records only."""
     bid, _, _, _, _ = shared_batch_id(client, make_token)  # both posted with X-Correlation-ID: post-corr
     admin = make_token(None, admin=True)

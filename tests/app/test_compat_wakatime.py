@@ -64,17 +64,17 @@ def heartbeat(seconds_ago: float = 60.0, **fields: Any) -> dict[str, Any]:
     return hb
 
 
-def query(db, sql: str, **params: Any) -> list[Any]:  # type: ignore[no-untyped-def]
+def query(db, sql: str, **params: Any) -> list[Any]:
     with db.engine.connect() as conn:
         return list(conn.execute(text(sql), params))
 
 
-def heartbeat_rows(db) -> list[Any]:  # type: ignore[no-untyped-def]
+def heartbeat_rows(db) -> list[Any]:
     return query(db, "SELECT e.event_id, e.type, e.raw, e.corrected_ts, e.developer_id, b.source "
                      "FROM raw_events e JOIN batches b USING (batch_id) ORDER BY e.corrected_ts")
 
 
-def statuses(response) -> list[int]:  # type: ignore[no-untyped-def]
+def statuses(response) -> list[int]:
     return [status for _, status in response.get_json()["responses"]]
 
 
@@ -336,7 +336,7 @@ needs_wakatime = pytest.mark.skipif(importlib.util.find_spec("wakatime") is None
 class LiveServer:
     """The app on a real threaded HTTP server that can be stopped and restarted on the same port."""
 
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app) -> None:
         self.app = app
         self.port = 0
         self.server: Any = None
@@ -359,14 +359,14 @@ class LiveServer:
 
 
 @pytest.fixture
-def live(app) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+def live(app) -> Iterator[LiveServer]:
     server = LiveServer(app).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def wakatime_key(clean_db) -> str:  # type: ignore[no-untyped-def]
+def wakatime_key(clean_db) -> str:
     """An ordinary developer token: tokens are UUIDv4s, the only api key form wakatime 13.1.0 accepts."""
     with clean_db.transaction() as s:
         return create_token(s, "dev-waka", label="wakatime")
@@ -414,7 +414,7 @@ class WakaTimeCli:
 
 
 @pytest.fixture
-def cli(tmp_path, wakatime_key, live) -> WakaTimeCli:  # type: ignore[no-untyped-def]
+def cli(tmp_path, wakatime_key, live) -> WakaTimeCli:
     return WakaTimeCli(tmp_path, wakatime_key, live.port)
 
 

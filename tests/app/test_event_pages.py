@@ -13,14 +13,14 @@ from models.tables import Batch
 from tests.support.factories import auth, batch, event, now
 
 
-def post(client, token: str, events: list[dict[str, Any]], developer: str = "dev-1") -> str:  # type: ignore[no-untyped-def]
+def post(client, token: str, events: list[dict[str, Any]], developer: str = "dev-1") -> str:
     response = client.post("/api/workflow/events/orchestrate", json=batch(events, developer_id=developer),
                            headers=auth(token))
     assert response.status_code == 202, response.get_json()
     return str(response.get_json()["batch_id"])
 
 
-def pages(client, token: str, url: str, limit: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def pages(client, token: str, url: str, limit: int) -> list[dict[str, Any]]:
     out, cursor = [], None
     while True:
         params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
@@ -31,7 +31,7 @@ def pages(client, token: str, url: str, limit: int) -> list[dict[str, Any]]:  # 
             return out
 
 
-def test_a_batch_events_come_in_batch_order(client, make_token):  # type: ignore[no-untyped-def]
+def test_a_batch_events_come_in_batch_order(client, make_token):
     token = make_token("dev-1")
     t = now() - timedelta(minutes=10)
     # Out of time order, and three at the same instant: batch order (seq) is what is returned.
@@ -48,7 +48,7 @@ def test_a_batch_events_come_in_batch_order(client, make_token):  # type: ignore
         assert bad.status_code == 400 and bad.get_json()["error"]["details"][0]["field"] == field
 
 
-def test_an_alert_links_to_the_events_behind_it(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_an_alert_links_to_the_events_behind_it(client, make_token, clean_db):
     token = make_token("dev-1")
     t = now() - timedelta(minutes=30)
     errors = [event("build.result", t + timedelta(seconds=20 * i), success=False) for i in range(22)]

@@ -31,49 +31,49 @@ JSON = "application/json"
 
 
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     """The suite's test client, except that any 5xx fails the test on the spot."""
     base = app.test_client()
 
     class NoServerErrors:
-        def open(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        def open(self, *args: Any, **kwargs: Any):
             r = base.open(*args, **kwargs)
             assert r.status_code < 500, (r.status_code, r.get_data(as_text=True)[:500])
             return r
 
-        def get(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        def get(self, *args: Any, **kwargs: Any):
             return self.open(*args, method="GET", **kwargs)
 
-        def post(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        def post(self, *args: Any, **kwargs: Any):
             return self.open(*args, method="POST", **kwargs)
 
     return NoServerErrors()
 
 
 @pytest.fixture
-def token(make_token) -> str:  # type: ignore[no-untyped-def]
+def token(make_token) -> str:
     return make_token("dev-1")
 
 
-def post_raw(client, token: str, data: bytes | str, **headers: str):  # type: ignore[no-untyped-def]
+def post_raw(client, token: str, data: bytes | str, **headers: str):
     return client.post(URL, data=data, headers={**auth(token), **headers}, content_type=JSON)
 
 
-def count(db, table: str) -> int:  # type: ignore[no-untyped-def]
+def count(db, table: str) -> int:
     with db.engine.connect() as conn:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
 
 
-def nothing_written(db) -> None:  # type: ignore[no-untyped-def]
+def nothing_written(db) -> None:
     assert {t: count(db, t) for t in TABLES if t != "api_tokens"} == {t: 0 for t in TABLES if t != "api_tokens"}
 
 
-def raw_events(db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def raw_events(db) -> dict[str, Any]:
     with db.engine.connect() as conn:
         return {str(r.event_id): r.raw for r in conn.execute(text("SELECT event_id, raw FROM raw_events"))}
 
 
-def error_fields(r) -> list[str]:  # type: ignore[no-untyped-def]
+def error_fields(r) -> list[str]:
     return [d["field"] for d in r.get_json()["error"]["details"]]
 
 
@@ -87,7 +87,7 @@ def error_fields(r) -> list[str]:  # type: ignore[no-untyped-def]
     b"\xfe\xff\x00{\x00}",  # UTF-16 with a byte-order mark
     b'{"a": "\xf4\x90\x80\x80"}',  # beyond U+10FFFF
 ])
-def test_invalid_utf8_is_400(client, token, clean_db, data):  # type: ignore[no-untyped-def]
+def test_invalid_utf8_is_400(client, token, clean_db, data):
     r = post_raw(client, token, data)
     assert r.status_code == 400
     assert r.get_json()["error"]["code"] == "invalid_json"
@@ -96,7 +96,7 @@ def test_invalid_utf8_is_400(client, token, clean_db, data):  # type: ignore[no-
 
 
 @pytest.mark.parametrize("opening", [b"[", b'{"a":', b'{"events": [{"payload": '])
-def test_100000_levels_of_nesting_are_400_quickly(client, token, clean_db, opening):  # type: ignore[no-untyped-def]
+def test_100000_levels_of_nesting_are_400_quickly(client, token, clean_db, opening):
     closing = {b"[": b"]", b'{"a":': b"}", b'{"events": [{"payload": ': b"}"}[opening]
     data = opening * 100_000 + b"1" + closing * 100_000
     started = time.monotonic()
@@ -107,7 +107,7 @@ def test_100000_levels_of_nesting_are_400_quickly(client, token, clean_db, openi
     nothing_written(clean_db)
 
 
-def test_a_5000_digit_integer_is_400(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_5000_digit_integer_is_400(client, token, clean_db):
     body = json.dumps(batch([event("file.edit", file="a.py", lines_added=1, lines_deleted=0)]))
     r = post_raw(client, token, body.replace('"lines_added": 1', '"lines_added": ' + "9" * 5000))
     assert r.status_code == 400
@@ -115,7 +115,7 @@ def test_a_5000_digit_integer_is_400(client, token, clean_db):  # type: ignore[n
     nothing_written(clean_db)
 
 
-def test_huge_numbers_reject_only_their_event(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_huge_numbers_reject_only_their_event(client, token, clean_db):
     """A 4000-digit count and 1e400 are refused per event; a huge unknown field is stored exactly."""
     ok = event()
     big_count = event("file.edit", file="a.py", lines_added=1, lines_deleted=0)
@@ -140,7 +140,7 @@ def test_huge_numbers_reject_only_their_event(client, token, clean_db):  # type:
     assert stored[kept["event_id"]]["payload"]["serial"] == int("8" * 4000)  # jsonb numeric keeps every digit
 
 
-def test_a_10mb_body_is_413_before_it_is_read(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_10mb_body_is_413_before_it_is_read(client, token, clean_db):
     body = json.dumps(batch([event(file="x" * (10 * 1024 * 1024))]))
     started = time.monotonic()
     r = post_raw(client, token, body)
@@ -151,7 +151,7 @@ def test_a_10mb_body_is_413_before_it_is_read(client, token, clean_db):  # type:
     nothing_written(clean_db)
 
 
-def test_a_10mb_chunked_body_without_content_length_is_413(app, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_10mb_chunked_body_without_content_length_is_413(app, token, clean_db):
     """Chunked uploads carry no Content-Length: the reader must stop at the cap by itself."""
     from werkzeug.test import EnvironBuilder
 
@@ -174,7 +174,7 @@ def _gzip_bomb() -> bytes:
     return b"".join(compressor.compress(chunk) for _ in range(100)) + compressor.flush()
 
 
-def test_a_gzip_bomb_is_413_fast_and_never_expanded(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_gzip_bomb_is_413_fast_and_never_expanded(client, token, clean_db):
     bomb = _gzip_bomb()
     assert len(bomb) < 200_000
     tracemalloc.start()
@@ -210,7 +210,7 @@ ENVELOPE_CASES = [(f, v) for f in ("batch_id", "developer_id", "sent_at", "schem
 
 
 @pytest.mark.parametrize(("field", "value"), ENVELOPE_CASES, ids=[f"{f}={json.dumps(v)}" for f, v in ENVELOPE_CASES])
-def test_a_wrong_type_in_any_envelope_field_is_400_naming_it(client, token, clean_db, field, value):  # type: ignore[no-untyped-def]
+def test_a_wrong_type_in_any_envelope_field_is_400_naming_it(client, token, clean_db, field, value):
     body = batch([event()])
     body[field] = value
     r = client.post(URL, json=body, headers=auth(token))
@@ -220,7 +220,7 @@ def test_a_wrong_type_in_any_envelope_field_is_400_naming_it(client, token, clea
     assert any(f == field or f.startswith(field + ".") for f in error_fields(r)), error
 
 
-def test_a_wrong_type_in_any_event_field_rejects_that_event_alone(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_wrong_type_in_any_event_field_rejects_that_event_alone(client, token, clean_db):
     """One batch: a valid event first, then every event field with every wrong type, each in its own event."""
     cases: list[tuple[str, Any]] = []
     for field in ("event_id", "type", "timestamp", "schema_version", "session_id", "payload"):
@@ -262,7 +262,7 @@ _WRONG_BY_KIND: dict[str, list[Any]] = {
 }
 
 
-def test_a_wrong_type_in_any_payload_field_rejects_that_event_alone(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_wrong_type_in_any_payload_field_rejects_that_event_alone(client, token, clean_db):
     """Every payload field of every 1.1 event type, with every wrong value for its kind, each in its own event."""
     from activity.catalog import event_types
 
@@ -291,13 +291,13 @@ def test_a_wrong_type_in_any_payload_field_rejects_that_event_alone(client, toke
 
 
 @pytest.mark.parametrize("events", [[], [1], ["x"], [None], [[]]], ids=["none", "int", "str", "null", "list"])
-def test_events_that_are_not_objects_never_5xx(client, token, clean_db, events):  # type: ignore[no-untyped-def]
+def test_events_that_are_not_objects_never_5xx(client, token, clean_db, events):
     r = client.post(URL, json=batch(events), headers=auth(token))
     assert r.status_code in (400, 422)
     nothing_written(clean_db)
 
 
-def test_utc_offsets_postgresql_cannot_store_never_500(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_utc_offsets_postgresql_cannot_store_never_500(client, token, clean_db):
     """RFC 3339 allows offsets up to ±23:59; PostgreSQL refuses anything from ±16:00 on.
 
     Stored (in UTC, the offset kept apart) or refused by name are both fine; a 500 is not.
@@ -350,7 +350,7 @@ HOSTILE_TEXT = [
 ]
 
 
-def test_sqlish_and_control_characters_are_stored_verbatim_and_never_executed(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_sqlish_and_control_characters_are_stored_verbatim_and_never_executed(client, token, clean_db):
     events = []
     for i, value in enumerate(HOSTILE_TEXT):
         ev = event(file=value, language=value, **{value: value, "n": i})
@@ -373,7 +373,7 @@ def test_sqlish_and_control_characters_are_stored_verbatim_and_never_executed(cl
 
 
 @pytest.mark.parametrize("value", HOSTILE_TEXT[:5])
-def test_sqlish_text_in_paths_and_queries_is_harmless(client, make_token, clean_db, value):  # type: ignore[no-untyped-def]
+def test_sqlish_text_in_paths_and_queries_is_harmless(client, make_token, clean_db, value):
     from urllib.parse import quote
 
     admin = make_token(None, admin=True)
@@ -392,7 +392,7 @@ def test_sqlish_text_in_paths_and_queries_is_harmless(client, make_token, clean_
         count(clean_db, table)
 
 
-def test_nul_characters_are_a_per_event_rejection_never_a_500(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_nul_characters_are_a_per_event_rejection_never_a_500(client, token, clean_db):
     """PostgreSQL's jsonb cannot hold U+0000: the event is refused by name, the others are stored."""
     ok = event()
     in_value = event(file="a\u0000b")
@@ -428,7 +428,7 @@ def test_nul_characters_are_a_per_event_rejection_never_a_500(client, token, cle
     assert client.post(URL, json=body, headers=auth(token)).status_code == 400
 
 
-def test_nul_and_control_characters_in_headers_never_5xx(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_nul_and_control_characters_in_headers_never_5xx(client, token, clean_db):
     for correlation in ("a\x01b", "x" * 1000, "'; DROP TABLE batches; --", "\u00e9"):
         r = client.post(URL, json=batch([event()]), headers={**auth(token), "X-Correlation-ID": correlation})
         assert r.status_code == 202
@@ -451,7 +451,7 @@ def test_nul_and_control_characters_in_headers_never_5xx(client, token, clean_db
 # ---------------------------------------------------------------------------------------------- tokens and roles
 
 
-def test_another_developers_token_is_403_everywhere(client, token, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_another_developers_token_is_403_everywhere(client, token, make_token, clean_db):
     mine = client.post(URL, json=batch([event()], developer_id="dev-1"), headers=auth(token))
     assert mine.status_code == 202
     other = make_token("dev-2")
@@ -467,7 +467,7 @@ def test_another_developers_token_is_403_everywhere(client, token, make_token, c
     assert count(clean_db, "batches") == 1
 
 
-def test_unknown_expired_and_revoked_tokens_are_401(client, clean_db):  # type: ignore[no-untyped-def]
+def test_unknown_expired_and_revoked_tokens_are_401(client, clean_db):
     with clean_db.transaction() as s:
         expired = create_token(s, "dev-1", expires_at=datetime.now(UTC) - timedelta(seconds=1))
         revoked = create_token(s, "dev-1")
@@ -487,7 +487,7 @@ def test_unknown_expired_and_revoked_tokens_are_401(client, clean_db):  # type: 
     nothing_written(clean_db)
 
 
-def test_admin_endpoints_refuse_developer_tokens(client, token, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_admin_endpoints_refuse_developer_tokens(client, token, make_token, clean_db):
     stored = client.post(URL, json=batch([event()]), headers=auth(token))
     assert stored.status_code == 202
     batch_id = stored.get_json()["batch_id"]
@@ -503,7 +503,7 @@ def test_admin_endpoints_refuse_developer_tokens(client, token, make_token, clea
     assert client.get("/api/admin/circuit-breakers", headers=auth(admin)).status_code == 200
 
 
-def test_supported_versions_are_listed_when_every_event_has_a_bad_version(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_supported_versions_are_listed_when_every_event_has_a_bad_version(client, token, clean_db):
     events = [event(version=v) for v in ("2.0", "1.01", "\u0661.\u0661", "1.1 ", "01.1")]
     r = client.post(URL, json=batch(events, schema_version=None), headers=auth(token))
     assert r.status_code == 422

@@ -14,7 +14,7 @@ from tests.support.factories import auth, batch, event
 from tests.support.ingest import URL, counts, edit, nothing_written, post, query
 
 
-def test_batch_events_audit_and_outbox_are_written_together(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_batch_events_audit_and_outbox_are_written_together(client, token, clean_db):
     a = event()
     body_sent = batch([a, edit(), a, event("file.teleport")])
     r = post(client, token, body_sent, headers={"X-Correlation-ID": "corr-atomic"})
@@ -38,7 +38,7 @@ def test_batch_events_audit_and_outbox_are_written_together(client, token, clean
     assert tuple(batch_row) == ("persisted", 4, 2, 1, 1, "corr-atomic")
 
 
-def _four_xx_cases(client, token, db):  # type: ignore[no-untyped-def]
+def _four_xx_cases(client, token, db):
     stored = batch([event()])
     assert post(client, token, stored).status_code == 202
     yield 409, post(client, token, dict(stored, events=[event()]))
@@ -51,7 +51,7 @@ def _four_xx_cases(client, token, db):  # type: ignore[no-untyped-def]
     yield 422, post(client, token, batch([event("file.teleport")]))
 
 
-def test_no_4xx_writes_anything(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_no_4xx_writes_anything(client, token, clean_db):
     cases = _four_xx_cases(client, token, clean_db)
     first_status, first = next(cases)
     before = counts(clean_db)
@@ -65,7 +65,7 @@ def test_no_4xx_writes_anything(client, token, clean_db):  # type: ignore[no-unt
     assert seen == [409, 400, 400, 401, 403, 413, 415, 422]
 
 
-def test_a_failure_inside_the_transaction_leaves_nothing_behind(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_a_failure_inside_the_transaction_leaves_nothing_behind(client, token, clean_db):
     """The outbox insert is the last write: make the database refuse it and nothing else may remain."""
     with clean_db.engine.begin() as conn:
         conn.execute(text("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "

@@ -15,7 +15,7 @@ from tests.support.factories import batch, event
 from tests.support.ingest import URL, counts, nothing_written, post, query
 
 
-def test_missing_token_is_401_and_writes_nothing(client, clean_db):  # type: ignore[no-untyped-def]
+def test_missing_token_is_401_and_writes_nothing(client, clean_db):
     r = post(client, None, batch([event()]))
     assert r.status_code == 401
     assert r.get_json()["error"]["code"] == "missing_token"
@@ -26,14 +26,14 @@ def test_missing_token_is_401_and_writes_nothing(client, clean_db):  # type: ign
 
 
 @pytest.mark.parametrize("header", ["Bearer dp_not-a-real-token", "Bearer", "Token abc", "Basic !!!"])
-def test_unknown_or_malformed_token_is_401(client, token, clean_db, header):  # type: ignore[no-untyped-def]
+def test_unknown_or_malformed_token_is_401(client, token, clean_db, header):
     r = client.post(URL, json=batch([event()]), headers={"Authorization": header})
     assert r.status_code == 401
     assert r.get_json()["error"]["code"] == "invalid_token"
     nothing_written(clean_db)
 
 
-def test_revoked_token_is_401(client, clean_db):  # type: ignore[no-untyped-def]
+def test_revoked_token_is_401(client, clean_db):
     with clean_db.transaction() as s:
         tok = create_token(s, "dev-1")
     assert post(client, tok, batch([event()])).status_code == 202
@@ -47,7 +47,7 @@ def test_revoked_token_is_401(client, clean_db):  # type: ignore[no-untyped-def]
     assert counts(clean_db) == before
 
 
-def test_expired_token_is_401(client, clean_db):  # type: ignore[no-untyped-def]
+def test_expired_token_is_401(client, clean_db):
     with clean_db.transaction() as s:
         expired = create_token(s, "dev-1", expires_at=datetime.now(UTC) - timedelta(seconds=1))
         valid = create_token(s, "dev-1", expires_at=datetime.now(UTC) + timedelta(hours=1))
@@ -55,7 +55,7 @@ def test_expired_token_is_401(client, clean_db):  # type: ignore[no-untyped-def]
     assert post(client, valid, batch([event()])).status_code == 202
 
 
-def test_developer_token_posting_for_another_developer_is_403_and_writes_nothing(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_developer_token_posting_for_another_developer_is_403_and_writes_nothing(client, token, clean_db):
     r = post(client, token, batch([event()], developer_id="dev-2"))
     assert r.status_code == 403
     body = r.get_json()
@@ -64,7 +64,7 @@ def test_developer_token_posting_for_another_developer_is_403_and_writes_nothing
     nothing_written(clean_db)
 
 
-def test_admin_token_may_post_for_any_developer(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_admin_token_may_post_for_any_developer(client, make_token, clean_db):
     admin = make_token(None, admin=True)
     body = batch([event()], developer_id="dev-7")
     assert post(client, admin, body).status_code == 202

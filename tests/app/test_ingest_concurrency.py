@@ -15,7 +15,7 @@ from tests.support.factories import batch, event, iso, now
 from tests.support.ingest import counts, post, query
 
 
-def _run_in_threads(app, n: int, work) -> list[Any]:  # type: ignore[no-untyped-def]
+def _run_in_threads(app, n: int, work) -> list[Any]:
     barrier = threading.Barrier(n)
     results: list[Any] = [None] * n
 
@@ -36,7 +36,7 @@ def _run_in_threads(app, n: int, work) -> list[Any]:  # type: ignore[no-untyped-
     return results
 
 
-def test_the_same_batch_from_20_threads_is_stored_once(app, token, clean_db):  # type: ignore[no-untyped-def]
+def test_the_same_batch_from_20_threads_is_stored_once(app, token, clean_db):
     body = batch([event() for _ in range(25)])
 
     def send(i: int, c: Any) -> tuple[int, dict[str, Any]]:
@@ -52,7 +52,7 @@ def test_the_same_batch_from_20_threads_is_stored_once(app, token, clean_db):  #
     assert (got["batches"], got["raw_events"], got["outbox"]) == (1, 25, 1)
 
 
-def test_overlapping_batches_from_20_threads_store_each_event_once(app, token, clean_db):  # type: ignore[no-untyped-def]
+def test_overlapping_batches_from_20_threads_store_each_event_once(app, token, clean_db):
     rng = random.Random(7)
     pool = [event(event_id=str(uuid.uuid4())) for _ in range(60)]
     bodies = [batch(rng.sample(pool, 40)) for _ in range(20)]  # shuffled: each batch in its own order

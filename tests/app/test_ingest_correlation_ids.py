@@ -13,7 +13,7 @@ from tests.support.factories import auth, batch, event
 from tests.support.ingest import URL, post, query
 
 
-def test_correlation_id_is_generated_when_absent(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_correlation_id_is_generated_when_absent(client, token, clean_db):
     r = post(client, token, batch([event()]))
     cid = r.get_json()["correlation_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", cid)
@@ -21,7 +21,7 @@ def test_correlation_id_is_generated_when_absent(client, token, clean_db):  # ty
     assert query(clean_db, "SELECT correlation_id FROM batches")[0][0] == cid
 
 
-def test_incoming_correlation_id_is_honoured_echoed_and_stored(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_incoming_correlation_id_is_honoured_echoed_and_stored(client, token, clean_db):
     cid = "vscode-req:42.a_b-c"
     body = batch([event()])
     r = post(client, token, body, headers={"X-Correlation-ID": cid})
@@ -33,14 +33,14 @@ def test_incoming_correlation_id_is_honoured_echoed_and_stored(client, token, cl
 
 
 @pytest.mark.parametrize("bad", ["has spaces", "x" * 129, "<script>"])
-def test_an_unsafe_correlation_id_is_replaced(client, token, clean_db, bad):  # type: ignore[no-untyped-def]
+def test_an_unsafe_correlation_id_is_replaced(client, token, clean_db, bad):
     r = post(client, token, batch([event()]), headers={"X-Correlation-ID": bad})
     cid = r.get_json()["correlation_id"]
     assert cid != bad and re.fullmatch(r"[0-9a-f]{32}", cid)
     assert r.headers["X-Correlation-ID"] == cid
 
 
-def test_every_error_carries_the_correlation_id(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_every_error_carries_the_correlation_id(client, token, clean_db):
     cid = {"X-Correlation-ID": "err-1"}
     responses = [
         client.post(URL, json=batch([event()]), headers=cid),

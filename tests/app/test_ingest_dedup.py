@@ -13,7 +13,7 @@ from tests.support.ingest import counts, edit, nothing_written, post, query, sto
 # ------------------------------------------------------------------------------------------------ event-level dedup
 
 
-def test_event_stored_by_an_earlier_batch_is_a_duplicate(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_event_stored_by_an_earlier_batch_is_a_duplicate(client, token, clean_db):
     a, b, c = event(), event(), event()
     first = batch([a, b])
     assert post(client, token, first).status_code == 202
@@ -37,7 +37,7 @@ def test_event_stored_by_an_earlier_batch_is_a_duplicate(client, token, clean_db
         == [(1, 1)]
 
 
-def test_event_repeated_inside_one_batch_is_stored_once(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_event_repeated_inside_one_batch_is_stored_once(client, token, clean_db):
     a, b = event(), event()
     a_again = dict(a, payload={"file": "other.py"})
     body_sent = batch([a, b, a_again])
@@ -52,7 +52,7 @@ def test_event_repeated_inside_one_batch_is_stored_once(client, token, clean_db)
                                       "developer_id": "dev-1"}]
 
 
-def test_batch_of_only_duplicates_stores_nothing_new(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_batch_of_only_duplicates_stores_nothing_new(client, token, clean_db):
     a, b = event(), event()
     post(client, token, batch([a, b]))
     second = batch([b, a])
@@ -71,7 +71,7 @@ def test_batch_of_only_duplicates_stores_nothing_new(client, token, clean_db):  
 # ------------------------------------------------------------------------------------------------ batch-level dedup
 
 
-def test_resending_a_batch_with_another_sent_at_is_a_200_duplicate(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_resending_a_batch_with_another_sent_at_is_a_200_duplicate(client, token, clean_db):
     body = batch([event(), edit()], sent_at=now())
     first = post(client, token, body, headers={"X-Correlation-ID": "first-send"})
     assert first.status_code == 202
@@ -89,7 +89,7 @@ def test_resending_a_batch_with_another_sent_at_is_a_200_duplicate(client, token
     assert stored_events(clean_db) == stored_before
 
 
-def test_same_batch_id_with_other_content_is_409(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_same_batch_id_with_other_content_is_409(client, token, clean_db):
     body = batch([event()])
     assert post(client, token, body).status_code == 202
     before = counts(clean_db)
@@ -100,7 +100,7 @@ def test_same_batch_id_with_other_content_is_409(client, token, clean_db):  # ty
     assert counts(clean_db) == before
 
 
-def test_resending_a_rejected_batch_is_rejected_again(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_resending_a_rejected_batch_is_rejected_again(client, token, clean_db):
     body = batch([event("file.teleport")])
     assert post(client, token, body).status_code == 422
     assert post(client, token, body).status_code == 422
@@ -110,7 +110,7 @@ def test_resending_a_rejected_batch_is_rejected_again(client, token, clean_db): 
 # ------------------------------------------------------------------------------------------- ids are per developer
 
 
-def test_another_developers_event_and_batch_ids_are_not_duplicates(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_another_developers_event_and_batch_ids_are_not_duplicates(client, make_token, clean_db):
     """Developer B posting A's event ids and batch id first neither drops A's events nor tells either of them."""
     token_a, token_b = make_token("dev-1"), make_token("dev-2")
     a1, a2 = event(), edit()
@@ -138,7 +138,7 @@ def test_another_developers_event_and_batch_ids_are_not_duplicates(client, make_
     assert query(clean_db, "SELECT count(*) FROM audit_log WHERE step = 'deduplicated'") == [(0,)]
 
 
-def test_the_same_developer_still_deduplicates_when_another_uses_the_ids(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_the_same_developer_still_deduplicates_when_another_uses_the_ids(client, make_token, clean_db):
     token_a, token_b = make_token("dev-1"), make_token("dev-2")
     a1 = event()
     body_a = batch([a1], developer_id="dev-1")

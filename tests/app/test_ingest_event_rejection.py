@@ -9,7 +9,7 @@ from tests.support.factories import batch, event
 from tests.support.ingest import SUPPORTED, edit, nothing_written, post, query, stored_events
 
 
-def test_invalid_events_are_rejected_alone_and_valid_ones_stored(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_invalid_events_are_rejected_alone_and_valid_ones_stored(client, token, clean_db):
     good_first, good_last = event(), edit()
     missing_field = event("file.edit", file="a.py", lines_added=1)  # lines_deleted missing
     unknown_type = event("file.teleport")
@@ -41,7 +41,7 @@ def test_invalid_events_are_rejected_alone_and_valid_ones_stored(client, token, 
     assert query(clean_db, "SELECT received, accepted, duplicates, rejected FROM batches")[0] == (8, 2, 0, 6)
 
 
-def test_no_valid_event_is_422_and_writes_nothing(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_no_valid_event_is_422_and_writes_nothing(client, token, clean_db):
     bad = [event("file.teleport"), event("file.edit", file="a.py")]
     r = post(client, token, batch(bad))
     assert r.status_code == 422
@@ -55,7 +55,7 @@ def test_no_valid_event_is_422_and_writes_nothing(client, token, clean_db):  # t
     nothing_written(clean_db)
 
 
-def test_422_lists_supported_versions_when_a_version_is_unsupported(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_422_lists_supported_versions_when_a_version_is_unsupported(client, token, clean_db):
     r = post(client, token, batch([event(version="2.0"), event(version="0.9")]))
     assert r.status_code == 422
     body = r.get_json()

@@ -17,7 +17,7 @@ from tests.support.factories import auth, batch, event
 from tests.support.ingest import URL, counts, edit, nothing_written, post, query, stored_events
 
 
-def test_1000_events_are_accepted_and_1001_are_413(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_1000_events_are_accepted_and_1001_are_413(client, token, clean_db):
     r = post(client, token, batch([event() for _ in range(1001)]))
     assert r.status_code == 413
     assert r.get_json()["error"]["code"] == "too_many_events"
@@ -36,7 +36,7 @@ def _padded(body: dict[str, Any], size: int) -> bytes:
     return data + b" " * (size - len(data))
 
 
-def test_body_up_to_5mb_is_accepted_and_larger_is_413(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_body_up_to_5mb_is_accepted_and_larger_is_413(client, token, clean_db):
     limit = 5 * 1024 * 1024
     r = client.post(URL, data=_padded(batch([event()]), limit + 1), headers=auth(token),
                     content_type="application/json")
@@ -51,7 +51,7 @@ def gz_headers(token: str) -> dict[str, str]:
     return {**auth(token), "Content-Encoding": "gzip"}
 
 
-def test_gzip_body_is_accepted(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_gzip_body_is_accepted(client, token, clean_db):
     events = [event(), edit()]
     r = client.post(URL, data=gzip.compress(json.dumps(batch(events)).encode()), headers=gz_headers(token),
                     content_type="application/json")
@@ -60,7 +60,7 @@ def test_gzip_body_is_accepted(client, token, clean_db):  # type: ignore[no-unty
     assert sorted(row.raw["event_id"] for row in stored_events(clean_db)) == sorted(e["event_id"] for e in events)
 
 
-def test_gzip_that_expands_beyond_5mb_is_413(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_gzip_that_expands_beyond_5mb_is_413(client, token, clean_db):
     data = gzip.compress(_padded(batch([event()]), 5 * 1024 * 1024 + 1))
     assert len(data) < 100_000
     r = client.post(URL, data=data, headers=gz_headers(token), content_type="application/json")
@@ -68,7 +68,7 @@ def test_gzip_that_expands_beyond_5mb_is_413(client, token, clean_db):  # type: 
     nothing_written(clean_db)
 
 
-def test_gzip_bomb_is_413_without_being_expanded(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_gzip_bomb_is_413_without_being_expanded(client, token, clean_db):
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     chunk = b"\0" * (1024 * 1024)
     bomb = b"".join(compressor.compress(chunk) for _ in range(50)) + compressor.flush()
@@ -85,19 +85,19 @@ def test_gzip_bomb_is_413_without_being_expanded(client, token, clean_db):  # ty
     nothing_written(clean_db)
 
 
-def test_invalid_gzip_is_400(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_invalid_gzip_is_400(client, token, clean_db):
     r = client.post(URL, data=b"not gzip at all", headers=gz_headers(token), content_type="application/json")
     assert r.status_code == 400
     assert r.get_json()["error"]["code"] == "invalid_gzip"
 
 
-def test_unknown_content_encoding_is_415(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_unknown_content_encoding_is_415(client, token, clean_db):
     r = client.post(URL, data=b"{}", headers={**auth(token), "Content-Encoding": "br"},
                     content_type="application/json")
     assert r.status_code == 415
 
 
-def test_payload_over_16kb_rejects_that_event_alone(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_payload_over_16kb_rejects_that_event_alone(client, token, clean_db):
     base = len(json.dumps({"file": "x", "pad": ""}, separators=(",", ":")))
     at_limit = event(file="x", pad="a" * (16 * 1024 - base))
     over = event(file="x", pad="a" * (16 * 1024 - base + 1))
@@ -110,7 +110,7 @@ def test_payload_over_16kb_rejects_that_event_alone(client, token, clean_db):  #
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_non_json_content_type_is_415(client, token, clean_db, content_type):  # type: ignore[no-untyped-def]
+def test_non_json_content_type_is_415(client, token, clean_db, content_type):
     kwargs = {"content_type": content_type} if content_type else {}
     r = client.post(URL, data=json.dumps(batch([event()])), headers=auth(token), **kwargs)
     assert r.status_code == 415
@@ -129,7 +129,7 @@ def test_non_json_content_type_is_415(client, token, clean_db, content_type):  #
     (b"[" * 100_000 + b"]" * 100_000, "nested far too deeply"),
     (b'{"a": ' + b"[" * 70 + b"]" * 70 + b"}", "nested more than 64 levels"),
 ])
-def test_malformed_bodies_are_400(client, token, clean_db, data, why):  # type: ignore[no-untyped-def]
+def test_malformed_bodies_are_400(client, token, clean_db, data, why):
     r = client.post(URL, data=data, headers=auth(token), content_type="application/json")
     assert r.status_code == 400, why
     assert r.get_json()["error"]["code"] == "invalid_json"
@@ -137,7 +137,7 @@ def test_malformed_bodies_are_400(client, token, clean_db, data, why):  # type: 
     nothing_written(clean_db)
 
 
-def test_deep_payload_inside_an_event_is_400_not_500(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_deep_payload_inside_an_event_is_400_not_500(client, token, clean_db):
     for depth in (70, 500, 940):  # below json's own recursion limit, deep enough to break what comes after
         ev = event()
         raw = json.dumps(batch([ev])).replace('"file": "src/app.py"', '"file": "x", "d": ' + "[" * depth
@@ -147,7 +147,7 @@ def test_deep_payload_inside_an_event_is_400_not_500(client, token, clean_db):  
     nothing_written(clean_db)
 
 
-def test_payload_nested_within_the_limit_is_stored(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_payload_nested_within_the_limit_is_stored(client, token, clean_db):
     nested: Any = 1
     for _ in range(55):
         nested = {"n": nested}
@@ -174,7 +174,7 @@ def test_payload_nested_within_the_limit_is_stored(client, token, clean_db):  # 
     (lambda b: b.update(client={"editor": "e" * 65}), "client.editor"),
     (lambda b: b.update(client={"editor": "nul\u0000"}), "client.editor"),
 ])
-def test_envelope_errors_are_400_naming_the_field(client, token, clean_db, mutate, field):  # type: ignore[no-untyped-def]
+def test_envelope_errors_are_400_naming_the_field(client, token, clean_db, mutate, field):
     body = batch([event()])
     mutate(body)
     r = post(client, token, body)
@@ -186,13 +186,13 @@ def test_envelope_errors_are_400_naming_the_field(client, token, clean_db, mutat
     nothing_written(clean_db)
 
 
-def test_non_object_body_is_400(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_non_object_body_is_400(client, token, clean_db):
     r = post(client, token, [batch([event()])])
     assert r.status_code == 400
     assert r.get_json()["error"]["details"] == [{"field": "_schema", "message": "expected a JSON object"}]
 
 
-def test_text_the_database_cannot_store_rejects_that_event_alone(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_text_the_database_cannot_store_rejects_that_event_alone(client, token, clean_db):
     """Valid JSON that PostgreSQL's jsonb refuses (NUL, an unpaired surrogate, 1e400) must not fail the batch."""
     ok = event()
     nul = event(file="a\u0000b")

@@ -11,7 +11,7 @@ from tests.support.factories import batch, event, iso, now
 from tests.support.ingest import edit, post, query, stored_events
 
 
-def test_order_is_kept_as_seq_even_when_timestamps_go_backwards(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_order_is_kept_as_seq_even_when_timestamps_go_backwards(client, token, clean_db):
     t = now()
     events = [event(ts=t - timedelta(minutes=m)) for m in (1, 50, 3, 20)]
     events.insert(2, event("file.teleport"))
@@ -25,7 +25,7 @@ def test_order_is_kept_as_seq_even_when_timestamps_go_backwards(client, token, c
     assert post(client, token, late).status_code == 202
 
 
-def test_clock_skew_is_corrected_for_a_client_two_hours_behind(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_clock_skew_is_corrected_for_a_client_two_hours_behind(client, token, clean_db):
     skew = timedelta(hours=2)
     client_now = now() - skew
     ev_utc = event(ts=client_now - timedelta(minutes=10))
@@ -47,7 +47,7 @@ def test_clock_skew_is_corrected_for_a_client_two_hours_behind(client, token, cl
         assert row.received_at.tzinfo is not None and before <= row.received_at <= after
 
 
-def test_future_and_too_old_events_are_rejected_after_correction(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_future_and_too_old_events_are_rejected_after_correction(client, token, clean_db):
     sent = now() - timedelta(hours=2)  # a client clock two hours behind
     at_future_limit = event(ts=sent + timedelta(minutes=5))
     past_future_limit = event(ts=sent + timedelta(minutes=5, seconds=1))
@@ -65,14 +65,14 @@ def test_future_and_too_old_events_are_rejected_after_correction(client, token, 
         at_future_limit["event_id"], looks_future_is_fine["event_id"], at_age_limit["event_id"]}
 
 
-def test_an_event_in_the_clients_future_is_rejected_even_with_a_slow_clock(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_an_event_in_the_clients_future_is_rejected_even_with_a_slow_clock(client, token, clean_db):
     sent = now() - timedelta(hours=2)
     # Its raw timestamp is an hour in the server's past, but an hour after the client's own send time.
     r = post(client, token, batch([event(ts=sent + timedelta(hours=1)), event(ts=sent)], sent_at=sent))
     assert [e["code"] for e in r.get_json()["errors"]] == ["timestamp_in_future"]
 
 
-def test_any_rfc3339_offset_is_stored_without_a_500(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_any_rfc3339_offset_is_stored_without_a_500(client, token, clean_db):
     """RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input only up to ±15:59."""
     t = now()
     ev = event()
@@ -87,7 +87,7 @@ def test_any_rfc3339_offset_is_stored_without_a_500(client, token, clean_db):  #
     assert query(clean_db, "SELECT sent_at FROM batches")[0][0] == t
 
 
-def test_timestamps_outside_the_utc_range_are_rejected_not_500(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_timestamps_outside_the_utc_range_are_rejected_not_500(client, token, clean_db):
     # A client clock set to year 1: consistent with its own sent_at, but before 0001-01-01 once in UTC.
     ev, ok = event(), event()
     ev["timestamp"] = "0001-01-01T00:30:00+01:00"
@@ -108,7 +108,7 @@ def test_timestamps_outside_the_utc_range_are_rejected_not_500(client, token, cl
     assert r.get_json()["error"]["details"] == [{"field": "sent_at", "message": "out of range in UTC"}]
 
 
-def test_stored_events_are_never_modified_by_a_later_batch(client, token, clean_db):  # type: ignore[no-untyped-def]
+def test_stored_events_are_never_modified_by_a_later_batch(client, token, clean_db):
     original = edit(ts=now() - timedelta(minutes=30))
     post(client, token, batch([original]))
     before = [tuple(r) for r in stored_events(clean_db)]

@@ -112,12 +112,12 @@ def reference(batches: list[tuple[dict[str, Any], list[str]]]) -> tuple[list[Exp
     return out, stored
 
 
-def snapshot(db) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+def snapshot(db) -> dict[str, list[tuple]]:
     with db.engine.connect() as conn:
         return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2"))] for t in TABLES}
 
 
-def fresh_token(db) -> str:  # type: ignore[no-untyped-def]
+def fresh_token(db) -> str:
     truncate_all(db)
     clear_token_cache()
     with db.transaction() as s:
@@ -126,7 +126,7 @@ def fresh_token(db) -> str:  # type: ignore[no-untyped-def]
 
 @PROPERTY_SETTINGS
 @given(scenario=scenarios)
-def test_any_mix_is_persisted_exactly_once_with_counts_that_add_up(client, db, scenario):  # type: ignore[no-untyped-def]
+def test_any_mix_is_persisted_exactly_once_with_counts_that_add_up(client, db, scenario):
     token = fresh_token(db)
     batches = make_batches(scenario)
     bodies = [body for body, _ in batches]
@@ -156,7 +156,7 @@ def test_any_mix_is_persisted_exactly_once_with_counts_that_add_up(client, db, s
 @PROPERTY_SETTINGS
 @given(scenario=scenarios,
        resends=st.lists(st.tuples(st.integers(0, 3), st.integers(-60, 60)), min_size=1, max_size=6))
-def test_resending_any_batch_changes_nothing(client, db, scenario, resends):  # type: ignore[no-untyped-def]
+def test_resending_any_batch_changes_nothing(client, db, scenario, resends):
     token = fresh_token(db)
     bodies = [body for body, _ in make_batches(scenario)]
     first = [client.post(URL, json=b, headers=auth(token)).status_code for b in bodies]

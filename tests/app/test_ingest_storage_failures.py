@@ -9,7 +9,7 @@ from tests.support.factories import auth, batch, event
 from tests.support.ingest import URL, nothing_written
 
 
-def test_storage_unavailable_is_503_with_retry_after(app, token, clean_db):  # type: ignore[no-untyped-def]
+def test_storage_unavailable_is_503_with_retry_after(app, token, clean_db):
     from app import create_app
     from core.breakers import breakers
 

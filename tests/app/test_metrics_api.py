@@ -16,7 +16,7 @@ from tests.support.pipeline import persist_body, stored_batch
 DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def store(db, bodies: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-def]
+def store(db, bodies: list[dict[str, Any]]) -> None:
     for body in bodies:
         outcome = persist_body(db, body)
         with db.transaction() as s:
@@ -24,7 +24,7 @@ def store(db, bodies: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.fixture
-def stored(client, clean_db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def stored(client, clean_db) -> dict[str, Any]:
     """Two hours of dev-1's activity on one day, one event the next day, and dev-2's activity; aggregated."""
     store(clean_db, [
         batch([event("file.edit", DAY + timedelta(hours=9), file="a.py", lines_added=4, lines_deleted=1),
@@ -36,11 +36,11 @@ def stored(client, clean_db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"db": clean_db}
 
 
-def get(client, token: str, developer: str = "dev-1", what: str = "metrics", **params: str):  # type: ignore[no-untyped-def]
+def get(client, token: str, developer: str = "dev-1", what: str = "metrics", **params: str):
     return client.get(f"/api/developers/{developer}/{what}", query_string=params, headers=auth(token))
 
 
-def test_own_metrics_by_hour_day_and_week(client, make_token, stored):  # type: ignore[no-untyped-def]
+def test_own_metrics_by_hour_day_and_week(client, make_token, stored):
     token = make_token("dev-1")
     hourly = get(client, token)
     assert hourly.status_code == 200, hourly.get_json()
@@ -64,7 +64,7 @@ def test_own_metrics_by_hour_day_and_week(client, make_token, stored):  # type: 
         assert (start.weekday(), start.hour, start.minute) == (0, 0, 0)  # ISO weeks start on Monday
 
 
-def test_days_are_the_developers_local_days(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_days_are_the_developers_local_days(client, make_token, clean_db):
     token = make_token("dev-1")
     # 22:30 and 23:30 UTC are 00:30 and 01:30 the next day in Berlin in summer (UTC+2), 23:30/00:30 in winter.
     summer = datetime(datetime.now(UTC).year, 7, 1, 22, 30, tzinfo=UTC)
@@ -92,7 +92,7 @@ def test_days_are_the_developers_local_days(client, make_token, clean_db):  # ty
     assert later.get_json()["buckets"] == []
 
 
-def test_breakdown_by_language_and_project(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_breakdown_by_language_and_project(client, make_token, clean_db):
     token = make_token("dev-1")
     t = DAY + timedelta(hours=9)
     first = {**event("file.save", t, file="a.py"), "project": "web"}  # schema 1.1's top-level project
@@ -108,7 +108,7 @@ def test_breakdown_by_language_and_project(client, make_token, clean_db):  # typ
     assert bad.status_code == 400 and bad.get_json()["error"]["details"][0]["field"] == "by"
 
 
-def test_from_is_inclusive_and_to_exclusive(client, make_token, stored):  # type: ignore[no-untyped-def]
+def test_from_is_inclusive_and_to_exclusive(client, make_token, stored):
     token = make_token("dev-1")
     body = get(client, token, **{"from": iso(DAY + timedelta(hours=10)), "to": iso(DAY + timedelta(days=1, hours=8))})
     assert body.status_code == 200
@@ -120,7 +120,7 @@ def test_from_is_inclusive_and_to_exclusive(client, make_token, stored):  # type
     assert datetime.fromisoformat(same["from"]) == DAY + timedelta(hours=10)
 
 
-def test_admin_may_read_any_developer_and_others_may_not(client, make_token, stored):  # type: ignore[no-untyped-def]
+def test_admin_may_read_any_developer_and_others_may_not(client, make_token, stored):
     admin = make_token(None, admin=True)
     as_admin = get(client, admin, "dev-2")
     assert as_admin.status_code == 200
@@ -146,7 +146,7 @@ def test_admin_may_read_any_developer_and_others_may_not(client, make_token, sto
     ({"from": "2026-01-01T10:00:00 02:00"}, "from", "%2B"),  # a '+' that arrived as a space
     ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from", "after"),
 ])
-def test_bad_parameters_are_400_naming_the_field(client, make_token, stored, params, field, hint):  # type: ignore[no-untyped-def]
+def test_bad_parameters_are_400_naming_the_field(client, make_token, stored, params, field, hint):
     response = get(client, make_token("dev-1"), **params)
     assert response.status_code == 400, response.get_json()
     error = response.get_json()["error"]
@@ -155,7 +155,7 @@ def test_bad_parameters_are_400_naming_the_field(client, make_token, stored, par
     assert field in error["message"] and hint in error["message"]
 
 
-def test_settings_are_validated_and_a_change_schedules_a_recompute(client, make_token, stored):  # type: ignore[no-untyped-def]
+def test_settings_are_validated_and_a_change_schedules_a_recompute(client, make_token, stored):
     token = make_token("dev-1")
     default = client.get("/api/developers/dev-1/settings", headers=auth(token)).get_json()
     assert default == {"developer_id": "dev-1", "timezone": "UTC", "idle_timeout_seconds": 300,

@@ -34,11 +34,11 @@ def _closed_breakers() -> Iterator[None]:
 
 
 @pytest.fixture
-def admin(make_token) -> str:  # type: ignore[no-untyped-def]
+def admin(make_token) -> str:
     return make_token(None, admin=True)
 
 
-def _other_app(redis_url: str, **overrides: Any):  # type: ignore[no-untyped-def]
+def _other_app(redis_url: str, **overrides: Any):
     from app import create_app
 
     settings = {"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url, **overrides}
@@ -47,7 +47,7 @@ def _other_app(redis_url: str, **overrides: Any):  # type: ignore[no-untyped-def
     return application
 
 
-def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     r = client.get("/metrics")
     assert r.status_code == 200
     assert r.mimetype == "text/plain"
@@ -58,20 +58,20 @@ def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # 
     return out
 
 
-def value(metrics: dict, metric: str, **labels: str) -> float:  # type: ignore[type-arg]
+def value(metrics: dict, metric: str, **labels: str) -> float:
     return metrics.get((metric, tuple(sorted(labels.items()))), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- health, ready
 
 
-def test_healthz_is_200(client):  # type: ignore[no-untyped-def]
+def test_healthz_is_200(client):
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.get_json() == {"status": "ok"}
 
 
-def test_readyz_is_200_when_postgresql_the_broker_and_migrations_are_ok(client):  # type: ignore[no-untyped-def]
+def test_readyz_is_200_when_postgresql_the_broker_and_migrations_are_ok(client):
     r = client.get("/readyz")
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
@@ -83,7 +83,7 @@ def test_readyz_is_200_when_postgresql_the_broker_and_migrations_are_ok(client):
     assert migrations["current"] == migrations["head"] is not None
 
 
-def test_readyz_is_503_naming_the_broker_when_redis_is_unreachable(app, redis_url):  # type: ignore[no-untyped-def]
+def test_readyz_is_503_naming_the_broker_when_redis_is_unreachable(app, redis_url):
     down = _other_app(CLOSED_REDIS)
     try:
         r = down.test_client().get("/readyz")
@@ -100,7 +100,7 @@ def test_readyz_is_503_naming_the_broker_when_redis_is_unreachable(app, redis_ur
     assert body["checks"]["postgresql"]["ok"] is True
 
 
-def test_readyz_is_503_naming_postgresql_when_the_database_is_unreachable(app, redis_url):  # type: ignore[no-untyped-def]
+def test_readyz_is_503_naming_postgresql_when_the_database_is_unreachable(app, redis_url):
     down = _other_app(redis_url, database_url=CLOSED_DATABASE)
     try:
         r = down.test_client().get("/readyz")
@@ -113,7 +113,7 @@ def test_readyz_is_503_naming_postgresql_when_the_database_is_unreachable(app, r
     assert r.get_json()["checks"]["broker"]["ok"] is True
 
 
-def test_readyz_is_503_when_the_schema_is_behind_the_migrations(client, db):  # type: ignore[no-untyped-def]
+def test_readyz_is_503_when_the_schema_is_behind_the_migrations(client, db):
     with db.engine.begin() as conn:
         head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
@@ -130,7 +130,7 @@ def test_readyz_is_503_when_the_schema_is_behind_the_migrations(client, db):  # 
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def test_metrics_count_requests_events_latency_outbox_and_breakers(client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_metrics_count_requests_events_latency_outbox_and_breakers(client, make_token, clean_db):
     token = make_token("dev-1")
     before = samples(client)
     body = batch([event(), event(), {"type": 1}])
@@ -162,7 +162,7 @@ def test_metrics_count_requests_events_latency_outbox_and_breakers(client, make_
         assert value(after, "devpulse_circuit_breaker_state", name=name, state="open") == 0
 
 
-def test_metrics_show_an_open_breaker_and_still_answer_without_the_database(app, redis_url):  # type: ignore[no-untyped-def]
+def test_metrics_show_an_open_breaker_and_still_answer_without_the_database(app, redis_url):
     breakers.get("broker").open()
     down = _other_app(redis_url, database_url=CLOSED_DATABASE)
     try:
@@ -177,7 +177,7 @@ def test_metrics_show_an_open_breaker_and_still_answer_without_the_database(app,
 # ------------------------------------------------------------------------------------------------- breakers
 
 
-def test_admin_lists_the_breakers_and_resets_one(client, admin):  # type: ignore[no-untyped-def]
+def test_admin_lists_the_breakers_and_resets_one(client, admin):
     r = client.get("/api/admin/circuit-breakers", headers=auth(admin))
     assert r.status_code == 200
     listed = {b["name"]: b for b in r.get_json()["circuit_breakers"]}
@@ -211,7 +211,7 @@ def _refuse() -> None:
     raise ConnectionRefusedError("nobody listens")
 
 
-def test_resetting_an_unknown_breaker_is_404(client, admin):  # type: ignore[no-untyped-def]
+def test_resetting_an_unknown_breaker_is_404(client, admin):
     r = client.post("/api/admin/circuit-breakers/nope/reset", headers=auth(admin))
     assert r.status_code == 404
     error = r.get_json()["error"]
@@ -238,7 +238,7 @@ def _record(msg: str = "batch %s stored", *args: Any, **extra: Any) -> logging.L
     return record
 
 
-def test_json_formatter_writes_the_core_fields(log_context):  # type: ignore[no-untyped-def]
+def test_json_formatter_writes_the_core_fields(log_context):
     batch_id = uuid.uuid4()
     line = json_logging.JsonFormatter().format(_record(correlation_id="c-1", batch_id=batch_id, step="persisted",
                                                        duration_ms=12.5, developer="dev-1"))
@@ -256,7 +256,7 @@ def test_json_formatter_writes_the_core_fields(log_context):  # type: ignore[no-
     assert datetime.fromisoformat(data["timestamp"]).utcoffset().total_seconds() == 0
 
 
-def test_json_formatter_writes_null_for_missing_core_fields_and_the_exception(log_context):  # type: ignore[no-untyped-def]
+def test_json_formatter_writes_null_for_missing_core_fields_and_the_exception(log_context):
     try:
         raise ValueError("boom")
     except ValueError:
@@ -268,7 +268,7 @@ def test_json_formatter_writes_null_for_missing_core_fields_and_the_exception(lo
     assert "ValueError: boom" in data["exception"]
 
 
-def test_bound_context_is_on_every_line_and_explicit_extras_win(log_context):  # type: ignore[no-untyped-def]
+def test_bound_context_is_on_every_line_and_explicit_extras_win(log_context):
     json_logging.bind(correlation_id="c-bound", batch_id="b-bound", step=None)
     fmt = json_logging.JsonFormatter()
     data = json.loads(fmt.format(_record()))
@@ -277,7 +277,7 @@ def test_bound_context_is_on_every_line_and_explicit_extras_win(log_context):  #
     assert (data["correlation_id"], data["batch_id"], data["step"]) == ("c-explicit", "b-bound", "aggregate")
 
 
-def test_a_log_line_inside_a_request_carries_its_correlation_id(app, log_context):  # type: ignore[no-untyped-def]
+def test_a_log_line_inside_a_request_carries_its_correlation_id(app, log_context):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(json_logging.JsonFormatter())
@@ -285,7 +285,7 @@ def test_a_log_line_inside_a_request_carries_its_correlation_id(app, log_context
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
-    def probe():  # type: ignore[no-untyped-def]
+    def probe():
         logger.info("inside", extra={"step": "probe", "duration_ms": 1})
         return "ok"
 
@@ -300,7 +300,7 @@ def test_a_log_line_inside_a_request_carries_its_correlation_id(app, log_context
                                                                                           "probe", 1)
 
 
-def test_configure_logging_puts_one_json_object_per_line_on_the_root_logger(log_context):  # type: ignore[no-untyped-def]
+def test_configure_logging_puts_one_json_object_per_line_on_the_root_logger(log_context):
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     try:

@@ -28,26 +28,26 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 
 @pytest.fixture
-def spec(client) -> dict:  # type: ignore[no-untyped-def]
+def spec(client) -> dict:
     r = client.get("/openapi.json")
     assert r.status_code == 200
     assert r.mimetype == "application/json"
     return r.get_json()
 
 
-def test_openapi_json_is_a_valid_openapi_3_document(spec):  # type: ignore[no-untyped-def]
+def test_openapi_json_is_a_valid_openapi_3_document(spec):
     assert spec["openapi"].startswith("3.")
     schemathesis.openapi.from_dict(spec).validate()  # the OpenAPI 3.0 meta-schema; raises when invalid
 
 
-def test_the_validator_does_reject_an_invalid_document(spec):  # type: ignore[no-untyped-def]
+def test_the_validator_does_reject_an_invalid_document(spec):
     broken = copy.deepcopy(spec)
     broken["paths"]["/healthz"]["get"]["responses"] = "not an object"
     with pytest.raises(Exception):  # noqa: B017 - jsonschema_rs.ValidationError, whose import path is private
         schemathesis.openapi.from_dict(broken).validate()
 
 
-def test_every_route_of_the_app_is_documented(app, spec):  # type: ignore[no-untyped-def]
+def test_every_route_of_the_app_is_documented(app, spec):
     """Each public route appears in the spec with its methods (Flask's <x> is OpenAPI's {x})."""
     documented = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
                   for path, operations in spec["paths"].items() for method in operations}
@@ -63,7 +63,7 @@ def test_every_route_of_the_app_is_documented(app, spec):  # type: ignore[no-unt
     assert not undocumented
 
 
-def test_docs_is_html_listing_every_path_and_method(client, spec):  # type: ignore[no-untyped-def]
+def test_docs_is_html_listing_every_path_and_method(client, spec):
     r = client.get("/docs")
     assert r.status_code == 200
     assert r.mimetype == "text/html"
@@ -76,7 +76,7 @@ def test_docs_is_html_listing_every_path_and_method(client, spec):  # type: igno
         assert f"<h3>{name}</h3>" in page
 
 
-def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_token):  # type: ignore[no-untyped-def]
+def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_token):
     """Schemathesis over every documented operation, with an admin token (it may act for any developer).
 
     Positive cases follow the schema; negative ones break it (and the Authorization header) on purpose.
@@ -116,7 +116,7 @@ def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_t
 # ------------------------------------------------------------------------- documented responses with real data
 
 
-def _call(schema, label: str, token: str, expected: int, **kwargs: Any):  # type: ignore[no-untyped-def]
+def _call(schema, label: str, token: str, expected: int, **kwargs: Any):
     """One hand-made request, checked like a generated one plus its status code being documented."""
     method, path = label.split(" ", 1)
     case = schema[path][method].Case(**kwargs)
@@ -127,7 +127,7 @@ def _call(schema, label: str, token: str, expected: int, **kwargs: Any):  # type
     return response.json() if is_json else None
 
 
-def test_real_responses_match_their_documented_schemas(app, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_real_responses_match_their_documented_schemas(app, make_token, clean_db):
     """Generated requests rarely reach the success paths: these do, with stored data behind them."""
     from models.tables import Alert, MetricSlot
 

@@ -21,7 +21,7 @@ RATE, BURST = 20, 40
 LIMITS = {"rate_limit_per_second": RATE, "rate_limit_burst": BURST}
 
 
-def _make_app(redis_url: str, **overrides: Any):  # type: ignore[no-untyped-def]
+def _make_app(redis_url: str, **overrides: Any):
     from app import create_app
 
     application = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url, **overrides})
@@ -40,7 +40,7 @@ def _fresh_breakers() -> Iterator[None]:
 
 
 @pytest.fixture
-def limited(app, redis_url):  # type: ignore[no-untyped-def]
+def limited(app, redis_url):
     """An app with the production limits (the suite's environment sets huge ones); `app` empties the buckets."""
     application = _make_app(redis_url, **LIMITS)
     yield application
@@ -48,23 +48,23 @@ def limited(app, redis_url):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def redis_down(app, redis_url):  # type: ignore[no-untyped-def]
+def redis_down(app, redis_url):
     """An app whose Redis is a closed port (its Celery publisher is its own: nothing to restore)."""
     application = _make_app("redis://127.0.0.1:1/0", **LIMITS)
     yield application
     application.extensions["devpulse.db"].dispose()
 
 
-def ingest(client, token: str):  # type: ignore[no-untyped-def]
+def ingest(client, token: str):
     return client.post(URL, json=batch([event()]), headers=auth(token))
 
 
-def _stored_batches(app) -> int:  # type: ignore[no-untyped-def]
+def _stored_batches(app) -> int:
     with app.extensions["devpulse.db"].engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM batches")).scalar_one()
 
 
-def test_a_burst_of_40_passes_then_429_with_retry_after_naming_the_field(limited, make_token):  # type: ignore[no-untyped-def]
+def test_a_burst_of_40_passes_then_429_with_retry_after_naming_the_field(limited, make_token):
     token = make_token("dev-1")
     client = limited.test_client()
     started = time.monotonic()
@@ -85,7 +85,7 @@ def test_a_burst_of_40_passes_then_429_with_retry_after_naming_the_field(limited
     assert _stored_batches(limited) == BURST + extra  # a limited request writes nothing
 
 
-def test_the_limit_is_per_token(limited, make_token):  # type: ignore[no-untyped-def]
+def test_the_limit_is_per_token(limited, make_token):
     busy, calm, same_developer = make_token("dev-1"), make_token("dev-2"), make_token("dev-1")
     client = limited.test_client()
     while ingest(client, busy).status_code != 429:
@@ -96,7 +96,7 @@ def test_the_limit_is_per_token(limited, make_token):  # type: ignore[no-untyped
     assert ingest(client, same_developer).status_code == 202  # a token's bucket, not a developer's
 
 
-def test_the_bucket_refills_over_time(limited, make_token):  # type: ignore[no-untyped-def]
+def test_the_bucket_refills_over_time(limited, make_token):
     token = make_token("dev-1")
     client = limited.test_client()
     while ingest(client, token).status_code != 429:
@@ -114,7 +114,7 @@ def test_the_bucket_refills_over_time(limited, make_token):  # type: ignore[no-u
     assert RATE * 1.0 - 1 <= passed <= RATE * (time.monotonic() - emptied) + 1
 
 
-def test_concurrent_requests_cannot_overdraw_the_bucket(limited, make_token):  # type: ignore[no-untyped-def]
+def test_concurrent_requests_cannot_overdraw_the_bucket(limited, make_token):
     """The check-and-take is one Lua script in Redis: 8 threads at once still get at most burst + refill."""
     from app.rate_limit import RateLimiter
 
@@ -147,7 +147,7 @@ def test_concurrent_requests_cannot_overdraw_the_bucket(limited, make_token):  #
         client.close()
 
 
-def test_when_redis_is_down_ingestion_goes_on_unlimited_and_fast(redis_down, make_token):  # type: ignore[no-untyped-def]
+def test_when_redis_is_down_ingestion_goes_on_unlimited_and_fast(redis_down, make_token):
     token = make_token("dev-1")
     client = redis_down.test_client()
     timings = []
@@ -161,7 +161,7 @@ def test_when_redis_is_down_ingestion_goes_on_unlimited_and_fast(redis_down, mak
     assert max(timings[5:]) < 0.25, timings  # no request waits on Redis once the breaker is open
 
 
-def test_a_hung_redis_costs_only_the_first_requests(app, make_token):  # type: ignore[no-untyped-def]
+def test_a_hung_redis_costs_only_the_first_requests(app, make_token):
     """A Redis that accepts connections but never answers: socket timeouts until the breaker opens, then none."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

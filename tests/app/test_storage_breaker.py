@@ -49,7 +49,7 @@ class Counted:
         self.sql = sql
         self.attempts = 0
 
-    def __call__(self, session) -> Any:  # type: ignore[no-untyped-def]
+    def __call__(self, session) -> Any:
         self.attempts += 1
         return session.execute(text(self.sql)).scalar()
 
@@ -58,7 +58,7 @@ def _settings(**overrides: Any) -> Settings:
     return Settings.from_env(database_url=DEAD_URL, **overrides)
 
 
-def _dead_app(redis_url: str):  # type: ignore[no-untyped-def]
+def _dead_app(redis_url: str):
     from app import create_app
 
     application = create_app({"database_url": DEAD_URL, "redis_url": redis_url})
@@ -69,7 +69,7 @@ def _dead_app(redis_url: str):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------------------------- retries, 503
 
 
-def test_connectivity_errors_are_retried_within_the_budget_then_unavailable(breaker, dead_db, monkeypatch):  # type: ignore[no-untyped-def]
+def test_connectivity_errors_are_retried_within_the_budget_then_unavailable(breaker, dead_db, monkeypatch):
     monkeypatch.setattr(breaker, "fail_max", 1000)  # here the budget, not the breaker, ends the call
     storage = Storage(dead_db, _settings(db_retry_budget_ms=300))
     work = Counted()
@@ -84,7 +84,7 @@ def test_connectivity_errors_are_retried_within_the_budget_then_unavailable(brea
     assert breaker.fail_counter == work.attempts  # each failed attempt is one consecutive failure
 
 
-def test_ingest_is_503_with_retry_after_while_the_database_is_down(client, make_token, redis_url, breaker, clean_db):  # type: ignore[no-untyped-def]
+def test_ingest_is_503_with_retry_after_while_the_database_is_down(client, make_token, redis_url, breaker, clean_db):
     token = make_token("dev-1")
     # Authenticate once against the real database: the token is then in app.auth's (per-process) cache.
     assert client.get("/api/developers/dev-1/alerts", headers=auth(token)).status_code == 200
@@ -111,7 +111,7 @@ def test_ingest_is_503_with_retry_after_while_the_database_is_down(client, make_
 # ------------------------------------------------------------------------------------------------- the breaker
 
 
-def test_after_fail_max_failures_the_breaker_answers_fast_without_the_database(breaker, dead_db, app, make_token):  # type: ignore[no-untyped-def]
+def test_after_fail_max_failures_the_breaker_answers_fast_without_the_database(breaker, dead_db, app, make_token):
     storage = Storage(dead_db, _settings(db_retry_budget_ms=0))  # no retry: one attempt, one failure per call
     work = Counted()
     for i in range(breaker.fail_max):
@@ -158,7 +158,7 @@ def test_after_fail_max_failures_the_breaker_answers_fast_without_the_database(b
     assert checkouts == []
 
 
-def test_the_breaker_half_opens_after_its_timeout_and_a_success_closes_it(breaker, dead_db, app, monkeypatch):  # type: ignore[no-untyped-def]
+def test_the_breaker_half_opens_after_its_timeout_and_a_success_closes_it(breaker, dead_db, app, monkeypatch):
     monkeypatch.setattr(breaker, "reset_timeout", 0.2)
     dead = Storage(dead_db, _settings(db_retry_budget_ms=0))
     for _ in range(breaker.fail_max):
@@ -182,7 +182,7 @@ def test_the_breaker_half_opens_after_its_timeout_and_a_success_closes_it(breake
     assert breaker.current_state == "open"
 
 
-def test_a_success_resets_the_count_of_consecutive_failures(breaker, dead_db, app):  # type: ignore[no-untyped-def]
+def test_a_success_resets_the_count_of_consecutive_failures(breaker, dead_db, app):
     dead = Storage(dead_db, _settings(db_retry_budget_ms=0))
     live: Storage = app.extensions["devpulse.storage"]
     for _ in range(3):
@@ -198,15 +198,15 @@ def test_a_success_resets_the_count_of_consecutive_failures(breaker, dead_db, ap
 # --------------------------------------------------------------------------- errors that are not about health
 
 
-def _duplicate_token(token_hash: str):  # type: ignore[no-untyped-def]
-    def work(session):  # type: ignore[no-untyped-def]
+def _duplicate_token(token_hash: str):
+    def work(session):
         session.add(ApiToken(token_hash=token_hash, developer_id="dev-1"))
         session.flush()
 
     return work
 
 
-def _invalid(session) -> None:  # type: ignore[no-untyped-def]
+def _invalid(session) -> None:
     raise ValidationError({"developer_id": ["invalid"]})
 
 
@@ -220,7 +220,7 @@ NOT_ABOUT_HEALTH = [
 
 
 @pytest.mark.parametrize(("name", "work", "error"), NOT_ABOUT_HEALTH, ids=[n for n, _, _ in NOT_ABOUT_HEALTH])
-def test_errors_that_say_nothing_about_the_database_never_count(breaker, dead_db, app, make_token, name, work,  # type: ignore[no-untyped-def]
+def test_errors_that_say_nothing_about_the_database_never_count(breaker, dead_db, app, make_token, name, work,
                                                                error):
     live: Storage = app.extensions["devpulse.storage"]
     if name == "integrity":
@@ -240,7 +240,7 @@ def test_errors_that_say_nothing_about_the_database_never_count(breaker, dead_db
     assert breaker.current_state == "closed"
 
 
-def test_rejected_and_conflicting_batches_do_not_touch_the_breaker(breaker, client, make_token, clean_db):  # type: ignore[no-untyped-def]
+def test_rejected_and_conflicting_batches_do_not_touch_the_breaker(breaker, client, make_token, clean_db):
     token = make_token("dev-1")
     body = batch([event()])
     assert client.post(URL, json=body, headers=auth(token)).status_code == 202
@@ -255,7 +255,7 @@ def test_rejected_and_conflicting_batches_do_not_touch_the_breaker(breaker, clie
 # ------------------------------------------------------------------------------------------------- concurrency
 
 
-def test_transactions_of_concurrent_requests_run_in_parallel(breaker, app):  # type: ignore[no-untyped-def]
+def test_transactions_of_concurrent_requests_run_in_parallel(breaker, app):
     """The breaker guards the database; it must not make every transaction of the process wait for the last."""
     live: Storage = app.extensions["devpulse.storage"]
     n, pause = 4, 0.4
@@ -280,13 +280,13 @@ def test_transactions_of_concurrent_requests_run_in_parallel(breaker, app):  # t
     assert elapsed < pause * 2, f"{n} transactions of {pause} s took {elapsed:.2f} s: they ran one at a time"
 
 
-def test_a_hung_attempt_does_not_block_other_threads_breaker_checks(breaker, app, dead_db):  # type: ignore[no-untyped-def]
+def test_a_hung_attempt_does_not_block_other_threads_breaker_checks(breaker, app, dead_db):
     """While one thread waits on the database, another's failure and the breaker's state stay observable."""
     live: Storage = app.extensions["devpulse.storage"]
     dead = Storage(dead_db, _settings(db_retry_budget_ms=0))
     started = threading.Event()
 
-    def slow(session) -> None:  # type: ignore[no-untyped-def]
+    def slow(session) -> None:
         started.set()
         session.execute(text("SELECT pg_sleep(0.5)"))
 

@@ -14,17 +14,17 @@ from tests.support.factories import auth, batch, event
 POST_URL = "/api/workflow/events/orchestrate"
 
 
-def token_rows(db) -> list[dict]:  # type: ignore[no-untyped-def]
+def token_rows(db) -> list[dict]:
     with db.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM api_tokens ORDER BY id"))]
 
 
-def all_token_text(db) -> str:  # type: ignore[no-untyped-def]
+def all_token_text(db) -> str:
     with db.engine.connect() as conn:
         return " ".join(conn.execute(text("SELECT row_to_json(t)::text FROM api_tokens t")).scalars())
 
 
-def create(app, *args: str) -> str:  # type: ignore[no-untyped-def]
+def create(app, *args: str) -> str:
     result = app.test_cli_runner().invoke(args=["tokens", "create", *args])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -32,7 +32,7 @@ def create(app, *args: str) -> str:  # type: ignore[no-untyped-def]
     return lines[0]
 
 
-def test_create_prints_a_token_once_and_stores_only_its_hash(app, clean_db):  # type: ignore[no-untyped-def]
+def test_create_prints_a_token_once_and_stores_only_its_hash(app, clean_db):
     token = create(app, "dev-9")
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", token)
     rows = token_rows(clean_db)
@@ -44,14 +44,14 @@ def test_create_prints_a_token_once_and_stores_only_its_hash(app, clean_db):  # 
     assert token.replace("-", "") not in all_token_text(clean_db)
 
 
-def test_created_token_works_for_its_developer_only(app, client, clean_db):  # type: ignore[no-untyped-def]
+def test_created_token_works_for_its_developer_only(app, client, clean_db):
     token = create(app, "dev-9")
     own = client.post(POST_URL, json=batch([event()], developer_id="dev-9"), headers=auth(token))
     other = client.post(POST_URL, json=batch([event()], developer_id="dev-1"), headers=auth(token))
     assert (own.status_code, other.status_code) == (202, 403)
 
 
-def test_admin_token(app, client, clean_db):  # type: ignore[no-untyped-def]
+def test_admin_token(app, client, clean_db):
     admin = create(app, "--admin")
     row = token_rows(clean_db)[0]
     assert (row["developer_id"], row["is_admin"]) == (None, True)
@@ -66,21 +66,21 @@ def test_admin_token(app, client, clean_db):  # type: ignore[no-untyped-def]
     assert client.post(POST_URL, json=other, headers=auth(admin)).status_code == 202
 
 
-def test_every_token_is_new(app, clean_db):  # type: ignore[no-untyped-def]
+def test_every_token_is_new(app, clean_db):
     tokens = {create(app, "dev-9") for _ in range(3)}
     assert len(tokens) == 3
     assert len({r["token_hash"] for r in token_rows(clean_db)}) == 3
 
 
 @pytest.mark.parametrize("args", [["bad id"], ["x" * 129], []])
-def test_invalid_developer_id_creates_nothing(app, clean_db, args):  # type: ignore[no-untyped-def]
+def test_invalid_developer_id_creates_nothing(app, clean_db, args):
     result = app.test_cli_runner().invoke(args=["tokens", "create", *args])
     assert result.exit_code == 2
     assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-4", result.output)
     assert token_rows(clean_db) == []
 
 
-def test_revoke(app, client, clean_db):  # type: ignore[no-untyped-def]
+def test_revoke(app, client, clean_db):
     token = create(app, "dev-9")
     result = app.test_cli_runner().invoke(args=["tokens", "revoke", token])
     assert (result.exit_code, result.output.strip()) == (0, "revoked")
@@ -92,7 +92,7 @@ def test_revoke(app, client, clean_db):  # type: ignore[no-untyped-def]
     assert unknown.exit_code == 1 and "no such token" in unknown.output
 
 
-def test_expiring_tokens_list_and_revoke_by_id(app, clean_db):  # type: ignore[no-untyped-def]
+def test_expiring_tokens_list_and_revoke_by_id(app, clean_db):
     from datetime import UTC, datetime, timedelta
 
     token = create(app, "dev-9", "--expires-in", "90d", "--label", "laptop")

@@ -34,7 +34,7 @@ def _node_major() -> int:
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the TypeScript client's tests need Node >= 20")
-def test_typescript_client_against_a_real_server(app, make_token, clean_db, tmp_path):  # type: ignore[no-untyped-def]
+def test_typescript_client_against_a_real_server(app, make_token, clean_db, tmp_path):
     if _node_major() < 20:
         pytest.skip("the TypeScript client's tests need Node >= 20 (node --test with a directory, global fetch)")
     assert (CLIENT / "dist" / "client.js").is_file(), "clients/typescript/dist is missing: run `npm run build` there"

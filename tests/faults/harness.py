@@ -200,7 +200,7 @@ class FaultStack:
         if svc is not None:
             svc.kill()
 
-    def redis_client(self):  # type: ignore[no-untyped-def]
+    def redis_client(self):
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.redis.port, socket_connect_timeout=2, socket_timeout=5)
@@ -413,7 +413,7 @@ def statuses(stack: FaultStack, batch_ids: list[str]) -> dict[str, str]:
     with stack.db.engine.connect() as c:
         rows = c.execute(text("SELECT batch_id::text, status FROM batches WHERE batch_id = ANY(CAST(:ids AS uuid[]))"),
                          {"ids": batch_ids}).all()
-    return dict(rows)  # type: ignore[arg-type]
+    return dict(rows)
 
 
 def wait_terminal(stack: FaultStack, batch_ids: list[str], timeout: float) -> float:

@@ -30,7 +30,7 @@ MIN_DOWN_SECONDS = 5.0
 
 
 @pytest.mark.fault
-def test_broker_down_every_batch_acknowledged_then_relayed(fault_stack):  # type: ignore[no-untyped-def]
+def test_broker_down_every_batch_acknowledged_then_relayed(fault_stack):
     stack = fault_stack()
     stack.start_web()
     stack.start_worker()

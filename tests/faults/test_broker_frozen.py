@@ -22,7 +22,7 @@ FAST_ACK_S = 1.0
 
 
 @pytest.mark.fault
-def test_broker_frozen_acks_from_postgres_then_relayed(fault_stack):  # type: ignore[no-untyped-def]
+def test_broker_frozen_acks_from_postgres_then_relayed(fault_stack):
     stack = fault_stack()
     stack.start_web()
     stack.start_worker()

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from tests.faults.harness import Ledger, assert_exact, check_store, make_batch, report, wait_for, wait_terminal
 
 
-def _outbox(stack, batch_id: str) -> tuple[int, str, int, bool]:  # type: ignore[no-untyped-def]
+def _outbox(stack, batch_id: str) -> tuple[int, str, int, bool]:
     """(id, status, attempts, locked by another transaction)."""
     with stack.db.engine.connect() as c, c.begin():
         row = c.execute(text("SELECT id, status, attempts FROM outbox WHERE batch_id = CAST(:b AS uuid)"),
@@ -32,7 +32,7 @@ def _outbox(stack, batch_id: str) -> tuple[int, str, int, bool]:  # type: ignore
 
 
 @pytest.mark.fault
-def test_web_killed_after_commit_before_publish_relay_publishes(fault_stack):  # type: ignore[no-untyped-def]
+def test_web_killed_after_commit_before_publish_relay_publishes(fault_stack):
     stack = fault_stack()
     stack.start_web()
     stack.start_worker()

@@ -35,7 +35,7 @@ FAIL_MAX = 5
 
 
 @pytest.mark.fault
-def test_database_down_fast_503_then_resumes_exactly_once(fault_stack):  # type: ignore[no-untyped-def]
+def test_database_down_fast_503_then_resumes_exactly_once(fault_stack):
     stack = fault_stack(durable_postgres=True, db_breaker_fail_max=FAIL_MAX)
     stack.start_web()
     stack.start_worker()

@@ -106,7 +106,7 @@ def _unfinished_received_before(stack: FaultStack, wall: float) -> int | None:
 
 @pytest.mark.soak
 @pytest.mark.timeout(int(SOAK_MINUTES * 60 + 900))
-def test_soak_steady_load_with_rotating_faults(fault_stack):  # type: ignore[no-untyped-def]
+def test_soak_steady_load_with_rotating_faults(fault_stack):
     # Durable: an immediate shutdown is a crash, and acknowledged commits must survive it.
     stack = fault_stack(durable_postgres=True, stuck_after_seconds=STUCK_AFTER)
     stack.start_web()

@@ -61,7 +61,7 @@ def _recovered_by(stack: FaultStack) -> dict[str, int]:
 
 
 @pytest.mark.fault
-def test_worker_killed_mid_chord_batches_processed_exactly_once(fault_stack):  # type: ignore[no-untyped-def]
+def test_worker_killed_mid_chord_batches_processed_exactly_once(fault_stack):
     stack = fault_stack()
     stack.start_web()
     stack.start_beat()
@@ -82,7 +82,7 @@ def test_worker_killed_mid_chord_batches_processed_exactly_once(fault_stack):  #
 
 
 @pytest.mark.fault
-def test_redis_flushed_mid_chord_sweeper_completes_batches(fault_stack):  # type: ignore[no-untyped-def]
+def test_redis_flushed_mid_chord_sweeper_completes_batches(fault_stack):
     stack = fault_stack()
     stack.start_web()
     stack.start_beat()

@@ -16,7 +16,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def stored(session):  # type: ignore[no-untyped-def]
+def stored(session):
     """One persisted batch of two events; returns its batch_id."""
     events = [
         PreparedEvent(event_id=uuid.uuid4(), seq=i, type="file.save", schema_version="1.1", session_id=None,
@@ -31,7 +31,7 @@ def stored(session):  # type: ignore[no-untyped-def]
     return bid
 
 
-def refused(session, sql: str, **params) -> str:  # type: ignore[no-untyped-def]
+def refused(session, sql: str, **params) -> str:
     with pytest.raises(DBAPIError) as info, session.begin_nested():
         session.execute(text(sql), params)
     assert isinstance(info.value.orig, psycopg2.errors.InsufficientPrivilege)
@@ -44,7 +44,7 @@ def refused(session, sql: str, **params) -> str:  # type: ignore[no-untyped-def]
     "UPDATE raw_events SET seq = seq WHERE batch_id = :b",  # even a no-op rewrite
     "DELETE FROM raw_events WHERE batch_id = :b",
 ])
-def test_raw_events_cannot_be_updated_or_deleted(session, stored, sql):  # type: ignore[no-untyped-def]
+def test_raw_events_cannot_be_updated_or_deleted(session, stored, sql):
     select = text("SELECT * FROM raw_events WHERE batch_id = :b ORDER BY seq")
     before = session.execute(select, {"b": stored}).all()
     assert len(before) == 2
@@ -53,7 +53,7 @@ def test_raw_events_cannot_be_updated_or_deleted(session, stored, sql):  # type:
     assert session.execute(select, {"b": stored}).all() == before
 
 
-def test_raw_events_can_still_be_inserted(session, stored):  # type: ignore[no-untyped-def]
+def test_raw_events_can_still_be_inserted(session, stored):
     session.execute(text(
         "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, client_ts, "
         "client_utc_offset_minutes, corrected_ts, received_at, raw) "
@@ -63,7 +63,7 @@ def test_raw_events_can_still_be_inserted(session, stored):  # type: ignore[no-u
         .scalar_one() == 3
 
 
-def test_audit_records_cannot_be_deleted_or_rewritten(session, stored):  # type: ignore[no-untyped-def]
+def test_audit_records_cannot_be_deleted_or_rewritten(session, stored):
     assert "append-only" in refused(session, "DELETE FROM audit_log WHERE batch_id = :b", b=stored)
     refused(session, "UPDATE audit_log SET details = '{}'::jsonb WHERE batch_id = :b", b=stored)
     refused(session, "UPDATE audit_log SET step = 'x' WHERE batch_id = :b", b=stored)
@@ -71,7 +71,7 @@ def test_audit_records_cannot_be_deleted_or_rewritten(session, stored):  # type:
         .scalar_one() == 3
 
 
-def test_an_audit_record_can_be_sealed_exactly_once(session, stored):  # type: ignore[no-untyped-def]
+def test_an_audit_record_can_be_sealed_exactly_once(session, stored):
     rid = session.execute(text("SELECT min(id) FROM audit_log WHERE batch_id = :b"), {"b": stored}).scalar_one()
     session.execute(text("UPDATE audit_log SET seal_seq = (SELECT coalesce(max(seal_seq), 0) + 1 FROM audit_log), "
                          "content_hash = :h, prev_hash = :p, sealed_at = now() WHERE id = :i"),

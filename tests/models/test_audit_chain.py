@@ -46,7 +46,7 @@ def seals(db: Database) -> list[tuple[int, int | None]]:
         return [tuple(r) for r in s.execute(select(AuditRecord.id, AuditRecord.seal_seq).order_by(AuditRecord.id))]
 
 
-def verify(db: Database, **kwargs):  # type: ignore[no-untyped-def]
+def verify(db: Database, **kwargs):
     with db.session() as s:
         return verify_chain(s, **kwargs)
 

@@ -39,15 +39,15 @@ def prepared(events: list[PreparedEvent], *, batch_id: uuid.UUID | None = None, 
     )
 
 
-def count(session, table: str, where: str = "true", **params: Any) -> int:  # type: ignore[no-untyped-def]
+def count(session, table: str, where: str = "true", **params: Any) -> int:
     return session.execute(text(f"SELECT count(*) FROM {table} WHERE {where}"), params).scalar_one()
 
 
-def all_counts(session) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def all_counts(session) -> dict[str, int]:
     return {t: count(session, t) for t in ("batches", "raw_events", "audit_log", "outbox")}
 
 
-def test_persist_writes_batch_events_audit_and_outbox(session):  # type: ignore[no-untyped-def]
+def test_persist_writes_batch_events_audit_and_outbox(session):
     events = [pevent(0, minutes_ago=3), pevent(2, minutes_ago=10), pevent(3, minutes_ago=1)]
     rejection = Rejection(index=1, event_id=None, code="invalid_event", field="events[1]", message="bad")
     p = prepared(events, rejections=[rejection])
@@ -72,7 +72,7 @@ def test_persist_writes_batch_events_audit_and_outbox(session):  # type: ignore[
     assert tuple(outbox) == (outcome.outbox_id, p.batch_id, "corr-1", "pending")
 
 
-def test_same_batch_id_same_hash_is_a_duplicate_and_other_hash_a_conflict(session):  # type: ignore[no-untyped-def]
+def test_same_batch_id_same_hash_is_a_duplicate_and_other_hash_a_conflict(session):
     bid = uuid.uuid4()
     persist_batch(session, prepared([pevent(0)], batch_id=bid, content_hash="a" * 64))
     before = all_counts(session)
@@ -85,7 +85,7 @@ def test_same_batch_id_same_hash_is_a_duplicate_and_other_hash_a_conflict(sessio
     assert all_counts(session) == before
 
 
-def test_event_of_an_earlier_batch_is_a_duplicate_pointing_at_the_original(session):  # type: ignore[no-untyped-def]
+def test_event_of_an_earlier_batch_is_a_duplicate_pointing_at_the_original(session):
     shared = pevent(0)
     first = prepared([shared, pevent(1)])
     persist_batch(session, first)
@@ -109,7 +109,7 @@ def test_event_of_an_earlier_batch_is_a_duplicate_pointing_at_the_original(sessi
     assert tuple(counts) == (3, 1, 2, 0)
 
 
-def test_a_batch_of_only_duplicates_needs_no_processing(session):  # type: ignore[no-untyped-def]
+def test_a_batch_of_only_duplicates_needs_no_processing(session):
     ev = pevent(0)
     persist_batch(session, prepared([ev]))
     p = prepared([pevent(0, event_id=ev.event_id)])
@@ -120,7 +120,7 @@ def test_a_batch_of_only_duplicates_needs_no_processing(session):  # type: ignor
     assert count(session, "outbox", "batch_id = :b", b=p.batch_id) == 0
 
 
-def test_rolling_back_leaves_nothing(session):  # type: ignore[no-untyped-def]
+def test_rolling_back_leaves_nothing(session):
     """What the 422 path relies on: the whole batch goes with its transaction."""
     before = all_counts(session)
     nested = session.begin_nested()
@@ -130,7 +130,7 @@ def test_rolling_back_leaves_nothing(session):  # type: ignore[no-untyped-def]
     assert all_counts(session) == before
 
 
-def test_counts_must_add_up(session):  # type: ignore[no-untyped-def]
+def test_counts_must_add_up(session):
     with pytest.raises(IntegrityError, match="counts_add_up"), session.begin_nested():
         session.execute(text(
             "INSERT INTO batches (batch_id, developer_id, correlation_id, content_hash, received_at, sent_at, "
@@ -138,7 +138,7 @@ def test_counts_must_add_up(session):  # type: ignore[no-untyped-def]
             {"b": uuid.uuid4()})
 
 
-def test_an_event_id_can_be_stored_only_once_per_developer(session):  # type: ignore[no-untyped-def]
+def test_an_event_id_can_be_stored_only_once_per_developer(session):
     ev = pevent(0)
     p = prepared([ev])
     persist_batch(session, p)
@@ -151,7 +151,7 @@ def test_an_event_id_can_be_stored_only_once_per_developer(session):  # type: ig
             {"e": ev.event_id})
 
 
-def _persist_concurrently(db, batches: list[PreparedBatch]) -> list[Any]:  # type: ignore[no-untyped-def]
+def _persist_concurrently(db, batches: list[PreparedBatch]) -> list[Any]:
     barrier = threading.Barrier(len(batches))
     outcomes: list[Any] = [None] * len(batches)
 
@@ -172,7 +172,7 @@ def _persist_concurrently(db, batches: list[PreparedBatch]) -> list[Any]:  # typ
     return outcomes
 
 
-def test_overlapping_batches_in_opposite_orders_do_not_deadlock(clean_db):  # type: ignore[no-untyped-def]
+def test_overlapping_batches_in_opposite_orders_do_not_deadlock(clean_db):
     """Concurrent batches sharing events in different orders: each event stored once, neither aborted.
 
     A temporary trigger slows every row insert down so the two INSERTs really overlap in the database
@@ -199,7 +199,7 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(clean_db):  # ty
     assert tuple(stored) == (200, 200)
 
 
-def test_batch_and_event_ids_are_unique_per_developer(session):  # type: ignore[no-untyped-def]
+def test_batch_and_event_ids_are_unique_per_developer(session):
     """Another developer's batch and events with the same ids are stored beside them: no duplicate, no conflict."""
     bid, e0, e1 = uuid.uuid4(), pevent(0), pevent(1)
     mine = persist_batch(session, prepared([e0, e1], batch_id=bid, content_hash="a" * 64))
@@ -227,7 +227,7 @@ def test_batch_and_event_ids_are_unique_per_developer(session):  # type: ignore[
     assert details == {"event_id": str(e0.event_id), "original_batch_id": str(bid), "developer_id": "dev-2"}
 
 
-def test_two_developers_posting_the_same_ids_concurrently_both_store_them(clean_db):  # type: ignore[no-untyped-def]
+def test_two_developers_posting_the_same_ids_concurrently_both_store_them(clean_db):
     """The same ids from two developers at once: neither waits for the other's key, both store every event; the
     same developer's concurrent resend is still stored exactly once."""
     bid, ids = uuid.uuid4(), [uuid.uuid4() for _ in range(50)]

@@ -16,7 +16,7 @@ from models.tables import Alert
 FRESH = timedelta(hours=24)
 
 
-def seed(db, developer_id: str, pattern: str, severity: str, window_end: datetime, *,  # type: ignore[no-untyped-def]
+def seed(db, developer_id: str, pattern: str, severity: str, window_end: datetime, *,
          minutes: float = 10, key: str | None = None, detected_at: datetime | None = None) -> dict[str, Any]:
     """Store one alert the way the detection job does; returns its view."""
     start = window_end - timedelta(minutes=minutes)

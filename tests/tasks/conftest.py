@@ -14,7 +14,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def celery_worker(celery_app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def celery_worker(celery_app) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
@@ -23,13 +23,13 @@ def celery_worker(celery_app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pipeline_client(app, celery_worker):  # type: ignore[no-untyped-def]
+def pipeline_client(app, celery_worker):
     """A test client that closes each response like a real server does, which runs the
     publish-after-response hook (the plain `client` fixture leaves batches `persisted`)."""
     from flask.testing import FlaskClient
 
     class ClosingClient(FlaskClient):
-        def open(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        def open(self, *args: Any, **kwargs: Any):
             response = super().open(*args, **kwargs)
             response.get_data()
             response.close()

@@ -65,7 +65,7 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
-def webhook_settings(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def webhook_settings(app) -> Iterator[Any]:
     """Swap the workers' settings (create_app has just configured them) and restore them afterwards."""
     from core.breakers import breakers
     from tasks.celery_app import app as celery
@@ -82,7 +82,7 @@ def webhook_settings(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     breakers.reset("webhook")
 
 
-def deliveries(db, alert_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def deliveries(db, alert_id: str) -> list[dict[str, Any]]:
     with db.session() as s:
         return s.get(Alert, uuid.UUID(alert_id)).deliveries
 

@@ -12,18 +12,18 @@ from tests.support.factories import auth, batch, event, now
 from tests.support.pipeline import wait_processed
 
 
-def post(client, token: str, events: list[dict[str, Any]]) -> str:  # type: ignore[no-untyped-def]
+def post(client, token: str, events: list[dict[str, Any]]) -> str:
     response = client.post("/api/workflow/events/orchestrate", json=batch(events), headers=auth(token))
     assert response.status_code == 202, response.get_json()
     return str(response.get_json()["batch_id"])
 
 
-def alerts(db) -> list[Alert]:  # type: ignore[no-untyped-def]
+def alerts(db) -> list[Alert]:
     with db.session() as s:
         return list(s.scalars(select(Alert).order_by(Alert.detected_at)))
 
 
-def test_a_late_debug_stop_corrects_and_then_withdraws_the_alert(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_a_late_debug_stop_corrects_and_then_withdraws_the_alert(pipeline_client, make_token, db):
     token = make_token("dev-1")
     start = now() - timedelta(hours=3)
     hits = [event("debug.breakpoint_hit", start + timedelta(minutes=m), debug_session_id="s1")

@@ -39,7 +39,7 @@ CELERY = Path(sys.executable).with_name("celery")
 
 
 @pytest.fixture
-def cli(celery_app):  # type: ignore[no-untyped-def]
+def cli(celery_app):
     def run(*args: str) -> Result:
         return CliRunner().invoke(celery_cmd, ["-A", "tasks", *args], catch_exceptions=False)
 
@@ -56,7 +56,7 @@ def run_celery(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 class ClosingClient(FlaskClient):
     """Closes each response like a real server, which runs the publish-after-response hook."""
 
-    def open(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def open(self, *args: Any, **kwargs: Any):
         response = super().open(*args, **kwargs)
         response.get_data()
         response.close()
@@ -131,7 +131,7 @@ def test_commands_are_registered_on_the_celery_program() -> None:
     (["audit", "verify", "--since", "soon"], 2, "'soon' is not a timestamp"),
     (["audit", "seal", "--grace", "-1"], 2, "--grace"),
 ])
-def test_bad_arguments_exit_non_zero_with_a_clear_message(cli, clean_db, args, code, message):  # type: ignore[no-untyped-def]
+def test_bad_arguments_exit_non_zero_with_a_clear_message(cli, clean_db, args, code, message):
     result = cli(*args)
     assert result.exit_code == code, result.output
     assert message in result.stderr
@@ -144,7 +144,7 @@ def test_unreachable_database_is_a_clear_error(redis_url: str) -> None:
     assert "cannot reach the database (DATABASE_URL)" in proc.stderr
 
 
-def test_batches_lists_states_with_filters(cli, pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_batches_lists_states_with_filters(cli, pipeline_client, make_token, db):
     token = make_token("dev-1")
     other = make_token("dev-2")
     done = post(pipeline_client, token, [event("file.save")])
@@ -168,7 +168,7 @@ def test_batches_lists_states_with_filters(cli, pipeline_client, make_token, db)
     assert cli("batches", "--developer", "nobody").stdout.strip() == "no batches match"
 
 
-def test_replay_recomputes_without_new_effects(cli, pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_replay_recomputes_without_new_effects(cli, pipeline_client, make_token, db):
     token = make_token("dev-1")
     events = risky_events()
     batch_id = post(pipeline_client, token, events)
@@ -209,7 +209,7 @@ def test_replay_recomputes_without_new_effects(cli, pipeline_client, make_token,
     assert record.is_replay and record.status == "dispatched"
 
 
-def test_requeue_failed_dead_letter_and_stuck(cli, app, celery_worker, make_token, db):  # type: ignore[no-untyped-def]
+def test_requeue_failed_dead_letter_and_stuck(cli, app, celery_worker, make_token, db):
     token = make_token("dev-1")
     publishing = ClosingClient(app, app.response_class)
     failed = post(publishing, token, [event("file.save")])
@@ -255,7 +255,7 @@ def test_requeue_failed_dead_letter_and_stuck(cli, app, celery_worker, make_toke
     assert cli("requeue", "--failed", "--dead-letter").stdout.strip() == "nothing to requeue"
 
 
-def test_audit_seal_and_verify_commands(cli, clean_db):  # type: ignore[no-untyped-def]
+def test_audit_seal_and_verify_commands(cli, clean_db):
     db = clean_db
     with db.transaction() as s:
         for i in range(4):
@@ -279,7 +279,7 @@ def test_audit_seal_and_verify_commands(cli, clean_db):  # type: ignore[no-untyp
     assert f"BROKEN: first broken link at seal_seq 3 (id {victim}): edited" in proc.stderr
 
 
-def test_beat_seals_the_audit_log(celery_app, clean_db):  # type: ignore[no-untyped-def]
+def test_beat_seals_the_audit_log(celery_app, clean_db):
     from tasks.maintenance import seal_audit_log
     from tasks.schedule import BEAT_SCHEDULE
 
@@ -292,7 +292,7 @@ def test_beat_seals_the_audit_log(celery_app, clean_db):  # type: ignore[no-unty
     assert seal_pending(clean_db, grace_seconds=0).last_seq == 2
 
 
-def test_replay_of_a_batch_id_several_developers_use_needs_developer(cli, pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_replay_of_a_batch_id_several_developers_use_needs_developer(cli, pipeline_client, make_token, db):
     bid = str(uuid.uuid4())
     for developer in ("dev-1", "dev-2"):
         body = batch([event("file.save")], developer_id=developer, batch_id=bid)

@@ -16,13 +16,13 @@ from tests.support.factories import batch, event, now
 from tests.support.pipeline import persist_body, stored_batch
 
 
-def in_flight(db, outcomes) -> None:  # type: ignore[no-untyped-def]
+def in_flight(db, outcomes) -> None:
     with db.transaction() as s:
         for o in outcomes:
             s.execute(text("UPDATE batches SET status = 'dispatched' WHERE batch_id = :id"), {"id": o.batch.batch_id})
 
 
-def test_the_first_run_covers_the_waiting_batches_and_they_find_nothing_left(clean_db):  # type: ignore[no-untyped-def]
+def test_the_first_run_covers_the_waiting_batches_and_they_find_nothing_left(clean_db):
     db = clean_db
     t = now() - timedelta(hours=2)
     outcomes = [persist_body(db, batch([event("file.save", t + timedelta(minutes=10 * i + m), file="a.py")
@@ -54,7 +54,7 @@ def test_the_first_run_covers_the_waiting_batches_and_they_find_nothing_left(cle
     assert stored == {m.slot_start: {c: getattr(m, c) for c in SLOT_COLUMNS} for m in expected.metrics}
 
 
-def test_detection_covers_waiting_batches_too(clean_db):  # type: ignore[no-untyped-def]
+def test_detection_covers_waiting_batches_too(clean_db):
     db = clean_db
     t = now() - timedelta(minutes=40)
     outcomes = [persist_body(db, batch([event("build.result", t + timedelta(seconds=20 * (10 * i + k)), success=False)
@@ -70,7 +70,7 @@ def test_detection_covers_waiting_batches_too(clean_db):  # type: ignore[no-unty
     assert again == {"alerts": 0, "notify": [], "covered_by": str(outcomes[0].batch.batch_id)}
 
 
-def test_a_covered_job_ends_in_its_first_transaction(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_a_covered_job_ends_in_its_first_transaction(pipeline_client, make_token, db):
     """Through the real worker: batches posted back to back are all processed, some jobs by another's run."""
     from tests.support.factories import auth
     from tests.support.pipeline import wait_processed

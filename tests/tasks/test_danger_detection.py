@@ -53,7 +53,7 @@ def error_events(start: datetime, count: int, step: timedelta = timedelta(second
     return out
 
 
-def post(client, token: str, events: list[dict[str, Any]], developer_id: str = "dev-1") -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def post(client, token: str, events: list[dict[str, Any]], developer_id: str = "dev-1") -> dict[str, Any]:
     body = batch(events, developer_id=developer_id)
     r = client.post(URL, json=body, headers=auth(token))
     assert r.status_code == 202, r.get_json()
@@ -66,32 +66,32 @@ def near(a: datetime, b: datetime) -> bool:
     return abs(a - b) < timedelta(seconds=2)
 
 
-def stored_alerts(db, developer_id: str = "dev-1") -> list[Alert]:  # type: ignore[no-untyped-def]
+def stored_alerts(db, developer_id: str = "dev-1") -> list[Alert]:
     with db.session() as s:
         return list(s.scalars(select(Alert).where(Alert.developer_id == developer_id)
                               .order_by(Alert.detected_at, Alert.pattern)))
 
 
-def views(db, developer_id: str = "dev-1") -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def views(db, developer_id: str = "dev-1") -> list[dict[str, Any]]:
     return [alert_document(a) for a in stored_alerts(db, developer_id)]
 
 
-def job(db, batch_id: str, name: str) -> BatchJob:  # type: ignore[no-untyped-def]
+def job(db, batch_id: str, name: str) -> BatchJob:
     with db.session() as s:
         return s.scalars(select(BatchJob).where(BatchJob.batch_id == uuid.UUID(batch_id), BatchJob.job == name)).one()
 
 
-def get_batch(db, batch_id: str) -> Batch:  # type: ignore[no-untyped-def]
+def get_batch(db, batch_id: str) -> Batch:
     with db.session() as s:
         return stored_batch(s, uuid.UUID(batch_id))
 
 
-def admin_alerts(db, batch_id: str) -> list[AdminAlert]:  # type: ignore[no-untyped-def]
+def admin_alerts(db, batch_id: str) -> list[AdminAlert]:
     with db.session() as s:
         return list(s.scalars(select(AdminAlert).where(AdminAlert.batch_id == uuid.UUID(batch_id))))
 
 
-def replay_chord(db, batch_id: str) -> Any:  # type: ignore[no-untyped-def]
+def replay_chord(db, batch_id: str) -> Any:
     """Publish the batch's whole chord again (what a replay or a redelivered message does) and wait for it."""
     from tasks.dispatch import build_chord
 
@@ -329,12 +329,12 @@ def dev() -> str:
 
 def _store(session, dev: str, detections: list[Detection], at: datetime, batch_id: uuid.UUID | None = None,
            correlation_id: str = "corr", scope: tuple[datetime, datetime] | None = None,
-           ) -> tuple[int, list[Alert]]:  # type: ignore[no-untyped-def]
+           ) -> tuple[int, list[Alert]]:
     return store_detections(session, dev, detections, batch_id=batch_id or uuid.uuid4(),
                             correlation_id=correlation_id, now=at, freshness=FRESH, scope=scope)
 
 
-def _rows(session, dev: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _rows(session, dev: str) -> list[dict[str, Any]]:
     session.expire_all()
     return [alert_document(a) for a in session.scalars(select(Alert).where(Alert.developer_id == dev)
                                                    .order_by(Alert.pattern, Alert.window_start))]
@@ -459,7 +459,7 @@ def test_store_nothing_to_store(session, dev):
 
 
 @pytest.fixture
-def live_server(app, celery_worker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def live_server(app, celery_worker) -> Iterator[str]:
     """The app on a real threaded HTTP server (the publish-after-response hook runs as in production)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="devpulse-live-server", daemon=True)
@@ -574,7 +574,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def webhook(app, receiver) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def webhook(app, receiver) -> Iterator[str]:
     """Point the workers' settings at the receiver (after create_app, which configures them), then restore."""
     from core.breakers import breakers
     from tasks.celery_app import app as celery

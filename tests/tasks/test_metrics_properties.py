@@ -186,7 +186,7 @@ def deliver(db: Database, posts: list[tuple[int, list[dict[str, Any]]]], replays
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=deliveries())
-def test_metrics_equal_a_single_pass_over_the_deduplicated_stream(db, case):  # type: ignore[no-untyped-def]
+def test_metrics_equal_a_single_pass_over_the_deduplicated_stream(db, case):
     stream, posts, replays = case
     truncate_all(db)
     deliver(db, posts, replays)
@@ -195,7 +195,7 @@ def test_metrics_equal_a_single_pass_over_the_deduplicated_stream(db, case):  # 
     assert stored_metrics(db) == expected
 
 
-def test_late_batches_and_a_late_debug_stop(db):  # type: ignore[no-untyped-def]
+def test_late_batches_and_a_late_debug_stop(db):
     """A fixed delivery: today's batch first, then yesterday's, then the stop of a debug session."""
     truncate_all(db)
     d = BASE - timedelta(hours=3)
@@ -213,7 +213,7 @@ def test_late_batches_and_a_late_debug_stop(db):  # type: ignore[no-untyped-def]
     assert sum(v["debug_us"] for v in actual["slots"].values()) == 90 * 60 * 10**6
 
 
-def test_a_late_event_just_after_midnight_reopens_the_previous_days_gap(db):  # type: ignore[no-untyped-def]
+def test_a_late_event_just_after_midnight_reopens_the_previous_days_gap(db):
     """The new event's predecessor (23:58) gains active time before midnight, split at the slot boundary."""
     truncate_all(db)
     ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
@@ -227,7 +227,7 @@ def test_a_late_event_just_after_midnight_reopens_the_previous_days_gap(db):  # 
     assert actual["slots"][MIDNIGHT]["active_us"] == 60 * 10**6
 
 
-def test_an_abandoned_debug_session_does_not_reach_into_later_batches(db):  # type: ignore[no-untyped-def]
+def test_an_abandoned_debug_session_does_not_reach_into_later_batches(db):
     """Defect 1: a debug.start without a stop (the editor crashed) ended at the developer's LAST event, so every
     hour until the next day counted as debugging and every later batch re-read the whole debug history."""
     truncate_all(db)
@@ -248,7 +248,7 @@ def test_an_abandoned_debug_session_does_not_reach_into_later_batches(db):  # ty
     assert rng.since >= MIDNIGHT + timedelta(hours=4, minutes=45)
 
 
-def test_a_gap_filled_later_extends_a_session_within_the_bounded_window(db):  # type: ignore[no-untyped-def]
+def test_a_gap_filled_later_extends_a_session_within_the_bounded_window(db):
     truncate_all(db)
     ids = iter(uuid.UUID(int=i, version=4) for i in range(1, 100))
     start = MIDNIGHT - timedelta(hours=2)

@@ -16,19 +16,19 @@ from tests.support.pipeline import persist_body, stored_batch
 COLUMNS = [c.name for c in NormalizedEvent.__table__.columns]
 
 
-def normalize(db, batch_id: uuid.UUID) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def normalize(db, batch_id: uuid.UUID) -> dict[str, int]:
     with db.transaction() as s:
         stored = stored_batch(s, batch_id)
         assert stored is not None
         return normalize_batch(s, stored)
 
 
-def rows(db) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def rows(db) -> dict[str, dict[str, Any]]:
     with db.session() as s:
         return {str(r.event_id): {c: getattr(r, c) for c in COLUMNS} for r in s.scalars(select(NormalizedEvent))}
 
 
-def test_normalize_upcasts_canonicalizes_and_is_an_idempotent_upsert(clean_db):  # type: ignore[no-untyped-def]
+def test_normalize_upcasts_canonicalizes_and_is_an_idempotent_upsert(clean_db):
     db = clean_db
     t0 = now() - timedelta(hours=1)
     events = [
@@ -89,7 +89,7 @@ def test_normalize_upcasts_canonicalizes_and_is_an_idempotent_upsert(clean_db): 
         assert [r.raw for r in raw] == events
 
 
-def test_a_batch_only_normalizes_its_own_stored_events(clean_db):  # type: ignore[no-untyped-def]
+def test_a_batch_only_normalizes_its_own_stored_events(clean_db):
     db = clean_db
     shared = event("file.save", now() - timedelta(minutes=10), file="a.py")
     first = persist_body(db, batch([shared]))

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 @pytest.fixture
-def broker_down(celery_worker, redis_url: str) -> Iterator[Celery]:  # type: ignore[no-untyped-def]
+def broker_down(celery_worker, redis_url: str) -> Iterator[Celery]:
     """A publisher whose broker is unreachable."""
     bad = Settings.from_env(redis_url=DEAD_BROKER, outbox_max_attempts=3, outbox_base_delay_seconds=3600.0,
                             outbox_max_delay_seconds=3600.0)
@@ -62,7 +62,7 @@ def good_publisher(redis_url: str) -> Celery:
     return make_publisher(Settings.from_env(database_url=os.environ["DATABASE_URL"], redis_url=redis_url))
 
 
-def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_down, redis_url):  # type: ignore[no-untyped-def]
+def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_down, redis_url):
     from app import create_app
 
     token = make_token("dev-1")
@@ -100,7 +100,7 @@ def test_broker_down_at_ingest_then_the_relay_publishes(db, make_token, broker_d
     assert relay(db, good_publisher(redis_url)) == {"due": 0, "published": 0}
 
 
-def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[no-untyped-def]
+def test_dead_letter_after_max_attempts(clean_db, broker_down):
     db = clean_db
     outcome = persist_body(db, batch([event("file.save", now() - timedelta(minutes=5))]))
     for attempt in range(1, broker_down.conf.devpulse_settings.outbox_max_attempts + 1):
@@ -118,7 +118,7 @@ def test_dead_letter_after_max_attempts(clean_db, broker_down):  # type: ignore[
         assert stored_batch(s, outcome.batch.batch_id).status == "persisted"
 
 
-def test_the_relay_leaves_a_fresh_record_to_its_web_process(clean_db, celery_worker, redis_url):  # type: ignore[no-untyped-def]
+def test_the_relay_leaves_a_fresh_record_to_its_web_process(clean_db, celery_worker, redis_url):
     """Without a grace the relay (on the workers) raced every web publish; with it, it takes only the leftovers."""
     from models.outbox import PUBLISH_GRACE
 

@@ -40,31 +40,31 @@ def three_events() -> list[dict[str, Any]]:
     ]
 
 
-def post(client, token: str, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def post(client, token: str, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body = batch(events or three_events())
     response = client.post("/api/workflow/events/orchestrate", json=body, headers=auth(token))
     assert response.status_code == 202, response.get_json()
     return {**body, "response": response.get_json()}
 
 
-def view(client, token: str, batch_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def view(client, token: str, batch_id: str) -> dict[str, Any]:
     response = client.get(f"/api/workflow/batches/{batch_id}", headers=auth(token))
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
 
-def audit_steps(db, batch_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+def audit_steps(db, batch_id: str) -> list[str]:
     with db.session() as s:
         return list(s.scalars(select(AuditRecord.step).where(AuditRecord.batch_id == uuid.UUID(batch_id))
                               .order_by(AuditRecord.id)))
 
 
-def admin_alerts(db, batch_id: str) -> list[AdminAlert]:  # type: ignore[no-untyped-def]
+def admin_alerts(db, batch_id: str) -> list[AdminAlert]:
     with db.session() as s:
         return list(s.scalars(select(AdminAlert).where(AdminAlert.batch_id == uuid.UUID(batch_id))))
 
 
-def stored_context(celery_app, batch_id: str, attempt: int = 1) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def stored_context(celery_app, batch_id: str, attempt: int = 1) -> dict[str, Any]:
     """The context the header jobs really received, read back from the result backend (result_extended)."""
     ids = task_ids({"batch_id": batch_id, "developer_id": "dev-1", "attempt": attempt})
     contexts = []
@@ -84,7 +84,7 @@ def iso_time(value: str | None) -> datetime:
 # -- 1. lifecycle, context, routing ---------------------------------------------------------------------------
 
 
-def test_lifecycle_visible_in_the_batch_view(pipeline_client, make_token, db, celery_app):  # type: ignore[no-untyped-def]
+def test_lifecycle_visible_in_the_batch_view(pipeline_client, make_token, db, celery_app):
     token = make_token("dev-1")
     sent = post(pipeline_client, token)
     bid = sent["batch_id"]
@@ -146,7 +146,7 @@ def test_lifecycle_visible_in_the_batch_view(pipeline_client, make_token, db, ce
     assert again == {**ctx, "is_replay": True, "attempt": 2}
 
 
-def test_chord_routing_and_signatures(celery_app):  # type: ignore[no-untyped-def]
+def test_chord_routing_and_signatures(celery_app):
     ctx = {"batch_id": str(uuid.uuid4()), "developer_id": "dev-1", "correlation_id": "c-1",
            "received_at": now().isoformat(), "event_count": 2, "first_ts": None, "last_ts": None,
            "is_replay": False, "attempt": 3}
@@ -181,9 +181,9 @@ def test_chord_routing_and_signatures(celery_app):  # type: ignore[no-untyped-de
 # -- 2. failure isolation and retries -------------------------------------------------------------------------
 
 
-def test_a_failing_danger_job_does_not_keep_the_batch_from_completing(  # type: ignore[no-untyped-def]
+def test_a_failing_danger_job_does_not_keep_the_batch_from_completing(
         pipeline_client, make_token, db, monkeypatch):
-    def explode(session, batch_row, ctx):  # type: ignore[no-untyped-def]
+    def explode(session, batch_row, ctx):
         raise RuntimeError("rule exploded")
 
     monkeypatch.setattr(tasks.pipeline, "_detect", explode)
@@ -210,12 +210,12 @@ def test_a_failing_danger_job_does_not_keep_the_batch_from_completing(  # type: 
         assert completed.details["failed_jobs"] == ["detect_danger"]
 
 
-def test_a_transient_error_is_retried(pipeline_client, make_token, db, monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_transient_error_is_retried(pipeline_client, make_token, db, monkeypatch):
     calls: list[str] = []
     lock = threading.Lock()
     real = tasks.pipeline._normalize
 
-    def flaky(session, batch_row, ctx):  # type: ignore[no-untyped-def]
+    def flaky(session, batch_row, ctx):
         with lock:
             calls.append(ctx["batch_id"])
             first = len(calls) == 1
@@ -242,7 +242,7 @@ def test_a_transient_error_is_retried(pipeline_client, make_token, db, monkeypat
 # -- 3. the callback is idempotent ----------------------------------------------------------------------------
 
 
-def test_the_callback_twice_changes_nothing(pipeline_client, make_token, db, celery_app):  # type: ignore[no-untyped-def]
+def test_the_callback_twice_changes_nothing(pipeline_client, make_token, db, celery_app):
     token = make_token("dev-1")
     bid = post(pipeline_client, token)["batch_id"]
     assert wait_processed(db, bid) == "processed"
@@ -260,7 +260,7 @@ def test_the_callback_twice_changes_nothing(pipeline_client, make_token, db, cel
     assert audit_steps(db, bid).count("completed") == 1
 
 
-def test_complete_batch_twice(db, clean_db):  # type: ignore[no-untyped-def]
+def test_complete_batch_twice(db, clean_db):
     outcome = persist_body(db, batch(three_events()))
     bid = outcome.batch.batch_id
     results = [{"job": "aggregate", "ok": True}, {"job": "normalize", "ok": True},
@@ -283,9 +283,9 @@ def test_complete_batch_twice(db, clean_db):  # type: ignore[no-untyped-def]
 # -- 4. the errback -------------------------------------------------------------------------------------------
 
 
-def test_a_crashing_callback_marks_the_batch_failed(  # type: ignore[no-untyped-def]
+def test_a_crashing_callback_marks_the_batch_failed(
         pipeline_client, make_token, db, monkeypatch):
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash(*args, **kwargs):
         raise RuntimeError("callback crashed")
 
     monkeypatch.setattr(tasks.pipeline, "complete_batch", crash)
@@ -303,7 +303,7 @@ def test_a_crashing_callback_marks_the_batch_failed(  # type: ignore[no-untyped-
     assert "failed" in audit_steps(db, bid)
 
 
-def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(  # type: ignore[no-untyped-def]
+def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(
         pipeline_client, make_token, db, celery_app):
     errback = tasks.pipeline.mark_batch_failed
     token = make_token("dev-1")
@@ -337,7 +337,7 @@ def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(  # 
 # -- 6. the sweeper -------------------------------------------------------------------------------------------
 
 
-def dispatch_without_publishing(db, outbox_id: int) -> None:  # type: ignore[no-untyped-def]
+def dispatch_without_publishing(db, outbox_id: int) -> None:
     """What a publish whose messages Redis then lost leaves behind: batch `dispatched`, outbox `dispatched`."""
     with db.transaction() as s:
         record = claim(s, outbox_id)
@@ -347,7 +347,7 @@ def dispatch_without_publishing(db, outbox_id: int) -> None:  # type: ignore[no-
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):  # type: ignore[no-untyped-def]
+def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -385,7 +385,7 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):  # type: 
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):  # type: ignore[no-untyped-def]
+def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -405,7 +405,7 @@ def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):  # type: ig
 # -- 7. ids are per developer -----------------------------------------------------------------------------------
 
 
-def test_two_developers_batches_with_the_same_ids_are_processed_separately(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_two_developers_batches_with_the_same_ids_are_processed_separately(pipeline_client, make_token, db):
     """dev-2 posts dev-1's batch id and event ids first: both batches are stored and each runs its own chord."""
     tokens = {"dev-1": make_token("dev-1"), "dev-2": make_token("dev-2")}
     mine = three_events()

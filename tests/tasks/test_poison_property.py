@@ -99,7 +99,7 @@ def catalog_event(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(events=st.lists(catalog_event(), min_size=1, max_size=25), clones=st.integers(0, 3))
-def test_every_accepted_event_is_processed_by_every_job(db, events, clones):  # type: ignore[no-untyped-def]
+def test_every_accepted_event_is_processed_by_every_job(db, events, clones):
     truncate_all(db)
     # Copies of one accepted event at many instants: sums over many events at every limit.
     events = events + [{**events[0], "event_id": str(uuid.uuid4())} for _ in range(clones * 20)]

@@ -32,18 +32,18 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models.normalization, "normalize", normalize)
 
 
-def post(client, token: str, events: list[dict[str, Any]]) -> str:  # type: ignore[no-untyped-def]
+def post(client, token: str, events: list[dict[str, Any]]) -> str:
     response = client.post("/api/workflow/events/orchestrate", json=batch(events), headers=auth(token))
     assert response.status_code == 202, response.get_json()
     return str(response.get_json()["batch_id"])
 
 
-def view(client, token: str, batch_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def view(client, token: str, batch_id: str) -> dict[str, Any]:
     return dict(client.get(f"/api/workflow/batches/{batch_id}", headers=auth(token)).get_json())
 
 
 @pytest.mark.usefixtures("poisoned")
-def test_a_poison_event_is_quarantined_and_nothing_else_is_lost(pipeline_client, make_token, db):  # type: ignore[no-untyped-def]
+def test_a_poison_event_is_quarantined_and_nothing_else_is_lost(pipeline_client, make_token, db):
     token = make_token("dev-1")
     t = now() - timedelta(minutes=30)
     bad = event("file.save", t + timedelta(seconds=10), file=POISON)
@@ -69,7 +69,7 @@ def test_a_poison_event_is_quarantined_and_nothing_else_is_lost(pipeline_client,
     assert view(pipeline_client, token, later)["quarantined"] == 0
 
 
-def test_requeue_quarantined_releases_and_replays_after_a_fix(pipeline_client, make_token, db, monkeypatch):  # type: ignore[no-untyped-def]
+def test_requeue_quarantined_releases_and_replays_after_a_fix(pipeline_client, make_token, db, monkeypatch):
     from tasks import cli
 
     token = make_token("dev-1")
@@ -94,7 +94,7 @@ def test_requeue_quarantined_releases_and_replays_after_a_fix(pipeline_client, m
         assert s.scalars(select(QuarantinedEvent)).one().released_at is not None
 
 
-def test_a_failure_that_is_not_an_events_fault_is_not_quarantined(pipeline_client, make_token, db, monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_failure_that_is_not_an_events_fault_is_not_quarantined(pipeline_client, make_token, db, monkeypatch):
     import tasks.pipeline
 
     # The job fails whatever its events are (a broken write, say): nothing to pin on an event.

@@ -12,19 +12,19 @@ from tests.support.factories import auth, batch, event, now
 from tests.support.pipeline import persist_body
 
 
-def store(db, events):  # type: ignore[no-untyped-def]
+def store(db, events):
     outcome = persist_body(db, batch(events))
     with db.transaction() as s:
         aggregate_batch(s, s.scalars(select(Batch).where(Batch.batch_id == outcome.batch.batch_id)).one(),
                         idle_timeout_seconds=300)
 
 
-def active_seconds(db) -> float:  # type: ignore[no-untyped-def]
+def active_seconds(db) -> float:
     with db.session() as s:
         return sum(m.active_us for m in s.scalars(select(MetricSlot)).all()) / 1e6
 
 
-def test_a_longer_idle_timeout_recomputes_history_in_chunks(client, make_token, clean_db, celery_app):  # type: ignore[no-untyped-def]
+def test_a_longer_idle_timeout_recomputes_history_in_chunks(client, make_token, clean_db, celery_app):
     from tasks.maintenance import recompute_developers
 
     token = make_token("dev-1")
@@ -59,7 +59,7 @@ def test_a_longer_idle_timeout_recomputes_history_in_chunks(client, make_token, 
     assert active_seconds(clean_db) == 3 * 8 * 60
 
 
-def test_alerts_found_by_a_recompute_are_stored_stale_and_not_pushed(client, make_token, clean_db, celery_app):  # type: ignore[no-untyped-def]
+def test_alerts_found_by_a_recompute_are_stored_stale_and_not_pushed(client, make_token, clean_db, celery_app):
     from tasks.maintenance import recompute_developers
 
     token = make_token("dev-1")

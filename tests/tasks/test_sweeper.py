@@ -13,7 +13,7 @@ from tests.support.factories import batch, event, now
 from tests.support.pipeline import persist_body, wait_for
 
 
-def test_a_stuck_replay_is_swept_as_a_replay(clean_db, celery_app, celery_worker):  # type: ignore[no-untyped-def]
+def test_a_stuck_replay_is_swept_as_a_replay(clean_db, celery_app, celery_worker):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
