@@ -255,7 +255,8 @@ def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0
     return results
 
 
-def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
+def machine_meta(stack: Any, quick: bool) -> dict[str, Any]:
+    """What every bench report states about the run: when, where, on what servers and settings."""
     return {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -264,6 +265,12 @@ def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
         "postgres": stack.pg_settings(),
         "redis": "embedded redis-server, no persistence (--save '' --appendonly no)",
         "gunicorn": f"--workers {stack.web_workers} --threads {stack.web_threads} (gthread)",
+    }
+
+
+def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
+    return {
+        **machine_meta(stack, quick),
         "celery": f"-Q aggregation,normalization,danger,pipeline,maintenance --concurrency {stack.concurrency} "
                   "--prefetch-multiplier 1 -P prefork (app: bench.celery_bench = tasks.app + 2 no-op tasks)",
         "developers": DEVELOPERS, "client_threads": THREADS, "config": {k: v for k, v in cfg.items() if k != "pools"},

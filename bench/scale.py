@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.run import QUIET_CORES, Phases, _per_request, execute, log
+from bench.run import QUIET_CORES, Phases, _per_request, execute, log, machine_meta
 
 FULL = {"developers": 1000, "events_per_developer": 10_000, "heavy_events": 1_000_000,
         "open_s": 12.0, "lat_s": 12.0, "warmup": 16}
@@ -220,15 +220,8 @@ def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0
 
 
 def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
-    import os
-    import platform
-
     return {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "mode": "quick" if quick else "full", "cpus": os.cpu_count(), "python": platform.python_version(),
-        "machine": platform.platform(), "postgres": stack.pg_settings(),
-        "gunicorn": f"--workers {stack.web_workers} --threads {stack.web_threads} (gthread)",
+        **machine_meta(stack, quick),
         "celery": f"--concurrency {stack.concurrency} --prefetch-multiplier 1 -P prefork; no beat",
         "config": cfg, "ingest_rate_per_s": INGEST_RATE, "e2e_rate_per_s": E2E_RATE, "client_threads": THREADS,
         "notes": [

@@ -12,11 +12,9 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,37 +22,7 @@ from sqlalchemy import select
 
 from models.tables import AdminAlert, Alert
 from tests.support.alerts import base_time, seed
-
-
-class Receiver(ThreadingHTTPServer):
-    """A real local webhook endpoint answering `status` and keeping every request."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.hits: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                outer.hits.append((dict(self.headers.items()), body))
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/hook"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+from tests.support.webhooks import Receiver
 
 
 def closed_port_url() -> str:

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from models.danger_detection import detect_for_batch, store_detections
 from models.tables import AdminAlert, Alert, Batch, BatchJob, MetricSlot, NormalizedEvent
 from tests.support.factories import auth, batch, event, now
 from tests.support.pipeline import stored_batch, wait_for, wait_processed
+from tests.support.webhooks import Receiver
 
 URL = "/api/workflow/events/orchestrate"
 FRESH = timedelta(hours=24)
@@ -536,41 +536,11 @@ def test_sse_pushes_fresh_alert_within_a_second_and_never_a_stale_one(live_serve
     assert abs((received - completed).total_seconds()) < 2.0
 
 
-class Receiver(ThreadingHTTPServer):
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.hits: list[tuple[dict[str, str], bytes]] = []
-        self.received = threading.Event()
-
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                outer.hits.append((dict(self.headers.items()), body))
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                outer.received.set()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}/hooks/devpulse"
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 @pytest.fixture
