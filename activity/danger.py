@@ -81,6 +81,10 @@ class DangerThresholds:
             raise ValueError("late-night hours must form a non-empty window within a day")
 
 
+    def for_developer(self, idle_timeout_seconds: int) -> DangerThresholds:
+        """These thresholds with the developer's own idle timeout (late-night activity, debug sessions)."""
+        return replace(self, idle_timeout_seconds=idle_timeout_seconds)
+
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, float]) -> DangerThresholds:
         """The defaults with `overrides` (field name -> value) applied; ValueError naming what is wrong.

@@ -8,13 +8,14 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.query_params import time_param
 from app.storage import storage
-from models.developer_settings import preferences
-from models.metrics_read import GRANULARITIES, breakdown, metric_buckets
+from models.developer_settings import DeveloperPreferences, preferences
+from models.metrics_read import GRANULARITIES, Bucket, breakdown, metric_buckets
 
 bp = Blueprint("metrics_api", __name__)
 
@@ -39,12 +40,17 @@ def developer_metrics(developer_id: str) -> ResponseReturnValue:
     if granularity not in GRANULARITIES:
         raise ApiError(400, "invalid_parameter", "'granularity' must be 'hour', 'day' or 'week'.",
                        [{"field": "granularity", "message": f"got '{granularity[:20]}'"}])
-    prefs = storage().transaction(lambda s: preferences(s, developer_id))
-    zone = ZoneInfo(prefs.timezone)
-    start, end = _range(zone)
+
+    def read(s: Session) -> tuple[DeveloperPreferences, datetime | None, datetime | None, list[Bucket]]:
+        # One transaction: the developer's zone decides what a plain date in `from`/`to` means.
+        prefs = preferences(s, developer_id)
+        start, end = _range(ZoneInfo(prefs.timezone))
+        return prefs, start, end, metric_buckets(s, developer_id, granularity,
+                                                 timezone=prefs.timezone, start=start, end=end)
+
     # StorageUnavailable becomes a 503 with Retry-After in app/errors.py.
-    buckets = storage().transaction(lambda s: metric_buckets(s, developer_id, granularity,
-                                                             timezone=prefs.timezone, start=start, end=end))
+    prefs, start, end, buckets = storage().transaction(read)
+    zone = ZoneInfo(prefs.timezone)
     # Hours are UTC hours; days and ISO weeks start at local midnight in the developer's zone.
     shown = UTC if granularity == "hour" else zone
     return jsonify({
@@ -66,11 +72,15 @@ def developer_breakdown(developer_id: str) -> ResponseReturnValue:
     if by not in ("language", "project"):
         raise ApiError(400, "invalid_parameter", "'by' must be 'language' or 'project'.",
                        [{"field": "by", "message": f"got '{by[:20]}'"}])
-    prefs = storage().transaction(lambda s: preferences(s, developer_id))
+
+    def read(s: Session) -> tuple[DeveloperPreferences, datetime | None, datetime | None,
+                                  list[tuple[datetime, str, float]]]:
+        prefs = preferences(s, developer_id)
+        start, end = _range(ZoneInfo(prefs.timezone))
+        return prefs, start, end, breakdown(s, developer_id, by, timezone=prefs.timezone, start=start, end=end)
+
+    prefs, start, end, rows = storage().transaction(read)
     zone = ZoneInfo(prefs.timezone)
-    start, end = _range(zone)
-    rows = storage().transaction(lambda s: breakdown(s, developer_id, by, timezone=prefs.timezone, start=start,
-                                                     end=end))
     days: dict[str, dict[str, Any]] = {}
     for day, key, seconds in rows:
         entry = days.setdefault(_local(day, zone), {"day_start": _local(day, zone), "total_seconds": 0.0,

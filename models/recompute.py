@@ -76,7 +76,7 @@ def recompute_chunk(session: Session, developer_id: str, *, thresholds: DangerTh
     recompute_slots(session, developer_id, SlotRange(start, end, idle + max_debug),
                     idle_timeout_seconds=prefs.idle_timeout_seconds, max_debug=max_debug)
     detect_range(session, developer_id, start, end,
-                 thresholds=_with_idle(thresholds, prefs.idle_timeout_seconds),
+                 thresholds=thresholds.for_developer(prefs.idle_timeout_seconds),
                  timezone=prefs.timezone if prefs.timezone_set else None)
     finished = end >= row.recompute_until
     if finished:
@@ -84,12 +84,6 @@ def recompute_chunk(session: Session, developer_id: str, *, thresholds: DangerTh
     else:
         row.recompute_done_until = end
     return ChunkResult(developer_id, end, finished)
-
-
-def _with_idle(thresholds: DangerThresholds, idle_timeout_seconds: int) -> DangerThresholds:
-    from dataclasses import replace
-
-    return replace(thresholds, idle_timeout_seconds=idle_timeout_seconds)
 
 
 def progress(row: DeveloperSettings | None) -> dict[str, object]:

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -186,7 +185,7 @@ def _normalize(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str,
 def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, Any]:
     prefs = preferences(session, batch.developer_id)
     return detect_for_batch(session, batch, correlation_id=ctx["correlation_id"],
-                            thresholds=replace(thresholds(), idle_timeout_seconds=prefs.idle_timeout_seconds),
+                            thresholds=thresholds().for_developer(prefs.idle_timeout_seconds),
                             timezone=prefs.timezone if prefs.timezone_set else None,
                             freshness=timedelta(hours=settings().alert_freshness_hours),
                             is_replay=bool(ctx.get("is_replay")))
