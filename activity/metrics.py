@@ -31,7 +31,6 @@ from activity.sessions import MAX_DEBUG_SESSION, debug_intervals
 SLOT = timedelta(minutes=15)
 _US = timedelta(microseconds=1)
 UNKNOWN = "unknown"
-BREAKDOWN_DIMENSIONS = ("language", "project")
 
 # Summed counts are capped per event at ingest (activity.catalog.MAX_SUMMED_COUNT); sums saturate here as a
 # second guard so no stored value can overflow its BIGINT column, whatever the number of events.

@@ -80,15 +80,6 @@ def recompute_slots(session: Session, developer_id: str, rng: SlotRange, *, idle
     return len(result.metrics)
 
 
-def aggregate_developer(session: Session, developer_id: str, first_ts: datetime, last_ts: datetime, *,
-                        idle_timeout_seconds: int, max_debug: timedelta = MAX_DEBUG_SESSION) -> int:
-    lock_developer(session, "metrics", developer_id)
-    idle = timedelta(seconds=idle_timeout_seconds)
-    rng = affected_range(session, developer_id, first_ts, last_ts, idle=idle, max_debug=max_debug)
-    return recompute_slots(session, developer_id, rng, idle_timeout_seconds=idle_timeout_seconds,
-                           max_debug=max_debug)
-
-
 def aggregate_batch(session: Session, batch: Batch, *, idle_timeout_seconds: int,
                     max_debug: timedelta = MAX_DEBUG_SESSION, is_replay: bool = False) -> dict[str, Any]:
     """Recompute the slots this batch can change, and those of the developer's other batches waiting for

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
 from app.compat_wakatime import WAKATIME_NAMESPACE, heartbeat_event_id, request_batch_id
-from models.aggregation import aggregate_developer
-from models.tables import ActivityBreakdown, MetricSlot
+from models.aggregation import aggregate_batch
+from models.tables import ActivityBreakdown, Batch, MetricSlot
 from models.tokens import create_token
 
 BASE = "/api/compat/wakatime/v1/users/current"
@@ -304,9 +304,9 @@ def test_heartbeats_feed_the_metrics_and_the_statusbar(client, make_token, clean
     beats = [heartbeat(0, time=t0 + 30 * i, category=c) for i, c in enumerate(categories)]
     assert statuses(client.post(BULK, json=beats, headers=basic(token))) == [201] * 5
 
-    first = datetime.fromtimestamp(t0, UTC)
-    with clean_db.transaction() as s:
-        aggregate_developer(s, "dev-1", first, first + timedelta(seconds=120), idle_timeout_seconds=300)
+    with clean_db.transaction() as s:  # what the aggregation job does for the stored batch
+        [stored] = s.scalars(select(Batch).where(Batch.developer_id == "dev-1")).all()
+        aggregate_batch(s, stored, idle_timeout_seconds=300)
     [day] = query(clean_db, "SELECT sum(active_us) AS active_us, sum(debug_us) AS debug_us, sum(events) AS events"
                             " FROM metric_slots WHERE slot_start >= :d", d=today)
     assert (day.events, day.active_us, day.debug_us) == (5, 120_000_000, 30_000_000)
