@@ -153,15 +153,14 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     others = [] if is_replay else waiting_batches(session, batch, JOB)
     windows = merge_spans([(b.first_ts - WINDOW, b.last_ts + WINDOW) for b in (batch, *others)
                            if b.first_ts is not None and b.last_ts is not None])
-    # Debug sessions last at most max_debug_session_hours (activity/sessions.py): the window reaches that far
-    # back for sessions that started before it, and never further.
-    reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
+    # No read before the window: a debug session that started before it ended at most max_debug_session_hours
+    # later (activity/sessions.py), long before the batch's events, which therefore cannot change it.
     zone = ZoneInfo(timezone) if timezone else None
     written, found = 0, 0
     push: list[Alert] = []
     errors: dict[str, str] = {}
     for start, end in windows:
-        events = developer_events(session, batch.developer_id, since=start - reach, until=end, job=JOB,
+        events = developer_events(session, batch.developer_id, since=start, until=end, job=JOB,
                                   payload_types=danger.PAYLOAD_TYPES)
         detections, failed = danger.detect(events, thresholds, zone)
         errors.update(failed)
@@ -189,8 +188,7 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
 def detect_range(session: Session, developer_id: str, start: datetime, end: datetime, *,
                  thresholds: DangerThresholds, timezone: str | None = None) -> int:
     """Re-derive the alerts of episodes that touch [start, end) (a background recompute): stored stale."""
-    reach = timedelta(hours=thresholds.max_debug_session_hours, seconds=thresholds.idle_timeout_seconds)
-    events = developer_events(session, developer_id, since=start - WINDOW - reach, until=end + WINDOW,
+    events = developer_events(session, developer_id, since=start - WINDOW, until=end + WINDOW,
                               job="detect_danger", payload_types=danger.PAYLOAD_TYPES)
     detections, errors = danger.detect(events, thresholds, ZoneInfo(timezone) if timezone else None)
     for name, error in sorted(errors.items()):
