@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,19 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _wait_ready(proc: Proc, what: str, ready_text: str, ready: Callable[[], bool], seconds: float, *,
+                poll: float = 0.0) -> None:
+    """Until `ready()`; a RuntimeError with the log's tail when the process exits or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{what} exited:\n{_tail(proc.log)}")
+        if ready():
+            return
+        time.sleep(poll)
+    raise RuntimeError(f"{what} did not {ready_text} within {seconds:g} s:\n{_tail(proc.log)}")
 
 
 class Proc:
@@ -170,13 +184,7 @@ class Stack:
         self.worker = Proc("celery", argv, self.env(), self.dir / "celery.log")
         from bench.celery_bench import app
 
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if not self.worker.alive():
-                raise RuntimeError(f"celery worker exited:\n{_tail(self.worker.log)}")
-            if app.control.ping(timeout=1.0):
-                return
-        raise RuntimeError(f"celery worker did not answer a ping within 90 s:\n{_tail(self.worker.log)}")
+        _wait_ready(self.worker, "celery worker", "answer a ping", lambda: bool(app.control.ping(timeout=1.0)), 90)
 
     def stop_worker(self) -> None:
         """Warm shutdown of the worker (SIGTERM to its group; SIGKILL after 15 s)."""
@@ -191,14 +199,8 @@ class Stack:
                 "--loglevel", "WARNING"]
         self.beat = Proc("beat", argv, self.env(), self.dir / "beat.log")
         # Beat answers no ping: it is up once it has opened its schedule file (shelve may add a suffix).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not self.beat.alive():
-                raise RuntimeError(f"celery beat exited:\n{_tail(self.beat.log)}")
-            if any(self.dir.glob("beat-schedule*")):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery beat did not open its schedule within 60 s:\n{_tail(self.beat.log)}")
+        _wait_ready(self.beat, "celery beat", "open its schedule",
+                    lambda: any(self.dir.glob("beat-schedule*")), 60, poll=0.2)
 
     def flush_redis(self) -> None:
         import redis
