@@ -42,16 +42,45 @@ def claim_due(session: Session, limit: int = 50) -> list[Outbox]:
     ).scalars())
 
 
-def start_dispatch(session: Session, record: Outbox) -> dict[str, Any]:
+def already_served(batch: Batch, record: Outbox) -> str | None:
+    """Why publishing `record` again would only repeat work, or None.
+
+    A publish can reach the broker while the commit that records it fails (the database dies between the two):
+    the record stays pending, the relay publishes it again, and the batch would be processed twice, its
+    completion recorded twice. A run that started, or a completion, after the record was written has read
+    everything the record asks for (the events were committed before it), so the record is already served.
+    Records of requeues and replays are written after the run they repeat, so they are never skipped.
+    """
+    if batch.completed_at is not None and batch.completed_at >= record.created_at:
+        return f"batch already {batch.status} at {batch.completed_at.isoformat()}"
+    if batch.processing_started_at is not None and batch.processing_started_at >= record.created_at:
+        return f"batch already {batch.status} since {batch.processing_started_at.isoformat()}"
+    return None
+
+
+def lock_batch(session: Session, record: Outbox) -> Batch:
+    return session.execute(
+        select(Batch).where(Batch.developer_id == record.developer_id, Batch.batch_id == record.batch_id)
+        .with_for_update()
+    ).scalar_one()
+
+
+def skip_dispatch(session: Session, record: Outbox, reason: str) -> None:
+    """Close a record whose work is already done (see `already_served`), with an audit record saying why."""
+    record.status = "dispatched"
+    record.dispatched_at = datetime.now(UTC)
+    audit(session, "dispatch_skipped", batch_id=record.batch_id, correlation_id=record.correlation_id,
+          is_replay=record.is_replay, developer_id=record.developer_id, outbox_id=record.id, reason=reason)
+
+
+def start_dispatch(session: Session, record: Outbox, batch: Batch | None = None) -> dict[str, Any]:
     """Move the batch to `dispatched` and build the small context every job receives.
 
     Done before the publish inside the same transaction: the batch row stays
     locked until commit, so a fast worker cannot mark it `processing` first.
     """
-    batch = session.execute(
-        select(Batch).where(Batch.developer_id == record.developer_id, Batch.batch_id == record.batch_id)
-        .with_for_update()
-    ).scalar_one()
+    if batch is None:
+        batch = lock_batch(session, record)
     batch.status = "dispatched"
     batch.dispatched_at = datetime.now(UTC)
     batch.updated_at = datetime.now(UTC)

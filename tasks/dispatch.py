@@ -16,7 +16,16 @@ from celery import Celery, chord, group
 from core.breakers import breakers
 from core.settings import Settings
 from models.db import Database
-from models.outbox import claim, claim_due, finish_dispatch, record_failure, start_dispatch
+from models.outbox import (
+    already_served,
+    claim,
+    claim_due,
+    finish_dispatch,
+    lock_batch,
+    record_failure,
+    skip_dispatch,
+    start_dispatch,
+)
 
 log = logging.getLogger("devpulse.canvas")
 
@@ -77,7 +86,13 @@ def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: b
             record = claim(session, outbox_id, due_only=due_only)
             if record is None:
                 return False
-            ctx = start_dispatch(session, record)
+            batch = lock_batch(session, record)
+            served = already_served(batch, record)
+            if served is not None:
+                skip_dispatch(session, record, served)
+                log.info("outbox %s not published again: %s", outbox_id, served)
+                return False
+            ctx = start_dispatch(session, record, batch)
             _publish(celery, ctx)
             finish_dispatch(session, record, task_ids(ctx))
         log.info("dispatched", extra={"batch_id": ctx["batch_id"], "correlation_id": ctx["correlation_id"],

@@ -484,7 +484,8 @@ def check_store(stack: FaultStack, ledger: Ledger) -> Figures:
     not_processed = [b for b in acked_ids if by_id.get(b, (None, None))[1] != "processed"]
     trails = {}
     with stack.db.engine.connect() as c:
-        for batch_id in not_processed[:3]:  # what happened to them, for the failure message
+        twice = [b for b, n in completed.items() if n > 1]
+        for batch_id in not_processed[:3] + twice[:3]:  # what happened to them, for the failure message
             trails[batch_id] = [f"{r[0]:%H:%M:%S.%f} {r[1]} {json.dumps(r[2], default=str)[:300]}" for r in c.execute(
                 text("SELECT created_at, step, details FROM audit_log WHERE batch_id = CAST(:b AS uuid) ORDER BY id"),
                 {"b": batch_id})]
@@ -521,7 +522,7 @@ def assert_exact(figures: Figures, *, expect_ack: int | None = None) -> None:
     assert d["lost_events"] == 0, f"{d['lost_events']} acknowledged event(s) not stored"
     assert d["unacked_stored_events"] == 0, f"{d['unacked_stored_events']} stored event(s) never acknowledged"
     assert figures.stored == d["acked_events"], (figures.stored, d["acked_events"])
-    assert figures.dup == 0, f"duplicates: {figures}"
+    assert figures.dup == 0, f"duplicates: {figures}\n" + json.dumps(d["not_processed_trails"], indent=1)
     assert d["not_processed"] == 0, (f"{d['not_processed']} acknowledged batch(es) not processed: {figures.statuses}\n"
                                      + json.dumps(d["not_processed_trails"], indent=1))
     assert figures.lost == 0

@@ -130,3 +130,36 @@ def test_the_relay_leaves_a_fresh_record_to_its_web_process(clean_db, celery_wor
     make_due(db, record.id)  # the web never published it (it died, or the broker was down)
     assert relay(db, good_publisher(redis_url)) == {"due": 1, "published": 1}
     assert wait_processed(db, str(outcome.batch.batch_id)) == "processed"
+
+
+def test_a_record_whose_publish_went_out_but_whose_commit_was_lost_is_not_published_again(
+        clean_db, celery_worker, redis_url):
+    """The database died between the publish and the commit that marks the record dispatched: the chord ran,
+    the record is still pending. The relay must not run the batch a second time (nor record two completions)."""
+    from models.outbox import start_dispatch
+    from tasks.dispatch import _publish
+
+    db = clean_db
+    outcome = persist_body(db, batch([event("file.save", now() - timedelta(minutes=5))]))
+    publisher = good_publisher(redis_url)
+    with db.transaction() as s:  # the publish, then a "lost" commit: rolled back
+        record = s.get(Outbox, outcome.outbox_id)
+        _publish(publisher, start_dispatch(s, record))
+        s.rollback()
+    batch_id = str(outcome.batch.batch_id)
+    assert wait_processed(db, batch_id) == "processed"
+    make_due(db, outcome.outbox_id)
+    assert relay(db, publisher) == {"due": 1, "published": 0}
+    record = outbox_row(db, batch_id)
+    assert record.status == "dispatched"
+    with db.session() as s:
+        steps = s.execute(text("SELECT step FROM audit_log WHERE batch_id = CAST(:b AS uuid) ORDER BY id"),
+                          {"b": batch_id}).scalars().all()
+    assert steps.count("completed") == 1, steps
+    assert steps[-1] == "dispatch_skipped", steps
+    # A requeue or replay record is written after the run it repeats: still published.
+    from models.outbox import enqueue
+    with db.transaction() as s:
+        again = enqueue(s, outcome.batch.developer_id, outcome.batch.batch_id, "again", is_replay=True)
+    make_due(db, again)
+    assert relay(db, publisher) == {"due": 1, "published": 1}
