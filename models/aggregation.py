@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from activity.metrics import SLOT_COLUMNS, compute_slots, slot_ceil, slot_floor
 from activity.sessions import MAX_DEBUG_SESSION
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
-from models.event_reader import debug_starts, developer_events, sessions_started_before
+from models.event_reader import debug_marks, developer_events, sessions_started_before
 from models.tables import ActivityBreakdown, Batch, MetricSlot
 
 JOB = "aggregate"
@@ -34,30 +34,50 @@ def lock_developer(session: Session, scope: str, developer_id: str) -> None:
 class SlotRange:
     since: datetime  # slot-aligned, inclusive
     until: datetime  # slot-aligned, exclusive
-    # How far events are read beyond the range: the idle timeout, plus a debug session's maximum length
-    # when a debug session can reach into the range.
-    context: timedelta
+    # The stored events read as context: [read_from, read_until] covers the range, the idle timeout around
+    # it, and every debug session that can reach into it.
+    read_from: datetime
+    read_until: datetime
+
+    @classmethod
+    def with_context(cls, since: datetime, until: datetime, context: timedelta) -> SlotRange:
+        return cls(since, until, since - context, until + context)
+
+    def merge(self, other: SlotRange) -> SlotRange:
+        return SlotRange(min(self.since, other.since), max(self.until, other.until),
+                         min(self.read_from, other.read_from), max(self.read_until, other.read_until))
 
 
 def affected_range(session: Session, developer_id: str, first_ts: datetime, last_ts: datetime, *,
                    idle: timedelta, max_debug: timedelta = MAX_DEBUG_SESSION) -> SlotRange:
-    """The slots that events in [first_ts, last_ts] can change.
+    """The slots that events in [first_ts, last_ts] can change, and the events to read for them.
 
-    A new event changes its own slot, the active gaps within `idle` of it, and debug sessions that started
-    at most `max_debug` before it (which end at most `max_debug` after their start). When no debug session
-    starts anywhere near, only the idle reach matters and the range stays minutes wide.
+    A new event changes its own slot, the active gaps within `idle` of it, and the debug sessions it can
+    lengthen or end: those that start from `idle` before it on (each lasts at most `max_debug`), and those
+    that started earlier and were still running `idle` before it (no debug.stop of theirs in between). A
+    session closed by its stop before that cannot change, so the read reaches back only to the earliest
+    session still running, never to history: minutes in the usual case, `max_debug` at most (an abandoned
+    session).
     """
     since, until = slot_floor(first_ts - idle), slot_ceil(last_ts + idle)
-    if not debug_starts(session, developer_id, since - max_debug, until):
-        return SlotRange(since, until, idle)
-    return SlotRange(since, slot_ceil(until + max_debug), idle + max_debug)
+    settled = since - idle
+    starts, stops = debug_marks(session, developer_id, since - max_debug, until, job=JOB)
+    running = [ts for sid, ts in starts.items() if ts < settled
+               and not any(ts <= stop < settled for stop in stops.get(sid, ()))]
+    later = any(settled <= ts for ts in starts.values())
+    if not running and not later:
+        return SlotRange.with_context(since, until, idle)
+    read_from = min([since - idle, *running])
+    # A session that runs into the range may last up to max_debug from its start: its slots up to there change.
+    extended_until = slot_ceil(until + max_debug)
+    return SlotRange(since, extended_until, read_from, extended_until + idle)
 
 
 def recompute_slots(session: Session, developer_id: str, rng: SlotRange, *, idle_timeout_seconds: int,
                     max_debug: timedelta = MAX_DEBUG_SESSION) -> int:
     """Rebuild the developer's slots and breakdowns in [rng.since, rng.until) from the stored events."""
-    read_from, read_until = rng.since - rng.context, rng.until + rng.context
-    events = developer_events(session, developer_id, since=read_from, until=read_until, job="aggregate")
+    read_from, read_until = rng.read_from, rng.read_until
+    events = developer_events(session, developer_id, since=read_from, until=read_until, job=JOB)
     started_ids = {e.payload["debug_session_id"] for e in events
                    if e.type == "debug.start" and isinstance(e.payload.get("debug_session_id"), str)}
     ignored = sessions_started_before(session, developer_id, started_ids, read_from)
@@ -95,9 +115,12 @@ def aggregate_batch(session: Session, batch: Batch, *, idle_timeout_seconds: int
               for b in (batch, *others) if b.first_ts is not None and b.last_ts is not None]
     slots = 0
     for since, until in merge_spans([(r.since, r.until) for r in ranges]):
-        # Overlapping ranges merge into one; the widest context of those merged serves them all.
-        context = max(r.context for r in ranges if r.since < until and since < r.until)
-        slots += recompute_slots(session, batch.developer_id, SlotRange(since, until, context),
-                                 idle_timeout_seconds=idle_timeout_seconds, max_debug=max_debug)
+        # Overlapping ranges merge into one, reading the context of all of them.
+        merged = [r for r in ranges if r.since < until and since < r.until]
+        rng = merged[0]
+        for other in merged[1:]:
+            rng = rng.merge(other)
+        slots += recompute_slots(session, batch.developer_id, rng, idle_timeout_seconds=idle_timeout_seconds,
+                                 max_debug=max_debug)
     mark_covered(session, others, JOB, by=batch)
     return {"slots": slots, **({"covered": len(others)} if others else {})}

@@ -77,11 +77,25 @@ def developer_events(
     return _read(session, stmt.order_by(RawEvent.corrected_ts, RawEvent.event_id))
 
 
-def debug_starts(session: Session, developer_id: str, since: datetime, until: datetime) -> list[datetime]:
-    """Times of the developer's debug.start events in [since, until] (ix_raw_events_debug_starts)."""
-    stmt = select(RawEvent.corrected_ts).where(RawEvent.developer_id == developer_id, RawEvent.type == "debug.start",
-                                              RawEvent.corrected_ts >= since, RawEvent.corrected_ts <= until)
-    return list(session.execute(stmt).scalars())
+def debug_marks(session: Session, developer_id: str, since: datetime, until: datetime, *, job: str
+                ) -> tuple[dict[str, datetime], dict[str, list[datetime]]]:
+    """The developer's debug sessions seen in [since, until] (ix_raw_events_debug_marks): the earliest
+    debug.start of each session id, and the times of its debug.stop events."""
+    sid = RawEvent.raw["payload"]["debug_session_id"].astext
+    stmt = select(RawEvent.type, RawEvent.corrected_ts, sid).where(
+        RawEvent.developer_id == developer_id, RawEvent.type.in_(("debug.start", "debug.stop")),
+        RawEvent.corrected_ts >= since, RawEvent.corrected_ts <= until, not_quarantined(job))
+    starts: dict[str, datetime] = {}
+    stops: dict[str, list[datetime]] = {}
+    for row in session.execute(stmt.order_by(RawEvent.corrected_ts)):
+        type_, ts, session_id = str(row[0]), row[1], row[2]
+        if not isinstance(session_id, str) or not session_id or not isinstance(ts, datetime):
+            continue
+        if type_ == "debug.start":
+            starts.setdefault(session_id, ts)
+        else:
+            stops.setdefault(session_id, []).append(ts)
+    return starts, stops
 
 
 def sessions_started_before(session: Session, developer_id: str, session_ids: Iterable[str],

@@ -73,7 +73,7 @@ def recompute_chunk(session: Session, developer_id: str, *, thresholds: DangerTh
     start = row.recompute_done_until or row.recompute_from
     end = min(start + CHUNK, row.recompute_until)
     idle = timedelta(seconds=prefs.idle_timeout_seconds)
-    recompute_slots(session, developer_id, SlotRange(start, end, idle + max_debug),
+    recompute_slots(session, developer_id, SlotRange.with_context(start, end, idle + max_debug),
                     idle_timeout_seconds=prefs.idle_timeout_seconds, max_debug=max_debug)
     detect_range(session, developer_id, start, end,
                  thresholds=thresholds.for_developer(prefs.idle_timeout_seconds),

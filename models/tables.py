@@ -147,8 +147,8 @@ class RawEvent(Base):
         ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
         Index("ix_raw_events_developer_ts", "developer_id", "corrected_ts"),
         Index("ix_raw_events_batch_seq", "batch_id", "seq"),
-        Index("ix_raw_events_debug_starts", "developer_id", "corrected_ts",
-              postgresql_where=text("type = 'debug.start'")),
+        Index("ix_raw_events_debug_marks", "developer_id", "corrected_ts",
+              postgresql_where=text("type IN ('debug.start', 'debug.stop')")),
     )
 
 
