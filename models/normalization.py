@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from activity.normalization import normalize
-from models.event_reader import batch_rows, to_event
+from models.event_reader import batch_rows, lean_event
 from models.tables import Batch, NormalizedEvent
 
 
-def normalized_row(row: Row[Any]) -> dict[str, Any]:
-    """The `normalized_events` row of one stored event (a row of `batch_rows`)."""
-    event = to_event(row)
+def normalized_row(row: tuple[Any, ...], batch: Batch) -> dict[str, Any]:
+    """The `normalized_events` row of one stored event (a row of `batch_rows`) of `batch`."""
+    event = lean_event(row)
     fields = normalize(event)
     return {
-        "event_id": row.event_id,
-        "batch_id": row.batch_id,
-        "seq": row.seq,
-        "developer_id": row.developer_id,
+        "event_id": event.event_id,
+        "batch_id": batch.batch_id,
+        "seq": event.seq,
+        "developer_id": batch.developer_id,
         "type": event.type,
-        "source_schema_version": row.schema_version,
+        "source_schema_version": row[2],
         "ts": event.ts,
         "utc_offset_minutes": event.utc_offset_minutes,
         "session_id": event.session_id,
@@ -47,7 +46,7 @@ _UPSERT = _insert.on_conflict_do_update(
 def normalize_batch(session: Session, batch: Batch) -> dict[str, Any]:
     """Normalize the batch's own events. Not coalesced like aggregation and detection: its work is per event, so
     covering other batches saves nothing, and measured (make bench --quick, phase D) it cost throughput."""
-    rows = [normalized_row(r)
+    rows = [normalized_row(r, batch)
             for r in batch_rows(session, batch.batch_id, developer_id=batch.developer_id, job=JOB)]
     if rows:
         # Recomputed from the raw event every time: running twice changes nothing. Executed as an

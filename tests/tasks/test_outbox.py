@@ -163,3 +163,10 @@ def test_a_record_whose_publish_went_out_but_whose_commit_was_lost_is_not_publis
         again = enqueue(s, outcome.batch.developer_id, outcome.batch.batch_id, "again", is_replay=True)
     make_due(db, again)
     assert relay(db, publisher) == {"due": 1, "published": 1}
+    from tests.support.pipeline import wait_for
+
+    def replayed() -> bool:
+        with db.session() as s:
+            return bool(s.execute(text("SELECT count(*) FROM audit_log WHERE batch_id = CAST(:b AS uuid)"
+                                       " AND step = 'completed' AND is_replay"), {"b": batch_id}).scalar_one())
+    wait_for(replayed)  # the replay's chord is done before the next test truncates the tables
