@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from activity.metrics import SLOT_COLUMNS, compute_slots, slot_ceil, slot_floor
 from activity.sessions import MAX_DEBUG_SESSION
+from models.bulk import insert_values
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.event_reader import debug_marks, developer_events, sessions_started_before
 from models.tables import ActivityBreakdown, Batch, MetricSlot
@@ -86,17 +86,10 @@ def recompute_slots(session: Session, developer_id: str, rng: SlotRange, *, idle
     for table in (MetricSlot, ActivityBreakdown):
         session.execute(delete(table).where(table.developer_id == developer_id, table.slot_start >= rng.since,
                                             table.slot_start < rng.until))
-    if result.metrics:
-        session.execute(insert(MetricSlot), [
-            {"developer_id": developer_id, "slot_start": m.slot_start, **{c: getattr(m, c) for c in SLOT_COLUMNS}}
-            for m in result.metrics
-        ])
-    if result.breakdowns:
-        session.execute(insert(ActivityBreakdown), [
-            {"developer_id": developer_id, "slot_start": b.slot_start, "dimension": b.dimension, "key": b.key,
-             "active_us": b.active_us}
-            for b in result.breakdowns
-        ])
+    insert_values(session, "metric_slots", ("developer_id", "slot_start", *SLOT_COLUMNS),
+                  [(developer_id, m.slot_start, *(getattr(m, c) for c in SLOT_COLUMNS)) for m in result.metrics])
+    insert_values(session, "activity_breakdowns", ("developer_id", "slot_start", "dimension", "key", "active_us"),
+                  [(developer_id, b.slot_start, b.dimension, b.key, b.active_us) for b in result.breakdowns])
     return len(result.metrics)
 
 
