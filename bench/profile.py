@@ -3,7 +3,8 @@
 Starts the bench stack (bench/stack.py: embedded PostgreSQL with fsync on, Redis, gunicorn, a Celery worker),
 gives each developer `--history` 100-event batches first (so detection and aggregation see a realistic recent
 past), then posts `--batches` 100-event batches from 8 clients while py-spy samples the target's processes
-(every child of the gunicorn arbiter or of the Celery main process). Writes the collapsed stacks under
+(every child of the gunicorn arbiter or of the Celery main process; only threads holding the GIL, so time
+spent waiting for PostgreSQL or Redis is not counted). Writes the collapsed stacks under
 bench/results/ (any flame-graph viewer reads them, e.g. speedscope or flamegraph.pl) and prints the functions
 with the largest inclusive share.
 """
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         assert proc is not None
         RESULTS.mkdir(parents=True, exist_ok=True)
         raw = RESULTS / f"profile-{args.target}.txt"
-        spy = [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "200",
+        spy = [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--subprocesses", "--gil", "--rate", "200",
                "--nonblocking", "--format", "raw", "--output", str(raw)]
         sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
