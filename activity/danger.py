@@ -241,27 +241,35 @@ def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -
     return found
 
 
+def grade_no_break(start: datetime, end: datetime, event_count: int,
+                   th: DangerThresholds = _DEFAULT) -> Detection | None:
+    """The no-break verdict on one run of events (first at `start`, last at `end`), or None below threshold."""
+    levels = [("high", timedelta(hours=th.no_break_high_hours)), ("medium", timedelta(hours=th.no_break_medium_hours))]
+    severity = grade(end - start, levels)
+    if severity is None:
+        return None
+    measured = {
+        "duration_minutes": round((end - start).total_seconds() / 60, 2),
+        "run_start": start.isoformat(),
+        "run_end": end.isoformat(),
+        "event_count": event_count,
+    }
+    return _found("no_break", severity, (start, end), start.isoformat(), measured, th)
+
+
 def detect_no_break(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
     """Runs of events with no gap longer than no_break_gap_minutes between
     consecutive ones (a gap of exactly that length does not end the run)."""
     evs = prepare(events)
     gap = timedelta(minutes=th.no_break_gap_minutes)
-    levels = [("high", timedelta(hours=th.no_break_high_hours)), ("medium", timedelta(hours=th.no_break_medium_hours))]
     found = []
     first = 0
     for i in range(1, len(evs) + 1):
         if i < len(evs) and evs[i].ts - evs[i - 1].ts <= gap:
             continue
-        start, end = evs[first].ts, evs[i - 1].ts
-        severity = grade(end - start, levels)
-        if severity is not None:
-            measured = {
-                "duration_minutes": round((end - start).total_seconds() / 60, 2),
-                "run_start": start.isoformat(),
-                "run_end": end.isoformat(),
-                "event_count": i - first,
-            }
-            found.append(_found("no_break", severity, (start, end), start.isoformat(), measured, th))
+        detection = grade_no_break(evs[first].ts, evs[i - 1].ts, i - first, th)
+        if detection is not None:
+            found.append(detection)
         first = i
     return found
 
@@ -276,7 +284,7 @@ def _in_night(local: datetime, th: DangerThresholds) -> bool:
     return start <= hour < end if start < end else (hour >= start or hour < end)
 
 
-def _night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
+def night_bounds(day: date, th: DangerThresholds) -> tuple[datetime, datetime]:
     """Naive local [start, end) of the night that ends on `day`."""
     midnight = datetime.combine(day, time())
     start_day = midnight - timedelta(days=1) if th.late_night_start_hour > th.late_night_end_hour else midnight
@@ -308,30 +316,51 @@ def detect_late_night_work(events: Events, th: DangerThresholds = _DEFAULT,
             continue
         day = local_a.date()
         while day <= (local_a + gap).date() + timedelta(days=1):
-            night_start, night_end = _night_bounds(day, th)
+            night_start, night_end = night_bounds(day, th)
             lo, hi = max(local_a, night_start), min(local_a + gap, night_end)
             if lo < hi:
                 active[day] = active.get(day, timedelta(0)) + (hi - lo)
                 first.setdefault(day, ((lo - offset).replace(tzinfo=UTC), lo))
                 last[day] = ((hi - offset).replace(tzinfo=UTC), hi)
             day += timedelta(days=1)
+    found = []
+    for day in sorted(active):
+        detection = grade_late_night(day, active[day], first[day], last[day], th)
+        if detection is not None:
+            found.append(detection)
+    return found
+
+
+def grade_late_night(day: date, active: timedelta, first: tuple[datetime, datetime], last: tuple[datetime, datetime],
+                     th: DangerThresholds = _DEFAULT) -> Detection | None:
+    """The verdict on one night: `active` time inside it, from `first` to `last` ((UTC, naive local) each)."""
     levels = [
         ("medium", timedelta(minutes=th.late_night_medium_minutes)),
         ("low", timedelta(minutes=th.late_night_low_minutes)),
     ]
-    found = []
-    for day in sorted(active):
-        severity = grade(active[day], levels)
-        if severity is not None:
-            (start, local_start), (end, local_end) = first[day], last[day]
-            measured = {
-                "night_date": day.isoformat(),
-                "active_minutes": round(active[day].total_seconds() / 60, 2),
-                "local_start": local_start.isoformat(),
-                "local_end": local_end.isoformat(),
-            }
-            found.append(_found("late_night_work", severity, (start, end), day.isoformat(), measured, th))
-    return found
+    severity = grade(active, levels)
+    if severity is None:
+        return None
+    (start, local_start), (end, local_end) = first, last
+    measured = {
+        "night_date": day.isoformat(),
+        "active_minutes": round(active.total_seconds() / 60, 2),
+        "local_start": local_start.isoformat(),
+        "local_end": local_end.isoformat(),
+    }
+    return _found("late_night_work", severity, (start, end), day.isoformat(), measured, th)
+
+
+def nights_touching(local_lo: datetime, local_hi: datetime, th: DangerThresholds = _DEFAULT) -> list[date]:
+    """The nights (by `night_bounds` date) whose window intersects the naive local span [local_lo, local_hi]."""
+    days = []
+    day = local_lo.date() - timedelta(days=1)
+    while day <= local_hi.date() + timedelta(days=1):
+        start, end = night_bounds(day, th)
+        if start <= local_hi and local_lo < end:
+            days.append(day)
+        day += timedelta(days=1)
+    return days
 
 
 # Every rule takes (events, thresholds, the developer's time zone or None); only late-night work uses the zone.
@@ -344,6 +373,31 @@ RULES: dict[str, Rule] = {
     "no_break": lambda events, th, tz: detect_no_break(events, th),
     "late_night_work": detect_late_night_work,
 }
+
+
+# The raw event types each event-reading rule looks at (a reader may leave every other type out); None: all.
+RULE_TYPES: dict[str, frozenset[str] | None] = {
+    "excessive_errors": frozenset({"build.result", "test.result", "terminal.command", "diagnostics.snapshot"}),
+    "high_ai_dependency": frozenset({*_AI_TYPES, "ai.completion", "file.edit"}),
+    "extended_debugging": None,
+}
+# How far an event reaches in the sliding-window rules: the window length.
+def sliding_reach(pattern: str, th: DangerThresholds = _DEFAULT) -> timedelta:
+    minutes = th.excessive_errors_window_minutes if pattern == "excessive_errors" else th.ai_window_minutes
+    return timedelta(minutes=minutes)
+
+
+_ESCALATION_KEYS = ("escalated_from", "critical_with")
+
+
+def restated(pattern: str, severity: str, window: tuple[datetime, datetime], episode_key: str,
+             details: Mapping[str, Any]) -> Detection:
+    """A stored alert as its rule found it, before escalation: a partner when escalating detections of a run
+    that did not re-derive it (it lies outside that run's reach)."""
+    base = str(details.get("escalated_from", severity))
+    plain = {k: v for k, v in details.items() if k not in _ESCALATION_KEYS}
+    return Detection(pattern, base, window[0], window[1], episode_key, plain,
+                     _advice.recommendation(pattern, base, plain))
 
 
 def _overlap(a: Detection, b: Detection) -> bool:

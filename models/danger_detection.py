@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +25,8 @@ from models.aggregation import lock_developer
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
-from models.event_reader import developer_events
+from models.danger_reads import late_night, no_break_runs, offsets_between
+from models.event_reader import debug_marks, developer_events
 from models.tables import Alert, Batch
 
 log = logging.getLogger("devpulse.danger")
@@ -44,7 +47,7 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
 def store_detections(
     session: Session, developer_id: str, detections: list[Detection], *, batch_id: uuid.UUID | None,
     correlation_id: str, now: datetime, freshness: timedelta, announce: bool = True,
-    scope: tuple[datetime, datetime] | None = None,
+    scope: tuple[datetime, datetime] | None = None, scopes: Mapping[str, tuple[datetime, datetime]] | None = None,
 ) -> tuple[int, list[Alert]]:
     """Make the developer's alerts reflect `detections`, the rules' verdict over `scope`. Returns
     (rows written, alerts to push now).
@@ -54,9 +57,12 @@ def store_detections(
     detection claims any more (its episode no longer meets the threshold, or it was merged into another by a
     backfilled batch) is withdrawn: kept with status `withdrawn`, audited, never deleted. Only new alerts and
     escalations are pushed; `announce=False` (a background recompute) stores every change stale, pushes none.
+    `scopes` gives each pattern its own scope instead (the reach of the read that pattern's rule ran on).
     """
+    if scope is not None:
+        scopes = {pattern: scope for pattern in danger.RULES}
     keys = {(d.pattern, d.episode_key) for d in detections}
-    bounds = [(d.window_start, d.window_end) for d in detections] + ([scope] if scope else [])
+    bounds = [(d.window_start, d.window_end) for d in detections] + list((scopes or {}).values())
     if not bounds:
         return 0, []
     lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
@@ -122,10 +128,11 @@ def store_detections(
         written += 1
         if news and not stale:
             push.append(alert)
-    if scope is not None:
+    if scopes:
         for a in candidates:
-            if (a.alert_id in matched or a.status == "withdrawn" or a.window_start < scope[0]
-                    or a.window_end > scope[1]):
+            reach = scopes.get(a.pattern)
+            if (reach is None or a.alert_id in matched or a.status == "withdrawn" or a.window_start < reach[0]
+                    or a.window_end > reach[1]):
                 continue
             merged_into = next((m for m in candidates if m.alert_id in matched and m.pattern == a.pattern
                                 and m.window_start <= a.window_end and a.window_start <= m.window_end), None)
@@ -151,22 +158,16 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     if not is_replay and (by := covered_by(session, batch, JOB)) is not None:
         return {"alerts": 0, "notify": [], "covered_by": str(by)}
     others = [] if is_replay else waiting_batches(session, batch, JOB)
-    windows = merge_spans([(b.first_ts - WINDOW, b.last_ts + WINDOW) for b in (batch, *others)
-                           if b.first_ts is not None and b.last_ts is not None])
-    # No read before the window: a debug session that started before it ended at most max_debug_session_hours
-    # later (activity/sessions.py), long before the batch's events, which therefore cannot change it.
-    zone = ZoneInfo(timezone) if timezone else None
     written, found = 0, 0
     push: list[Alert] = []
     errors: dict[str, str] = {}
-    for start, end in windows:
-        events = developer_events(session, batch.developer_id, since=start, until=end, job=JOB,
-                                  payload_types=danger.PAYLOAD_TYPES)
-        detections, failed = danger.detect(events, thresholds, zone)
-        errors.update(failed)
+    for first, last in merge_spans([(b.first_ts, b.last_ts) for b in (batch, *others)
+                                    if b.first_ts is not None and b.last_ts is not None]):
+        detections, scopes = detect_span(session, batch.developer_id, first, last, thresholds, timezone, errors)
+        detections = with_stored_partners(session, batch.developer_id, detections, scopes)
         stored, pushed = store_detections(
             session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
-            now=datetime.now(UTC), freshness=freshness, scope=(start, end),
+            now=datetime.now(UTC), freshness=freshness, scopes=scopes,
         )
         written, found, push = written + stored, found + len(detections), push + pushed
     for name, error in sorted(errors.items()):
@@ -183,6 +184,153 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
     return result
+
+
+def detect_span(session: Session, developer_id: str, first: datetime, last: datetime, th: DangerThresholds,
+                timezone: str | None, errors: dict[str, str]
+                ) -> tuple[list[Detection], dict[str, tuple[datetime, datetime]]]:
+    """Every rule's detections that events in [first, last] can change, each rule reading only as far as its
+    episodes reach (never more than WINDOW around), and per pattern the scope that was re-derived in full.
+
+    Costs follow the batch, not the history: the sliding-window rules read their own event types within one
+    window length (further only while an episode reaches the edge), debug sessions back to the earliest one
+    still running, and the two rules over long stretches (no_break, late-night) are measured in SQL.
+    """
+    cap = (first - WINDOW, last + WINDOW)
+    found: list[Detection] = []
+    scopes: dict[str, tuple[datetime, datetime]] = {}
+
+    def isolated(pattern: str, run: Callable[[], list[Detection]]) -> None:
+        try:
+            found.extend(run())
+        except Exception as exc:  # one broken rule must not cost the others
+            errors[pattern] = f"{type(exc).__name__}: {exc}"[:500]
+
+    for pattern in ("excessive_errors", "high_ai_dependency"):
+        isolated(pattern, partial(_sliding, session, developer_id, pattern, first, last, th, cap, scopes))
+    isolated("extended_debugging", lambda: _debugging(session, developer_id, first, last, th, scopes))
+
+    def no_break() -> list[Detection]:
+        runs, span = no_break_runs(session, developer_id, first=first, last=last, lo=cap[0], hi=cap[1], th=th,
+                                   job=JOB)
+        scopes["no_break"] = span
+        return runs
+    isolated("no_break", no_break)
+    isolated("late_night_work", lambda: _late_night(session, developer_id, first, last, th, timezone, scopes))
+    return found, scopes
+
+
+def _sliding(session: Session, developer_id: str, pattern: str, first: datetime, last: datetime,
+             th: DangerThresholds, cap: tuple[datetime, datetime],
+             scopes: dict[str, tuple[datetime, datetime]]) -> list[Detection]:
+    # A trailing window that holds an event of [first, last] lies within one window length of it. An episode
+    # whose first (last) event is within a window length of the read's edge may go on beyond it: read further.
+    reach = danger.sliding_reach(pattern, th)
+    lo, hi = max(cap[0], first - reach), min(cap[1], last + reach)
+    while True:
+        events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
+                                  types=danger.RULE_TYPES[pattern])
+        detections = danger.RULES[pattern](events, th, None)
+        earlier = lo > cap[0] and any(d.window_start < lo + reach for d in detections)
+        later = hi < cap[1] and any(d.window_end > hi - reach for d in detections)
+        if not earlier and not later:
+            break
+        lo = max(cap[0], lo - 4 * reach) if earlier else lo
+        hi = min(cap[1], hi + 4 * reach) if later else hi
+    # Windows ending within one length of the read's start were seen cut short: no verdict there.
+    scopes[pattern] = (lo + reach if lo > cap[0] else lo, hi)
+    return detections
+
+
+def _debugging(session: Session, developer_id: str, first: datetime, last: datetime, th: DangerThresholds,
+               scopes: dict[str, tuple[datetime, datetime]]) -> list[Detection]:
+    # The same reach as aggregation's (models/aggregation.py): sessions still running before the events, and
+    # those starting among them; each lasts at most max_debug_session_hours.
+    idle, max_debug = timedelta(seconds=th.idle_timeout_seconds), timedelta(hours=th.max_debug_session_hours)
+    settled = first - idle
+    starts, stops = debug_marks(session, developer_id, settled - max_debug, last, job=JOB)
+    running = [ts for sid, ts in starts.items()
+               if ts < settled and not any(ts <= stop < settled for stop in stops.get(sid, ()))]
+    involved = bool(running) or any(ts >= settled for ts in starts.values())
+    lo, hi = min([settled, *running]), last + idle + (max_debug if involved else timedelta(0))
+    scopes["extended_debugging"] = (lo, hi)
+    if not involved:
+        return []
+    events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
+                              payload_types=frozenset({"debug.start", "debug.stop"}))
+    return danger.RULES["extended_debugging"](events, th, None)
+
+
+def _late_night(session: Session, developer_id: str, first: datetime, last: datetime, th: DangerThresholds,
+                timezone: str | None, scopes: dict[str, tuple[datetime, datetime]]) -> list[Detection]:
+    # Only the nights a gap involving these events can reach (within the idle timeout) can change.
+    idle = timedelta(seconds=th.idle_timeout_seconds)
+    if timezone:
+        zone = ZoneInfo(timezone)
+        probes = [first - timedelta(days=1), first, last, last + timedelta(days=1)]
+        minutes = [int((zone.utcoffset(p.replace(tzinfo=None)) or timedelta(0)) // timedelta(minutes=1))
+                   for p in probes]
+        offsets: tuple[int, int] | None = (min(minutes), max(minutes))
+    else:
+        offsets = offsets_between(session, developer_id, first - idle, last + idle)
+    if offsets is None:
+        return []
+    local_lo = (first - idle).replace(tzinfo=None) + timedelta(minutes=offsets[0])
+    local_hi = (last + idle).replace(tzinfo=None) + timedelta(minutes=offsets[1])
+    nights = danger.nights_touching(local_lo, local_hi, th)
+    if nights and not timezone:
+        # The night's events may carry other offsets than these (a developer crossing zones): every offset
+        # found where the night could lie in some zone (UTC-14 to UTC+14) widens its read.
+        start, end = danger.night_bounds(nights[0], th)[0], danger.night_bounds(nights[-1], th)[1]
+        wide = offsets_between(session, developer_id, start.replace(tzinfo=UTC) - _ZONES - idle,
+                               end.replace(tzinfo=UTC) + _ZONES + idle)
+        offsets = offsets if wide is None else (min(offsets[0], wide[0]), max(offsets[1], wide[1]))
+    detections, span = late_night(session, developer_id, nights, th=th, zone=timezone, offsets=offsets, job=JOB)
+    if span is not None:
+        scopes["late_night_work"] = span
+    return detections
+
+
+# The widest UTC offsets a client's clock can carry.
+_ZONES = timedelta(hours=14)
+
+
+def with_stored_partners(session: Session, developer_id: str, detections: list[Detection],
+                         scopes: Mapping[str, tuple[datetime, datetime]]) -> list[Detection]:
+    """The detections escalated and prioritized together with the stored alerts they overlap that this run did
+    not re-derive (outside their pattern's scope): a high episode is critical when it overlaps a high episode
+    of another pattern, wherever that one was measured. Those alerts come back too, restated with their
+    escalation recomputed (up or down) against everything that overlaps them, so storing them changes only
+    what escalation changes."""
+    if not detections:
+        return []
+
+    def stored(lo: datetime, hi: datetime, skip: set[uuid.UUID]) -> list[Alert]:
+        found = []
+        for a in session.execute(select(Alert).where(
+                Alert.developer_id == developer_id, Alert.status != "withdrawn", Alert.window_end >= lo,
+                Alert.window_start <= hi)).scalars():
+            reach = scopes.get(a.pattern)
+            if a.alert_id in skip or (reach is not None and reach[0] <= a.window_start
+                                      and a.window_end <= reach[1]):
+                continue  # already taken, or re-derived by this run
+            if any(d.pattern == a.pattern and (d.episode_key == a.episode_key or (
+                    a.pattern in OVERLAP_PATTERNS and d.window_start <= a.window_end
+                    and a.window_start <= d.window_end)) for d in detections):
+                continue  # the same episode, measured again now
+            found.append(a)
+        return found
+
+    def restate(a: Alert) -> Detection:
+        return danger.restated(a.pattern, a.severity, (a.window_start, a.window_end), a.episode_key, a.details)
+
+    partners = stored(min(d.window_start for d in detections), max(d.window_end for d in detections), set())
+    # What overlaps the partners decides their own escalation: taken into account, not stored.
+    context = stored(min(a.window_start for a in partners), max(a.window_end for a in partners),
+                     {a.alert_id for a in partners}) if partners else []
+    mine = len(detections) + len(partners)
+    escalated = danger.escalate_critical([*detections, *map(restate, partners), *map(restate, context)])[:mine]
+    return danger.prioritize(escalated)
 
 
 def detect_range(session: Session, developer_id: str, start: datetime, end: datetime, *,

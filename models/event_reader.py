@@ -60,7 +60,7 @@ def lean_event(r: tuple[Any, ...]) -> NormalizedEvent:
     return NormalizedEvent(r[0], event_type, r[3], upcast_payload, r[4], r[5], r[6], r[7], r[9])
 
 
-def _lean_rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def lean_rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
@@ -77,14 +77,15 @@ def batch_rows(session: Session, batch_id: uuid.UUID, *, developer_id: str, job:
     sql = (_LEAN_SELECT.format(payload="r.raw->'payload'", extra="")
            + " WHERE r.developer_id = %(developer)s AND r.batch_id = %(batch)s" + _LEAN_NOT_QUARANTINED
            + " ORDER BY r.seq")
-    return _lean_rows(session, sql, {"developer": developer_id, "batch": str(batch_id), "job": job})
+    return lean_rows(session, sql, {"developer": developer_id, "batch": str(batch_id), "job": job})
 
 
 def developer_events(
     session: Session, developer_id: str, *, since: datetime | None = None, until: datetime | None = None,
-    job: str | None = None, payload_types: frozenset[str] | None = None,
+    job: str | None = None, payload_types: frozenset[str] | None = None, types: frozenset[str] | None = None,
 ) -> list[NormalizedEvent]:
-    """The developer's stored events in [since, until], skipping those quarantined for `job` (if given).
+    """The developer's stored events in [since, until], skipping those quarantined for `job` (if given);
+    with `types`, only events of those (stored, not upcast) types.
 
     With `payload_types`, only events of those types carry their payload (the others an empty one): parsing
     payloads nobody reads was most of a wide window's cost.
@@ -95,6 +96,9 @@ def developer_events(
         payload = "CASE WHEN r.type = ANY(%(types)s) THEN r.raw->'payload' END"
         params["types"] = sorted(payload_types)
     sql = _LEAN_SELECT.format(payload=payload, extra="") + " WHERE r.developer_id = %(developer)s"
+    if types is not None:
+        sql += " AND r.type = ANY(%(only)s)"
+        params["only"] = sorted(types)
     if job is not None:
         sql += _LEAN_NOT_QUARANTINED
     if since is not None:
@@ -102,7 +106,7 @@ def developer_events(
     if until is not None:
         sql += " AND r.corrected_ts <= %(until)s"
     sql += " ORDER BY r.corrected_ts, r.event_id"
-    return [lean_event(r) for r in _lean_rows(session, sql, params)]
+    return [lean_event(r) for r in lean_rows(session, sql, params)]
 
 
 def debug_marks(session: Session, developer_id: str, since: datetime, until: datetime, *, job: str
