@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from activity import danger
@@ -227,6 +227,13 @@ def _sliding(session: Session, developer_id: str, pattern: str, first: datetime,
     # whose first (last) event is within a window length of the read's edge may go on beyond it: read further.
     reach = danger.sliding_reach(pattern, th)
     lo, hi = max(cap[0], first - reach), min(cap[1], last + reach)
+    # An episode that reaches the edge usually is one already stored: start from its extent, not step by step.
+    known = session.execute(select(func.min(Alert.window_start), func.max(Alert.window_end)).where(
+        Alert.developer_id == developer_id, Alert.pattern == pattern, Alert.status != "withdrawn",
+        Alert.window_end >= lo, Alert.window_start <= hi)).one()
+    if known[0] is not None:
+        lo, hi = max(cap[0], min(lo, known[0] - reach)), min(cap[1], max(hi, known[1] + reach))
+    step = 4 * reach
     while True:
         events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
                                   types=danger.RULE_TYPES[pattern])
@@ -235,8 +242,9 @@ def _sliding(session: Session, developer_id: str, pattern: str, first: datetime,
         later = hi < cap[1] and any(d.window_end > hi - reach for d in detections)
         if not earlier and not later:
             break
-        lo = max(cap[0], lo - 4 * reach) if earlier else lo
-        hi = min(cap[1], hi + 4 * reach) if later else hi
+        lo = max(cap[0], lo - step) if earlier else lo
+        hi = min(cap[1], hi + step) if later else hi
+        step *= 2
     # Windows ending within one length of the read's start were seen cut short: no verdict there.
     scopes[pattern] = (lo + reach if lo > cap[0] else lo, hi)
     return detections
