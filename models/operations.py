@@ -226,10 +226,27 @@ def _ago(moment: datetime | None) -> str:
     return f"{seconds}s"
 
 
+# A batch counts as overtaken once batches dispatched this much later have completed.
+OVERTAKEN_MARGIN = timedelta(seconds=30)
+
+
+def pipeline_frontier(session: Session, within: timedelta) -> datetime | None:
+    """The latest dispatch time among batches completed within `within`; None when none completed (idle)."""
+    return session.execute(
+        select(func.max(Batch.dispatched_at)).where(Batch.status.in_(BatchStatus.terminal()),
+                                                    Batch.updated_at > datetime.now(UTC) - within)
+    ).scalar_one_or_none()
+
+
 def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, failed: bool = False,
-                       dead_letter: bool = False, limit: int = 100,
-                       lock: bool = False) -> list[tuple[Batch, str, dict[str, Any]]]:
+                       dead_letter: bool = False, limit: int = 100, lock: bool = False,
+                       overtaken: bool = False) -> list[tuple[Batch, str, dict[str, Any]]]:
     """(batch, reason, audit details) for each batch to re-dispatch, each batch once.
+
+    `overtaken` (the sweeper): an in-flight batch counts as stuck only when the pipeline has moved past it
+    (batches dispatched later have completed since) or has completed nothing at all for `stuck_for`. Under a
+    backlog a batch waits in the queue longer than `stuck_for` without being lost; dispatching it again
+    would only add work to the backlog.
 
     Batches that already have a pending outbox record are left alone (the relay will publish it);
     a dead-letter record counts only if no later record exists for its batch.
@@ -247,6 +264,10 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
                  .where(Batch.status.in_(BatchStatus.in_flight()),
                         Batch.updated_at < datetime.now(UTC) - stuck_for, not_pending)
                  .order_by(Batch.updated_at).limit(limit))
+        if overtaken:
+            frontier = pipeline_frontier(session, stuck_for)
+            if frontier is not None:
+                query = query.where(Batch.updated_at < frontier - OVERTAKEN_MARGIN)
         for batch in session.execute(locked(query)).scalars():
             found.setdefault((batch.developer_id, batch.batch_id),
                              (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
@@ -276,14 +297,15 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
 
 def requeue(db: Database, publish: Publish, *, stuck_for: timedelta | None = None, failed: bool = False,
             dead_letter: bool = False, limit: int = 100, dry_run: bool = False,
-            requested_by: str = "cli") -> list[ActionRow]:
+            requested_by: str = "cli", overtaken: bool = False) -> list[ActionRow]:
     """Re-dispatch stuck, failed and/or dead-lettered batches through a NEW pending outbox record
     (a dead-letter record stays as history)."""
     rows: list[ActionRow] = []
     queued: list[ActionRow] = []
     with db.transaction() as session:
         for batch, reason, details in requeue_candidates(session, stuck_for=stuck_for, failed=failed,
-                                                         dead_letter=dead_letter, limit=limit, lock=not dry_run):
+                                                         dead_letter=dead_letter, limit=limit, lock=not dry_run,
+                                                         overtaken=overtaken):
             if dry_run:
                 rows.append(ActionRow.of(batch, reason, "would requeue"))
                 continue

@@ -25,10 +25,12 @@ def relay_outbox() -> dict[str, int]:
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.sweep_stuck_batches", ignore_result=True)
 def sweep_stuck_batches() -> list[str]:
-    """The same re-dispatch as `celery -A tasks requeue --stuck-for`: a stuck replay stays a replay."""
+    """The same re-dispatch as `celery -A tasks requeue --stuck-for` (a stuck replay stays a replay), for
+    batches the pipeline has moved past: under a backlog a queued batch is waiting, not lost."""
     db, app_ = database(), celery()
     rows = requeue(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
-                   stuck_for=timedelta(seconds=settings().stuck_after_seconds), requested_by="sweeper")
+                   stuck_for=timedelta(seconds=settings().stuck_after_seconds), requested_by="sweeper",
+                   overtaken=True)
     if rows:
         log.warning("re-dispatched %d stuck batch(es)", len(rows), extra={"step": "sweeper"})
     return [row.batch_id for row in rows]

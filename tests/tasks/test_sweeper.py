@@ -44,3 +44,38 @@ def test_a_stuck_replay_is_swept_as_a_replay(clean_db, celery_app, celery_worker
                 "processed")
 
     wait_for(processed)
+
+
+def test_under_a_backlog_the_sweeper_leaves_queued_batches_alone_until_overtaken(clean_db):
+    """A batch waiting in the queue longer than stuck_after_seconds is not lost: re-dispatching it only adds work
+    to the backlog. It is stuck once batches dispatched later have completed (its messages are gone), or when
+    the pipeline completed nothing at all for that long."""
+    from datetime import timedelta
+
+    from models.operations import requeue_candidates
+
+    db = clean_db
+    stuck = timedelta(seconds=300)
+    queued = persist_body(db, batch([event("file.save", now())])).batch.batch_id
+    other = persist_body(db, batch([event("file.save", now())])).batch.batch_id
+
+    def age(batch_id, status, dispatched_ago, updated_ago):
+        with db.transaction() as s:
+            s.execute(text("UPDATE outbox SET status = 'dispatched' WHERE batch_id = :id"), {"id": batch_id})
+            s.execute(text("UPDATE batches SET status = :st, dispatched_at = now() - make_interval(secs => :d),"
+                           " updated_at = now() - make_interval(secs => :u) WHERE batch_id = :id"),
+                      {"st": status, "d": dispatched_ago, "u": updated_ago, "id": batch_id})
+
+    def candidates():
+        with db.session() as s:
+            return [str(b.batch_id) for b, _, _ in requeue_candidates(s, stuck_for=stuck, overtaken=True)]
+
+    age(queued, "dispatched", 400, 400)
+    age(other, "processed", 390, 10)  # dispatched 10 s after it and completed: the pipeline is busy, not past it
+    assert candidates() == []
+    age(other, "processed", 200, 10)  # dispatched 200 s after it and already completed: overtaken
+    assert candidates() == [str(queued)]
+    age(other, "processed", 390, 1000)  # nothing completed for 300 s: an idle pipeline, the batch is lost
+    assert candidates() == [str(queued)]
+    with db.session() as s:  # the operator's command keeps the plain rule
+        assert len(requeue_candidates(s, stuck_for=stuck)) == 1
