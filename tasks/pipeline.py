@@ -25,15 +25,13 @@ from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
 from models.batch_lifecycle import (
     audit,
-    bookkeeping_commit,
     complete_batch,
     fail_batch,
     find_batch,
+    finish_job,
     job_finished,
-    job_started,
-    mark_processing,
+    start_job,
 )
-from models.coalescing import job_covered_by
 from models.danger_detection import detect_for_batch
 from models.developer_settings import preferences
 from models.normalization import normalize_batch
@@ -74,20 +72,15 @@ def run_job(
     started = time.monotonic()
     try:
         with db.transaction() as session:
-            bookkeeping_commit(session)
-            mark_processing(session, developer_id, batch_id)
-            job_started(session, developer_id, batch_id, job, task.request.id, is_replay)
-            audit(session, "job_started", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                  is_replay=is_replay, developer_id=developer_id, job=job, task_id=task.request.id,
-                  attempt=task.request.retries + 1)
             # Another batch's run already did this job's work (models/coalescing.py): done, no second transaction.
-            covering = None if is_replay else job_covered_by(session, developer_id, batch_id, job)
+            found = start_job(session, developer_id, batch_id, job, task_id=task.request.id, is_replay=is_replay,
+                              correlation_id=ctx["correlation_id"], attempt=task.request.retries + 1)
+            covering = None if is_replay else found
             if covering is not None:
                 duration_ms = int((time.monotonic() - started) * 1000)
-                job_finished(session, developer_id, batch_id, job, True, duration_ms)
-                audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                      is_replay=is_replay, developer_id=developer_id, job=job, ok=True, duration_ms=duration_ms,
-                      outcome={"covered_by": str(covering)})
+                finish_job(session, developer_id, batch_id, job, duration_ms=duration_ms,
+                           correlation_id=ctx["correlation_id"], is_replay=is_replay,
+                           outcome={"covered_by": str(covering)})
         if covering is not None:
             TASK_OUTCOMES.labels(job, "ok").inc()
             return {"job": job, "ok": True, "duration_ms": duration_ms, "covered_by": str(covering)}
@@ -101,10 +94,8 @@ def run_job(
             duration_ms = int((time.monotonic() - started) * 1000)
             if not error:
                 # Recorded in the work's own transaction: one commit less per job on the critical path.
-                job_finished(session, developer_id, batch_id, job, True, duration_ms)
-                audit(session, "job_finished", batch_id=batch_id, correlation_id=ctx["correlation_id"],
-                      is_replay=is_replay, developer_id=developer_id, job=job, ok=True, duration_ms=duration_ms,
-                      outcome=outcome)
+                finish_job(session, developer_id, batch_id, job, duration_ms=duration_ms,
+                           correlation_id=ctx["correlation_id"], is_replay=is_replay, outcome=outcome)
         if after_commit is not None and notify:
             try:
                 after_commit(notify)
