@@ -47,17 +47,16 @@ def job_finished(session: Session, developer_id: str, batch_id: uuid.UUID, job: 
     )
 
 
-# The bookkeeping of a job, one round trip each: as separate ORM statements (batch processing, job running,
+# The bookkeeping of a job, one round trip each (statements run in order: the UPDATE waits for the batch's
+# row lock, held by a dispatch until it commits, before anything is written): as separate ORM statements (batch processing, job running,
 # trail, covered?, then job ok, trail) it took about 15% of the worker's CPU samples (bench/profile.py).
 _START_JOB = """
 SET LOCAL synchronous_commit TO OFF;
-WITH t AS (SELECT clock_timestamp() AS at),
-processing AS (
-  UPDATE batches SET status = 'processing', processing_started_at = (SELECT at FROM t), updated_at = now()
-  WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND status IN ('persisted', 'dispatched')
-), job AS (
+UPDATE batches SET status = 'processing', processing_started_at = clock_timestamp(), updated_at = now()
+WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND status IN ('persisted', 'dispatched');
+WITH job AS (
   INSERT INTO batch_jobs (developer_id, batch_id, job, status, attempts, task_id, is_replay, started_at)
-  VALUES (%(developer)s, %(batch)s, %(job)s, 'running', 1, %(task)s, %(replay)s, (SELECT at FROM t))
+  VALUES (%(developer)s, %(batch)s, %(job)s, 'running', 1, %(task)s, %(replay)s, clock_timestamp())
   ON CONFLICT (developer_id, batch_id, job) DO UPDATE SET status = 'running', attempts = batch_jobs.attempts + 1,
     task_id = EXCLUDED.task_id, is_replay = EXCLUDED.is_replay, started_at = EXCLUDED.started_at,
     finished_at = NULL, duration_ms = NULL, error = NULL
