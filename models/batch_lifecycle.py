@@ -47,9 +47,10 @@ def job_finished(session: Session, developer_id: str, batch_id: uuid.UUID, job: 
     )
 
 
-# The bookkeeping of a job, one round trip each (statements run in order: the UPDATE waits for the batch's
-# row lock, held by a dispatch until it commits, before anything is written): as separate ORM statements (batch processing, job running,
-# trail, covered?, then job ok, trail) it took about 15% of the worker's CPU samples (bench/profile.py).
+# The bookkeeping of a job, one round trip each. As separate ORM statements (batch processing, job running,
+# trail, covered?, then job ok, trail) it took about 15% of the worker's CPU samples (bench/profile.py). The
+# statements run in order: the UPDATE waits for the batch's row lock, held by a dispatch until it commits,
+# before anything else is written, so the trail keeps `dispatched` before `job_started`.
 _START_JOB = """
 SET LOCAL synchronous_commit TO OFF;
 UPDATE batches SET status = 'processing', processing_started_at = clock_timestamp(), updated_at = now()
