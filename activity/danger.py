@@ -17,7 +17,7 @@ pattern, episode) and, when a later batch extends it, updates that alert:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
@@ -173,15 +173,19 @@ def detect_excessive_errors(events: Events, th: DangerThresholds = _DEFAULT) -> 
     return found
 
 
-def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT) -> list[Detection]:
-    """One debug session lasting extended_debugging_medium/high_minutes or more."""
+def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT, *,
+                              runs: Sequence[tuple[datetime, datetime]] | None = None) -> list[Detection]:
+    """One debug session lasting extended_debugging_medium/high_minutes or more.
+
+    `runs`: the developer's activity runs (gap = idle timeout) when `events` hold only the debug events
+    (see `activity.sessions.debug_sessions`)."""
     levels = [
         ("high", timedelta(minutes=th.extended_debugging_high_minutes)),
         ("medium", timedelta(minutes=th.extended_debugging_medium_minutes)),
     ]
     found = []
     sessions = debug_sessions(prepare(events), idle=timedelta(seconds=th.idle_timeout_seconds),
-                              max_session=timedelta(hours=th.max_debug_session_hours))
+                              max_session=timedelta(hours=th.max_debug_session_hours), runs=runs)
     for session in sessions:
         start, end = session.start, session.end
         severity = grade(end - start, levels)

@@ -15,7 +15,7 @@ count as debugging, from the first to the last heartbeat of the run.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,18 +47,33 @@ def _session_id(event: NormalizedEvent) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def activity_runs(times: Sequence[datetime], gap: timedelta) -> list[tuple[datetime, datetime]]:
+    """(first, last) of each run of sorted `times` in which no two neighbours are more than `gap` apart."""
+    runs: list[tuple[datetime, datetime]] = []
+    for t in times:
+        if runs and t - runs[-1][1] <= gap:
+            runs[-1] = (runs[-1][0], t)
+        else:
+            runs.append((t, t))
+    return runs
+
+
 def debug_sessions(
     ordered: Sequence[NormalizedEvent], *, idle: timedelta, max_session: timedelta = MAX_DEBUG_SESSION,
-    ignored_ids: frozenset[str] = frozenset(),
+    ignored_ids: frozenset[str] = frozenset(), runs: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> list[DebugSession]:
     """The sessions of ONE developer's events, which must be `activity.events.prepare`d (deduplicated, ordered).
 
     `ignored_ids`: sessions whose earliest start lies before the given events (a caller reading a bounded
     window passes them, so a repeated start of an old session is not taken for a new one).
+    `runs`: the developer's `activity_runs` (gap = `idle`) over the same span, when `ordered` holds only the
+    debug events: where the developer went idle is then read from the runs instead of from every event.
     """
     starts: dict[str, datetime] = {}
     stops: dict[str, list[datetime]] = {}
-    times = [e.ts for e in ordered]
+    if runs is None:
+        runs = activity_runs([e.ts for e in ordered], idle)
+    run_starts = [first for first, _ in runs]
     for event in ordered:
         sid = _session_id(event)
         if sid is None or sid in ignored_ids:
@@ -75,12 +90,10 @@ def debug_sessions(
         index = bisect_left(session_stops, start)
         if index < len(session_stops):
             candidates.append((session_stops[index], 0, "stop"))
-        # The first idle gap after the start: walk the developer's events from the start, at most until the cap.
-        i = bisect_left(times, start)
-        while i + 1 < len(times) and times[i + 1] - times[i] <= idle and times[i] <= cap:
-            i += 1
-        last = times[i] if i < len(times) else start
-        candidates.append((last, 2, "idle" if i + 1 < len(times) else "open"))
+        # The first idle gap after the start ends the run of events the start belongs to.
+        r = bisect_right(run_starts, start) - 1
+        last = runs[r][1] if r >= 0 else start
+        candidates.append((last, 2, "idle" if r + 1 < len(runs) else "open"))
         end, _, reason = min(candidates)
         sessions.append(DebugSession(sid, start, max(end, start), reason))
     sessions.sort(key=lambda s: (s.start, s.session_id))

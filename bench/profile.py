@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=20, help="100-event batches per developer before")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="post at this many batches/s (open loop) instead of 8 closed-loop clients")
+    parser.add_argument("--keep-up", type=float, default=0.0, metavar="SECONDS",
+                        help="instead: beat too, and 8 clients post for SECONDS (phase D of make bench) while "
+                             "sampling until every batch is processed")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args(argv)
 
@@ -82,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                "--nonblocking", "--format", "raw", "--output", str(raw)]
         sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
-        pool = Pool(load, 100, args.batches)
+        pool = Pool(load, 100, 0 if args.keep_up else args.batches)
         started = time.monotonic()
-        if args.rate:
+        if args.keep_up:
+            from bench.e2e import keeps_up
+
+            stack.start_beat()
+            result = keeps_up(stack.web_port, stack.connect, Pool(load, 100, int(args.keep_up * 80)),
+                              threads=THREADS, duration=args.keep_up, timeout=600)
+        elif args.rate:
             result = e2e_latency(stack.web_port, stack.connect, pool, rate=args.rate,
                                  duration=args.batches / args.rate, timeout=300)
         else:

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from activity import danger
 from activity.danger import DangerThresholds, Detection, severity_rank
+from core.breakers import is_connectivity_error
 from models.aggregation import lock_developer
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
-from models.danger_reads import late_night, no_break_runs, offsets_between
+from models.danger_reads import activity_runs, late_night, no_break_runs, offsets_between
 from models.event_reader import debug_marks, developer_events
 from models.tables import Alert, Batch
 
@@ -201,9 +202,14 @@ def detect_span(session: Session, developer_id: str, first: datetime, last: date
     scopes: dict[str, tuple[datetime, datetime]] = {}
 
     def isolated(pattern: str, run: Callable[[], list[Detection]]) -> None:
+        # One broken rule must not cost the others: each runs in a savepoint (a failed query of one rule leaves
+        # the transaction usable). A lost database or the task's time limit is not the rule's fault: re-raised.
         try:
-            found.extend(run())
-        except Exception as exc:  # one broken rule must not cost the others
+            with session.begin_nested():
+                found.extend(run())
+        except Exception as exc:
+            if is_connectivity_error(exc) or type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise
             errors[pattern] = f"{type(exc).__name__}: {exc}"[:500]
 
     for pattern in ("excessive_errors", "high_ai_dependency"):
@@ -264,9 +270,14 @@ def _debugging(session: Session, developer_id: str, first: datetime, last: datet
     scopes["extended_debugging"] = (lo, hi)
     if not involved:
         return []
-    events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
-                              payload_types=frozenset({"debug.start", "debug.stop"}))
-    return danger.RULES["extended_debugging"](events, th, None)
+    # The debug events themselves, and where the developer went idle as runs measured in SQL: no other event
+    # needs to leave the database.
+    events = developer_events(session, developer_id, since=lo, until=hi, job=JOB, types=_DEBUG_TYPES)
+    runs = activity_runs(session, developer_id, lo, hi, gap=idle, job=JOB)
+    return danger.detect_extended_debugging(events, th, runs=runs)
+
+
+_DEBUG_TYPES = frozenset({"debug.start", "debug.stop"})
 
 
 def _late_night(session: Session, developer_id: str, first: datetime, last: datetime, th: DangerThresholds,

@@ -45,6 +45,14 @@ def no_break_runs(session: Session, developer_id: str, *, first: datetime, last:
     return found, span
 
 
+def activity_runs(session: Session, developer_id: str, lo: datetime, hi: datetime, *, gap: timedelta,
+                  job: str) -> list[tuple[datetime, datetime]]:
+    """`activity.sessions.activity_runs` of the developer's events in [lo, hi], computed in SQL."""
+    rows = lean_rows(session, _RUNS, {"developer": developer_id, "lo": lo, "hi": hi, "job": job, "gap": gap,
+                                      "touch_lo": lo - gap, "touch_hi": hi + gap})
+    return [(start.astimezone(UTC), end.astimezone(UTC)) for start, end, _ in rows]
+
+
 # Each gap of at most the idle timeout, placed in local time by its EARLIER event (the zone's offset at that
 # instant, or the event's own offset), clipped to the night; in time order (ties as activity.events.order_key).
 _NIGHT = f"""

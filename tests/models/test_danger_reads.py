@@ -71,11 +71,14 @@ def streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[list[int]]]:
     moment = BASE + timedelta(minutes=draw(st.integers(0, 300)))
     debug_open: str | None = None
     for n in range(draw(st.integers(5, 70))):
-        moment += timedelta(seconds=draw(st.one_of(st.integers(0, 150), st.integers(250, 350),
-                                                   st.integers(550, 650), st.integers(700, 3000))))
+        # Mostly short gaps (episodes need dense stretches), and gaps around the idle timeout, the no-break
+        # gap and well beyond.
+        kind = draw(st.sampled_from(("short", "short", "short", "short", "idle", "break", "long")))
+        low, high = {"short": (0, 150), "idle": (250, 350), "break": (550, 650), "long": (700, 3000)}[kind]
+        moment += timedelta(seconds=draw(st.integers(low, high)))
         if moment > NOW - timedelta(hours=2):
             break
-        if draw(st.integers(0, 12)) == 0:
+        if draw(st.integers(0, 6)) == 0:
             type_ = "debug.stop" if debug_open else "debug.start"
             sid = debug_open or f"dbg-{n}"
             debug_open = None if debug_open else sid

@@ -247,10 +247,10 @@ def test_stale_episode_is_stored_stale_and_not_pushed(pipeline_client, make_toke
 
 
 def test_failing_rule_keeps_batch_and_other_rules(pipeline_client, make_token, db, monkeypatch):
-    def broken(events: Any, th: Any, tz: Any) -> list[Detection]:
+    def broken(*args: Any, **kwargs: Any) -> list[Detection]:
         raise RuntimeError("rule exploded")
 
-    monkeypatch.setitem(danger.RULES, "extended_debugging", broken)
+    monkeypatch.setattr(danger, "detect_extended_debugging", broken)
     token = make_token("dev-1")
     t = now()
     events = [
