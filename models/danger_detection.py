@@ -27,7 +27,7 @@ from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.danger_reads import activity_runs, late_night, no_break_runs, offsets_between
-from models.event_reader import debug_marks, developer_events
+from models.event_reader import ERROR_CANDIDATES, debug_marks, developer_events
 from models.tables import Alert, Batch
 
 log = logging.getLogger("devpulse.danger")
@@ -242,7 +242,8 @@ def _sliding(session: Session, developer_id: str, pattern: str, first: datetime,
     step = 4 * reach
     while True:
         events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
-                                  types=danger.RULE_TYPES[pattern])
+                                  types=danger.RULE_TYPES[pattern],
+                                  where=ERROR_CANDIDATES if pattern == "excessive_errors" else None)
         detections = danger.RULES[pattern](events, th, None)
         earlier = lo > cap[0] and any(d.window_start < lo + reach for d in detections)
         later = hi < cap[1] and any(d.window_end > hi - reach for d in detections)
