@@ -380,13 +380,15 @@ RULES: dict[str, Rule] = {
 
 
 # The raw event types each event-reading rule looks at (a reader may leave every other type out); None: all.
-RULE_TYPES: dict[str, frozenset[str] | None] = {
+# The stored event types each sliding-window rule looks at: a reader may leave every other type out.
+RULE_TYPES: dict[str, frozenset[str]] = {
     "excessive_errors": frozenset({"build.result", "test.result", "terminal.command", "diagnostics.snapshot"}),
     "high_ai_dependency": frozenset({*_AI_TYPES, "ai.completion", "file.edit"}),
-    "extended_debugging": None,
 }
-# How far an event reaches in the sliding-window rules: the window length.
+
+
 def sliding_reach(pattern: str, th: DangerThresholds = _DEFAULT) -> timedelta:
+    """How far one event reaches in a sliding-window rule: the window's length."""
     minutes = th.excessive_errors_window_minutes if pattern == "excessive_errors" else th.ai_window_minutes
     return timedelta(minutes=minutes)
 
