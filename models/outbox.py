@@ -50,8 +50,11 @@ def already_served(batch: Batch, record: Outbox) -> str | None:
     completion recorded twice. A run that started, or a completion, after the record was written has read
     everything the record asks for (the events were committed before it), so the record is already served.
     Records of requeues and replays are written after the run they repeat, so they are never skipped.
+    (processing_started_at and created_at are both the database's clock; completed_at is the worker's, so a
+    replay, which always follows a completion, is judged by its processing start only.)
     """
-    if batch.completed_at is not None and batch.completed_at >= record.created_at:
+    if (not record.is_replay and batch.completed_at is not None
+            and batch.completed_at >= record.created_at):
         return f"batch already {batch.status} at {batch.completed_at.isoformat()}"
     if batch.processing_started_at is not None and batch.processing_started_at >= record.created_at:
         return f"batch already {batch.status} since {batch.processing_started_at.isoformat()}"
