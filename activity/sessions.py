@@ -58,6 +58,14 @@ def activity_runs(times: Sequence[datetime], gap: timedelta) -> list[tuple[datet
     return runs
 
 
+def still_running(starts: dict[str, datetime], stops: dict[str, list[datetime]],
+                  before: datetime) -> list[datetime]:
+    """Starts (session id -> earliest start) of the sessions that began before `before` with no stop of theirs
+    in between: the only earlier sessions that events from `before` on can lengthen or end."""
+    return [ts for sid, ts in starts.items()
+            if ts < before and not any(ts <= stop < before for stop in stops.get(sid, ()))]
+
+
 def debug_sessions(
     ordered: Sequence[NormalizedEvent], *, idle: timedelta, max_session: timedelta = MAX_DEBUG_SESSION,
     ignored_ids: frozenset[str] = frozenset(), runs: Sequence[tuple[datetime, datetime]] | None = None,

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from activity.metrics import SLOT_COLUMNS, compute_slots, slot_ceil, slot_floor
-from activity.sessions import MAX_DEBUG_SESSION
+from activity.sessions import MAX_DEBUG_SESSION, still_running
 from models.bulk import insert_values
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.event_reader import debug_marks, developer_events, sessions_started_before
@@ -62,8 +62,7 @@ def affected_range(session: Session, developer_id: str, first_ts: datetime, last
     since, until = slot_floor(first_ts - idle), slot_ceil(last_ts + idle)
     settled = since - idle
     starts, stops = debug_marks(session, developer_id, since - max_debug, until, job=JOB)
-    running = [ts for sid, ts in starts.items() if ts < settled
-               and not any(ts <= stop < settled for stop in stops.get(sid, ()))]
+    running = still_running(starts, stops, settled)
     later = any(settled <= ts for ts in starts.values())
     if not running and not later:
         return SlotRange.with_context(since, until, idle)

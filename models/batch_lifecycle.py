@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from models.db import run_sql
 from models.tables import AuditRecord, Batch, BatchJob, BatchStatus, QuarantinedEvent
 
 
@@ -79,13 +80,6 @@ VALUES (%(correlation)s, %(batch)s, %(step)s, %(replay)s, %(details)s::jsonb)
 """
 
 
-def _run(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    dbapi: Any = session.connection().connection.dbapi_connection
-    with dbapi.cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description else []
-
-
 def start_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: str, *, task_id: str | None,
               is_replay: bool, correlation_id: str, attempt: int) -> uuid.UUID | None:
     """A job run begins: the batch is `processing`, the job `running`, the trail says so. Returns the batch whose
@@ -97,7 +91,7 @@ def start_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: str
     for each other's row lock, and now() (the start of a transaction) would let a job that waited longer
     appear to start before the batch began processing."""
     details = {"developer_id": developer_id, "job": job, "task_id": task_id, "attempt": attempt}
-    rows = _run(session, _START_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job,
+    rows = run_sql(session, _START_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job,
                                       "task": task_id, "replay": is_replay, "correlation": correlation_id,
                                       "details": json.dumps(details)})
     covered = rows[0][0] if rows else None
@@ -109,7 +103,7 @@ def finish_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: st
     """A job run succeeded: the job `ok`, and a `job_finished` trail record with its outcome."""
     details = {"developer_id": developer_id, "job": job, "ok": True, "duration_ms": duration_ms,
                "outcome": outcome}
-    _run(session, _FINISH_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job, "status": "ok",
+    run_sql(session, _FINISH_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job, "status": "ok",
                                 "ms": duration_ms, "error": None, "correlation": correlation_id,
                                 "step": "job_finished", "replay": is_replay,
                                 "details": json.dumps(details, default=str)})

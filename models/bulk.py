@@ -14,6 +14,8 @@ from typing import Any
 from psycopg2.extras import execute_values
 from sqlalchemy.orm import Session
 
+from models.db import dbapi_cursor
+
 
 def insert_values(session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
                   json_columns: frozenset[str] = frozenset(), suffix: str = "") -> None:
@@ -28,6 +30,5 @@ def insert_values(session: Session, table: str, columns: Sequence[str], rows: It
         rows = [tuple(json.dumps(v, separators=(",", ":")) if i in positions else v for i, v in enumerate(r))
                 for r in rows]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES %s {suffix}"
-    dbapi: Any = session.connection().connection.dbapi_connection
-    with dbapi.cursor() as cursor:
+    with dbapi_cursor(session) as cursor:
         execute_values(cursor, sql, rows, template=template, page_size=1000)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from activity import danger
 from activity.danger import DangerThresholds, Detection, severity_rank
+from activity.sessions import still_running
 from core.breakers import is_connectivity_error
 from models.aggregation import lock_developer
 from models.alerts import alert_document
@@ -264,8 +265,7 @@ def _debugging(session: Session, developer_id: str, first: datetime, last: datet
     idle, max_debug = timedelta(seconds=th.idle_timeout_seconds), timedelta(hours=th.max_debug_session_hours)
     settled = first - idle
     starts, stops = debug_marks(session, developer_id, settled - max_debug, last, job=JOB)
-    running = [ts for sid, ts in starts.items()
-               if ts < settled and not any(ts <= stop < settled for stop in stops.get(sid, ()))]
+    running = still_running(starts, stops, settled)
     involved = bool(running) or any(ts >= settled for ts in starts.values())
     lo, hi = min([settled, *running]), last + idle + (max_debug if involved else timedelta(0))
     scopes["extended_debugging"] = (lo, hi)

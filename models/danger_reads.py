@@ -15,13 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from activity.danger import DangerThresholds, Detection, grade_late_night, grade_no_break, night_bounds
-from models.event_reader import lean_rows
+from models.db import run_sql
+from models.event_reader import NOT_QUARANTINED
 
 _EVENTS = ("SELECT r.corrected_ts AS ts, r.received_at, r.seq, r.event_id, r.client_utc_offset_minutes AS off"
            " FROM raw_events r WHERE r.developer_id = %(developer)s"
-           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s"
-           " AND NOT EXISTS (SELECT 1 FROM quarantined_events q WHERE q.developer_id = r.developer_id"
-           " AND q.event_id = r.event_id AND q.job = %(job)s AND q.released_at IS NULL)")
+           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s" + NOT_QUARANTINED)
 
 # Gaps and islands: a run starts at every event more than `gap` after the one before it.
 _RUNS = f"""
@@ -38,7 +37,7 @@ def no_break_runs(session: Session, developer_id: str, *, first: datetime, last:
     """The no-break detections of the runs (of the events in [lo, hi]) that events in [first, last] belong to
     or could join, and the span those runs cover (every no-break episode inside it was re-derived)."""
     gap = timedelta(minutes=th.no_break_gap_minutes)
-    rows = lean_rows(session, _RUNS, {"developer": developer_id, "lo": lo, "hi": hi, "job": job, "gap": gap,
+    rows = run_sql(session, _RUNS, {"developer": developer_id, "lo": lo, "hi": hi, "job": job, "gap": gap,
                                       "touch_lo": first - gap, "touch_hi": last + gap})
     found = [d for start, end, count in rows if (d := grade_no_break(start, end, int(count), th)) is not None]
     span = (min([first, *(r[0] for r in rows)]), max([last, *(r[1] for r in rows)]))
@@ -48,7 +47,7 @@ def no_break_runs(session: Session, developer_id: str, *, first: datetime, last:
 def activity_runs(session: Session, developer_id: str, lo: datetime, hi: datetime, *, gap: timedelta,
                   job: str) -> list[tuple[datetime, datetime]]:
     """`activity.sessions.activity_runs` of the developer's events in [lo, hi], computed in SQL."""
-    rows = lean_rows(session, _RUNS, {"developer": developer_id, "lo": lo, "hi": hi, "job": job, "gap": gap,
+    rows = run_sql(session, _RUNS, {"developer": developer_id, "lo": lo, "hi": hi, "job": job, "gap": gap,
                                       "touch_lo": lo - gap, "touch_hi": hi + gap})
     return [(start.astimezone(UTC), end.astimezone(UTC)) for start, end, _ in rows]
 
@@ -89,7 +88,7 @@ def late_night(session: Session, developer_id: str, nights: list[date], *, th: D
         lo = (start - timedelta(minutes=offsets[1])).replace(tzinfo=UTC) - idle
         hi = (end - timedelta(minutes=offsets[0])).replace(tzinfo=UTC) + idle
         spans.append((lo, hi))
-        row = lean_rows(session, _NIGHT, {"developer": developer_id, "lo": lo, "hi": hi, "job": job,
+        row = run_sql(session, _NIGHT, {"developer": developer_id, "lo": lo, "hi": hi, "job": job,
                                           "zone": zone, "night_start": start, "night_end": end, "idle": idle})[0]
         if row[0] is None:
             continue
@@ -106,5 +105,5 @@ _OFFSETS = ("SELECT min(r.client_utc_offset_minutes), max(r.client_utc_offset_mi
 
 def offsets_between(session: Session, developer_id: str, lo: datetime, hi: datetime) -> tuple[int, int] | None:
     """The least and greatest UTC offset (minutes) the developer's events in [lo, hi] carry."""
-    row = lean_rows(session, _OFFSETS, {"developer": developer_id, "lo": lo, "hi": hi})[0]
+    row = run_sql(session, _OFFSETS, {"developer": developer_id, "lo": lo, "hi": hi})[0]
     return None if row[0] is None else (int(row[0]), int(row[1]))

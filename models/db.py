@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,3 +55,19 @@ class Database:
             self._engine.dispose()
         self._engine = None
         self._sessions = None
+
+
+@contextmanager
+def dbapi_cursor(session: Session) -> Iterator[Any]:
+    """A DBAPI (psycopg2) cursor inside the session's transaction, for the header jobs' hot paths: building ORM
+    rows and statements cost more than the queries themselves there (see README, Performance)."""
+    dbapi: Any = session.connection().connection.dbapi_connection
+    with dbapi.cursor() as cursor:
+        yield cursor
+
+
+def run_sql(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Plain SQL (one or more statements) in the session's transaction; the rows of the last one, if any."""
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from activity.events import NormalizedEvent
 from activity.upcasting import upcast
+from models.db import run_sql
 from models.quarantine import not_quarantined
 from models.tables import RawEvent
 
@@ -46,7 +47,7 @@ def to_event(row: Row[Any]) -> NormalizedEvent:
 # converting UUIDs cost three times the query itself (bench/jobs.py). Same columns as `_COLUMNS`, in order.
 _LEAN_SELECT = ("SELECT r.event_id::text, r.type, r.schema_version, r.corrected_ts, r.client_utc_offset_minutes,"
                 " r.session_id, r.received_at, r.seq, {payload}, r.raw->>'project'{extra} FROM raw_events r")
-_LEAN_NOT_QUARANTINED = (" AND NOT EXISTS (SELECT 1 FROM quarantined_events q WHERE q.developer_id = r.developer_id"
+NOT_QUARANTINED = (" AND NOT EXISTS (SELECT 1 FROM quarantined_events q WHERE q.developer_id = r.developer_id"
                          " AND q.event_id = r.event_id AND q.job = %(job)s AND q.released_at IS NULL)")
 
 
@@ -72,24 +73,14 @@ def lean_event(r: tuple[Any, ...]) -> NormalizedEvent:
     return NormalizedEvent(r[0], event_type, r[3], upcast_payload, r[4], r[5], r[6], r[7], r[9])
 
 
-def lean_rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    dbapi: Any = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
 def batch_rows(session: Session, batch_id: uuid.UUID, *, developer_id: str, job: str) -> list[tuple[Any, ...]]:
     """One developer's batch's stored events in batch order: rows of `_LEAN_SELECT` (read with `lean_event`)
     with the batch id appended (a batch id is unique per developer only: another developer's batch may
     carry the same id)."""
     sql = (_LEAN_SELECT.format(payload="r.raw->'payload'", extra="")
-           + " WHERE r.developer_id = %(developer)s AND r.batch_id = %(batch)s" + _LEAN_NOT_QUARANTINED
+           + " WHERE r.developer_id = %(developer)s AND r.batch_id = %(batch)s" + NOT_QUARANTINED
            + " ORDER BY r.seq")
-    return lean_rows(session, sql, {"developer": developer_id, "batch": str(batch_id), "job": job})
+    return run_sql(session, sql, {"developer": developer_id, "batch": str(batch_id), "job": job})
 
 
 def developer_events(
@@ -116,13 +107,13 @@ def developer_events(
     if where is not None:
         sql += f" AND ({where})"
     if job is not None:
-        sql += _LEAN_NOT_QUARANTINED
+        sql += NOT_QUARANTINED
     if since is not None:
         sql += " AND r.corrected_ts >= %(since)s"
     if until is not None:
         sql += " AND r.corrected_ts <= %(until)s"
     sql += " ORDER BY r.corrected_ts, r.event_id"
-    return [lean_event(r) for r in lean_rows(session, sql, params)]
+    return [lean_event(r) for r in run_sql(session, sql, params)]
 
 
 def debug_marks(session: Session, developer_id: str, since: datetime, until: datetime, *, job: str
