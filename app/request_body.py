@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from typing import Any
 
@@ -19,6 +20,17 @@ MAX_JSON_DEPTH = 64
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"The request body may be at most {limit} bytes uncompressed.",
                     [{"field": "_body", "message": f"larger than {limit} bytes"}])
+
+
+class OverflowingFloat(float):
+    """A number literal too large for a float (e.g. 1e400): infinite, like json's own result, but of a type
+    orjson refuses, so the event that holds it takes the careful path and is rejected alone, naming the field
+    (app/ingest/prepare.py: `stored_json`). A plain inf would be written by orjson as null."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    return OverflowingFloat(value) if math.isinf(value) else value
 
 
 def _reject_constant(name: str) -> Any:
@@ -47,7 +59,7 @@ def read_json_body(limit: int) -> Any:
         raise ApiError(400, "invalid_json", f"The body is not valid UTF-8 (byte {exc.start}).",
                        [{"field": "_body", "message": "invalid UTF-8"}]) from exc
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
     except RecursionError as exc:
         raise _too_deep() from exc
     except ValueError as exc:

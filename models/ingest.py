@@ -37,6 +37,8 @@ class PreparedEvent:
     client_utc_offset_minutes: int
     corrected_ts: datetime
     raw: dict[str, Any]
+    # `raw` as compact JSON text, when the caller has it already (ingest serializes each event once).
+    raw_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
         batch_id = str(prepared.batch_id)
         rows = [
             (str(e.event_id), batch_id, prepared.developer_id, e.seq, e.type, e.schema_version, e.session_id,
-             e.client_ts, e.client_utc_offset_minutes, e.corrected_ts, prepared.received_at, Json(e.raw))
+             e.client_ts, e.client_utc_offset_minutes, e.corrected_ts, prepared.received_at,
+             e.raw_json if e.raw_json is not None else Json(e.raw))
             for e in ordered
         ]
         # The hot path of ingestion: one multi-row INSERT straight through the driver, which costs a
@@ -130,7 +133,7 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
                 "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
                 " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
                 " ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id",
-                rows, template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                rows, template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
                 page_size=len(rows), fetch=True,
             )
         finally:
