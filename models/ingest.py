@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from psycopg2.extras import Json, execute_values
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.db import dbapi_cursor
 from models.outbox import PUBLISH_GRACE
-from models.tables import AuditRecord, Batch, Outbox, RawEvent
+from models.tables import Batch, RawEvent
 
 
 @dataclass(frozen=True)
@@ -80,29 +80,57 @@ class PersistOutcome:
     outbox_id: int | None = None
 
 
-def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
-    """Store the batch inside the caller's transaction; the caller commits (or rolls back on 422)."""
-    inserted = session.execute(
-        insert(Batch)
-        .values(
-            batch_id=prepared.batch_id,
-            developer_id=prepared.developer_id,
-            correlation_id=prepared.correlation_id,
-            content_hash=prepared.content_hash,
-            status="persisted",
-            source=prepared.source,
-            received_at=prepared.received_at,
-            sent_at=prepared.sent_at,
-            client=prepared.client,
-            received=prepared.received,
+_INSERT_BATCH = """
+INSERT INTO batches (batch_id, developer_id, correlation_id, content_hash, status, source, received_at, sent_at,
+                     client, received, accepted, duplicates, rejected)
+VALUES (%(batch_id)s::uuid, %(developer_id)s, %(correlation_id)s, %(content_hash)s, 'persisted', %(source)s,
+        %(received_at)s, %(sent_at)s, %(client)s::jsonb, %(received)s, %(accepted)s, 0, %(rejected)s)
+ON CONFLICT (developer_id, batch_id) DO NOTHING RETURNING 1
+"""
+
+_INSERT_EVENTS = (
+    "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
+    " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
+    " ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id"
+)
+
+# The batch's final counts, its trail and (if anything new was stored) its outbox record, in one round trip.
+_FINISH = """
+WITH counted AS (
+  UPDATE batches SET accepted = %(accepted)s, duplicates = %(duplicates)s, first_ts = %(first_ts)s,
+                     last_ts = %(last_ts)s, status = %(status)s
+  WHERE developer_id = %(developer_id)s AND batch_id = %(batch_id)s::uuid
+),
+trail AS (
+  INSERT INTO audit_log (correlation_id, batch_id, step, details)
+  SELECT %(correlation_id)s, %(batch_id)s::uuid, r.step, r.details
+  FROM ROWS FROM (jsonb_to_recordset(%(records)s::jsonb) AS (step text, details jsonb))
+       WITH ORDINALITY AS r(step, details, n)
+  ORDER BY r.n
+)
+INSERT INTO outbox (developer_id, batch_id, correlation_id, next_attempt_at)
+SELECT %(developer_id)s, %(batch_id)s::uuid, %(correlation_id)s, %(next_attempt_at)s WHERE %(publish)s
+RETURNING id
+"""
+
+
+def persist_batch(session: Session, prepared: PreparedBatch, *, with_batch: bool = True) -> PersistOutcome:
+    """Store the batch inside the caller's transaction; the caller commits (or rolls back on 422).
+
+    Three statements, as plain SQL on the driver (this is ingest's hot path: the ORM's statement building cost
+    more than the statements): the batch row, the events, then counts + trail + outbox together.
+    `with_batch`: also load the stored batch row into the outcome (the HTTP edge does not need it).
+    """
+    batch_id = str(prepared.batch_id)
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(_INSERT_BATCH, {
+            "batch_id": batch_id, "developer_id": prepared.developer_id, "correlation_id": prepared.correlation_id,
+            "content_hash": prepared.content_hash, "source": prepared.source, "received_at": prepared.received_at,
+            "sent_at": prepared.sent_at, "client": Json(prepared.client), "received": prepared.received,
             # Provisional split; corrected below once the event inserts tell what was new.
-            accepted=prepared.received - len(prepared.rejections),
-            duplicates=0,
-            rejected=len(prepared.rejections),
-        )
-        .on_conflict_do_nothing(index_elements=[Batch.developer_id, Batch.batch_id])
-        .returning(Batch.batch_id)
-    ).first()
+            "accepted": prepared.received - len(prepared.rejections), "rejected": len(prepared.rejections),
+        })
+        inserted = cursor.fetchone()
     key = (prepared.developer_id, prepared.batch_id)
     if inserted is None:
         # A resend by the same developer (possibly concurrent: the unique index made us wait for the first commit).
@@ -117,62 +145,41 @@ def persist_batch(session: Session, prepared: PreparedBatch) -> PersistOutcome:
         # global order and cannot deadlock (PostgreSQL would abort one of them). All events of a batch share
         # its developer, so ordering by event_id is ordering by the key (developer_id, event_id).
         ordered = sorted(prepared.events, key=lambda e: e.event_id)
-        batch_id = str(prepared.batch_id)
         rows = [
             (str(e.event_id), batch_id, prepared.developer_id, e.seq, e.type, e.schema_version, e.session_id,
              e.client_ts, e.client_utc_offset_minutes, e.corrected_ts, prepared.received_at,
              e.raw_json if e.raw_json is not None else Json(e.raw))
             for e in ordered
         ]
-        # The hot path of ingestion: one multi-row INSERT straight through the driver, which costs a
-        # fraction of the ORM's per-row bulk machinery for the same statement.
-        cursor = session.connection().connection.cursor()
-        try:
+        with dbapi_cursor(session) as cursor:
             result = execute_values(
-                cursor,
-                "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
-                " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
-                " ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id",
-                rows, template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                cursor, _INSERT_EVENTS, rows,
+                template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
                 page_size=len(rows), fetch=True,
             )
-        finally:
-            cursor.close()
         accepted = [str(r[0]) for r in result]
     accepted_set = set(accepted)
     earlier_duplicates = [str(e.event_id) for e in prepared.events if str(e.event_id) not in accepted_set]
     duplicate_ids = earlier_duplicates + prepared.in_batch_duplicates
     stored_ts = [e.corrected_ts for e in prepared.events if str(e.event_id) in accepted_set]
 
-    session.execute(
-        update(Batch)
-        .where(Batch.developer_id == prepared.developer_id, Batch.batch_id == prepared.batch_id)
-        .values(
-            accepted=len(accepted),
-            duplicates=len(duplicate_ids),
-            first_ts=min(stored_ts) if stored_ts else None,
-            last_ts=max(stored_ts) if stored_ts else None,
-            # Nothing new to process: the batch is complete as it stands.
-            status="persisted" if accepted else "processed",
-        )
-    )
-
     originals = _original_batches(session, prepared.developer_id, earlier_duplicates) if earlier_duplicates else {}
-    _write_audit(session, prepared, len(accepted), duplicate_ids, originals)
-
-    outbox_id = None
-    if accepted:
-        outbox_id = session.execute(
-            insert(Outbox)
-            .values(developer_id=prepared.developer_id, batch_id=prepared.batch_id,
-                    correlation_id=prepared.correlation_id,
-                    # The web publishes it right after the response; the relay only takes it if that did not happen.
-                    next_attempt_at=prepared.received_at + PUBLISH_GRACE)
-            .returning(Outbox.id)
-        ).scalar_one()
-    batch = session.get(Batch, key)
-    return PersistOutcome(kind="stored", batch=batch, accepted_ids=accepted, duplicate_ids=duplicate_ids,
-                          outbox_id=outbox_id)
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(_FINISH, {
+            "developer_id": prepared.developer_id, "batch_id": batch_id, "correlation_id": prepared.correlation_id,
+            "accepted": len(accepted), "duplicates": len(duplicate_ids),
+            "first_ts": min(stored_ts) if stored_ts else None, "last_ts": max(stored_ts) if stored_ts else None,
+            # Nothing new to process: the batch is complete as it stands.
+            "status": "persisted" if accepted else "processed",
+            "records": Json(_trail(prepared, len(accepted), duplicate_ids, originals)),
+            "publish": bool(accepted),
+            # The web publishes it right after the response; the relay only takes it if that did not happen.
+            "next_attempt_at": prepared.received_at + PUBLISH_GRACE,
+        })
+        row = cursor.fetchone()
+    outbox_id = int(row[0]) if row is not None else None
+    return PersistOutcome(kind="stored", batch=session.get(Batch, key) if with_batch else None,
+                          accepted_ids=accepted, duplicate_ids=duplicate_ids, outbox_id=outbox_id)
 
 
 def _original_batches(session: Session, developer_id: str, event_ids: list[str]) -> dict[str, str]:
@@ -184,29 +191,28 @@ def _original_batches(session: Session, developer_id: str, event_ids: list[str])
     return {str(event_id): str(batch_id) for event_id, batch_id in rows}
 
 
-def _write_audit(
-    session: Session,
+def _trail(
     prepared: PreparedBatch,
     accepted: int,
     duplicate_ids: list[str],
     originals: dict[str, str],
-) -> None:
-    base = {"correlation_id": prepared.correlation_id, "batch_id": prepared.batch_id}
+) -> list[dict[str, Any]]:
+    """The batch's audit records at ingest, in order: received, validated, one per duplicate, persisted."""
     # Every record names the developer: a batch id is unique per developer only (see audit_chain.batch_trail).
     developer = {"developer_id": prepared.developer_id}
     records: list[dict[str, Any]] = [
-        {**base, "step": "received",
+        {"step": "received",
          "details": {"received": prepared.received, **developer,
                      "source": prepared.source, "received_at": prepared.received_at.isoformat()}},
-        {**base, "step": "validated",
+        {"step": "validated",
          "details": {"valid": prepared.received - len(prepared.rejections), "rejected": len(prepared.rejections),
                      "rejections": [r.as_dict() for r in prepared.rejections], **developer}},
     ]
     batch_id = str(prepared.batch_id)
     for event_id in duplicate_ids:
-        records.append({**base, "step": "deduplicated",
+        records.append({"step": "deduplicated",
                         "details": {"event_id": event_id, "original_batch_id": originals.get(event_id, batch_id),
                                     **developer}})
-    records.append({**base, "step": "persisted",
+    records.append({"step": "persisted",
                     "details": {"accepted": accepted, "duplicates": len(duplicate_ids), **developer}})
-    session.execute(insert(AuditRecord), records)
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from core.retry import backoff_delay
 from models.admin_alerts import raise_admin_alert
 from models.batch_lifecycle import audit
+from models.db import run_sql
 from models.tables import Batch, Outbox
 
 # A batch's own web process publishes its outbox record right after the response (app/publisher.py); the relay
@@ -89,26 +91,73 @@ def start_dispatch(session: Session, record: Outbox, batch: Batch | None = None)
     batch.updated_at = datetime.now(UTC)
     batch.dispatch_count += 1
     batch.last_error = None
+    return dispatch_context(batch.developer_id, batch.batch_id, record.correlation_id, batch.received_at,
+                            batch.accepted, batch.first_ts, batch.last_ts, record.is_replay, batch.dispatch_count)
+
+
+def dispatch_context(developer_id: str, batch_id: uuid.UUID | str, correlation_id: str, received_at: datetime,
+                     accepted: int, first_ts: datetime | None, last_ts: datetime | None, is_replay: bool,
+                     attempt: int) -> dict[str, Any]:
+    """The small context every job of a batch's chord receives."""
     return {
-        "batch_id": str(batch.batch_id),
-        "developer_id": batch.developer_id,
-        "correlation_id": record.correlation_id,
-        "received_at": batch.received_at.isoformat(),
-        "event_count": batch.accepted,
-        "first_ts": batch.first_ts.isoformat() if batch.first_ts else None,
-        "last_ts": batch.last_ts.isoformat() if batch.last_ts else None,
-        "is_replay": record.is_replay,
-        "attempt": batch.dispatch_count,
+        "batch_id": str(batch_id),
+        "developer_id": developer_id,
+        "correlation_id": correlation_id,
+        "received_at": received_at.isoformat(),
+        "event_count": accepted,
+        "first_ts": first_ts.isoformat() if first_ts else None,
+        "last_ts": last_ts.isoformat() if last_ts else None,
+        "is_replay": is_replay,
+        "attempt": attempt,
     }
 
 
-def finish_dispatch(session: Session, record: Outbox, task_ids: dict[str, str]) -> None:
-    record.status = "dispatched"
-    record.attempts += 1
-    record.dispatched_at = datetime.now(UTC)
-    audit(session, "dispatched", batch_id=record.batch_id, correlation_id=record.correlation_id,
-          is_replay=record.is_replay, developer_id=record.developer_id, outbox_id=record.id,
-          attempt=record.attempts, task_ids=task_ids)
+# The web's publish of the record its own request just wrote (see start_fresh_dispatch): the same effects as
+# claim + lock_batch + start_dispatch, and then finish_dispatch, as one statement each. As ORM statements they
+# were a third of the web's publishing CPU.
+_START_FRESH = """
+WITH record AS (
+  SELECT correlation_id FROM outbox
+  WHERE id = %(id)s AND status = 'pending' AND NOT is_replay FOR UPDATE SKIP LOCKED
+)
+UPDATE batches b SET status = 'dispatched', dispatched_at = now(), updated_at = now(),
+                     dispatch_count = b.dispatch_count + 1, last_error = NULL
+FROM record r
+WHERE b.developer_id = %(developer)s AND b.batch_id = %(batch)s::uuid
+  AND b.processing_started_at IS NULL AND b.completed_at IS NULL
+RETURNING r.correlation_id, b.received_at, b.accepted, b.first_ts, b.last_ts, b.dispatch_count
+"""
+
+_FINISH = """
+WITH sent AS (
+  UPDATE outbox SET status = 'dispatched', attempts = attempts + 1, dispatched_at = now()
+  WHERE id = %(id)s RETURNING attempts
+)
+INSERT INTO audit_log (correlation_id, batch_id, step, is_replay, details)
+SELECT %(correlation)s, %(batch)s::uuid, 'dispatched', %(replay)s,
+       %(details)s::jsonb || jsonb_build_object('attempt', sent.attempts)
+FROM sent
+"""
+
+
+def start_fresh_dispatch(session: Session, outbox_id: int, developer_id: str,
+                         batch_id: uuid.UUID) -> dict[str, Any] | None:
+    """`start_dispatch` for a first publish of a new batch: the context, or None when the record is taken,
+    no longer pending, or its batch already began (then the general path, `claim` and `already_served`,
+    decides). Locks the record and the batch row until commit, as the general path does."""
+    rows = run_sql(session, _START_FRESH, {"id": outbox_id, "developer": developer_id, "batch": str(batch_id)})
+    if not rows:
+        return None
+    correlation_id, received_at, accepted, first_ts, last_ts, attempt = rows[0]
+    return dispatch_context(developer_id, batch_id, correlation_id, received_at, accepted, first_ts, last_ts,
+                            False, attempt)
+
+
+def finish_dispatch(session: Session, outbox_id: int, ctx: dict[str, Any], task_ids: dict[str, str]) -> None:
+    """The record is dispatched; the trail says so, with the task ids to look for in Flower."""
+    details = {"developer_id": ctx["developer_id"], "outbox_id": outbox_id, "task_ids": task_ids}
+    run_sql(session, _FINISH, {"id": outbox_id, "correlation": ctx["correlation_id"], "batch": ctx["batch_id"],
+                               "replay": bool(ctx["is_replay"]), "details": json.dumps(details)})
 
 
 def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts: int, base: float,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, chord, group
@@ -25,6 +27,7 @@ from models.outbox import (
     record_failure,
     skip_dispatch,
     start_dispatch,
+    start_fresh_dispatch,
 )
 
 log = logging.getLogger("devpulse.canvas")
@@ -80,24 +83,47 @@ def _publish(celery: Celery, ctx: dict[str, Any]) -> None:
 
 def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: bool = False) -> bool:
     """Publish one pending outbox record through `celery`. Returns True if this call published it."""
-    settings: Settings = celery.conf.devpulse_settings
-    try:
+    def attempt() -> dict[str, Any] | None:
         with db.transaction() as session:
             record = claim(session, outbox_id, due_only=due_only)
             if record is None:
-                return False
+                return None
             batch = lock_batch(session, record)
             served = already_served(batch, record)
             if served is not None:
                 skip_dispatch(session, record, served)
                 log.info("outbox %s not published again: %s", outbox_id, served)
-                return False
+                return None
             ctx = start_dispatch(session, record, batch)
             _publish(celery, ctx)
-            finish_dispatch(session, record, task_ids(ctx))
-        log.info("dispatched", extra={"batch_id": ctx["batch_id"], "correlation_id": ctx["correlation_id"],
-                                      "step": "dispatched"})
-        return True
+            finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
+        return ctx
+
+    return _publishing(db, celery, outbox_id, attempt) is True
+
+
+def dispatch_fresh(db: Database, celery: Celery, outbox_id: int, developer_id: str, batch_id: uuid.UUID) -> bool:
+    """The web's publish of the record its own request has just committed: two statements around the publish
+    (models/outbox.py start_fresh_dispatch); anything unusual goes the general way (`dispatch_record`)."""
+    def attempt() -> dict[str, Any] | None:
+        with db.transaction() as session:
+            ctx = start_fresh_dispatch(session, outbox_id, developer_id, batch_id)
+            if ctx is not None:
+                _publish(celery, ctx)
+                finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
+        return ctx
+
+    published = _publishing(db, celery, outbox_id, attempt)
+    return published if published is not None else dispatch_record(db, celery, outbox_id)
+
+
+def _publishing(db: Database, celery: Celery, outbox_id: int,
+                attempt: Callable[[], dict[str, Any] | None]) -> bool | None:
+    """Run a publish attempt: True if it published, None if it declined, False if it failed (the failure is
+    counted on the record: backoff, then dead letter, for the relay)."""
+    settings: Settings = celery.conf.devpulse_settings
+    try:
+        ctx = attempt()
     except Exception as exc:
         log.warning("publish of outbox %s failed: %s", outbox_id, exc)
         with db.transaction() as session:
@@ -105,6 +131,11 @@ def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: b
                            max_attempts=settings.outbox_max_attempts, base=settings.outbox_base_delay_seconds,
                            cap=settings.outbox_max_delay_seconds)
         return False
+    if ctx is None:
+        return None
+    log.info("dispatched", extra={"batch_id": ctx["batch_id"], "correlation_id": ctx["correlation_id"],
+                                  "step": "dispatched", "is_replay": ctx["is_replay"]})
+    return True
 
 
 def relay(db: Database, celery: Celery, limit: int = 50) -> dict[str, int]:

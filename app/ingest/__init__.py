@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     ensure_may_act_for(prepared.developer_id)
 
     def work(session) -> PersistOutcome:
-        outcome = persist_batch(session, prepared)
+        outcome = persist_batch(session, prepared, with_batch=False)
         if outcome.kind == "stored" and not outcome.accepted_ids and not outcome.duplicate_ids:
             raise _NothingValid
         return outcome
@@ -73,13 +74,13 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         }, 200
 
     if outcome.outbox_id is not None:
-        _publish_after_response(outcome.outbox_id)
+        _publish_after_response(outcome.outbox_id, prepared.developer_id, prepared.batch_id)
     body = _counts_body(prepared, outcome.accepted_ids, outcome.duplicate_ids)
     _count_events(body)
     return body, 202
 
 
-def _publish_after_response(outbox_id: int) -> None:
+def _publish_after_response(outbox_id: int, developer_id: str, batch_id: uuid.UUID) -> None:
     """Hand the outbox record to the publisher once the response is on its way (see app/publisher.py):
     the ack never waits for the broker. If the process dies first, or the broker is down, the outbox
     relay publishes it later.
@@ -93,7 +94,7 @@ def _publish_after_response(outbox_id: int) -> None:
     def _schedule(response):
         def _run() -> None:
             try:
-                publish(outbox_id)
+                publish(outbox_id, developer_id, batch_id)
             except Exception:  # events are safe in PostgreSQL; the relay retries
                 logger.warning("publish after commit failed; the outbox relay will retry", exc_info=True)
 

@@ -343,7 +343,7 @@ def dispatch_without_publishing(db, outbox_id: int) -> None:
         record = claim(s, outbox_id)
         assert record is not None
         ctx = start_dispatch(s, record)
-        finish_dispatch(s, record, task_ids(ctx))
+        finish_dispatch(s, record.id, ctx, task_ids(ctx))
 
 
 @pytest.mark.usefixtures("celery_worker")

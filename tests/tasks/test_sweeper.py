@@ -27,7 +27,8 @@ def test_a_stuck_replay_is_swept_as_a_replay(clean_db, celery_app, celery_worker
     with db.transaction() as s:
         record = claim(s, row.outbox_id)
         assert record is not None and record.is_replay
-        finish_dispatch(s, record, task_ids(start_dispatch(s, record)))
+        ctx = start_dispatch(s, record)
+        finish_dispatch(s, record.id, ctx, task_ids(ctx))
         s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
                   {"age": Settings.from_env().stuck_after_seconds + 5, "id": bid})
 
