@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+# row(label, value, source of the "other processes' CPU" column, target name)
+Row = Callable[..., None]
 
 
 def _ms(v: Any) -> str:
@@ -35,7 +39,8 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append((label, value, t["target"] if t else "—", t["result"] if t else "—",
                      _foreign(src) if src else "—"))
 
-    for size in ("1", "100", "1000"):
+    sizes = [size for size in ("1", "100", "1000") if size in r["ingest"]]  # `--only peer`: "100" alone
+    for size in sizes:
         o = r["ingest"][size]["open_loop"]
         s = r["ingest"][size]["sustained"]
         row(f"A. {size}-event batches: ack p50 / p99 at {o['rate_per_s']:g} req/s open loop (n={o['requests']})",
@@ -43,11 +48,68 @@ def markdown(r: dict[str, Any]) -> str:
         row(f"A. {size}-event batches: sustained, {s['threads']} clients closed loop",
             f"{s['events_per_s']:,} events/s ({s['requests_per_s']} req/s, ack p50 {_ms(s['p50_ms'])} ms)"
             f"{_errors(s)}{_cpu_cost(s)}", s)
+        if size == "100" and r.get("peer"):
+            _peer_rows(r["peer"], row)
+    if r.get("floor"):
+        _floor_rows(r, sizes, targets, row)
+    if r.get("e2e"):
+        _e2e_rows(r, row)
+    ku = r.get("keeps_up")
+    if ku:
+        _keeps_up_rows(ku, row)
+
+    m = r["meta"]
+    pg = m["postgres"]
+    mode = m["mode"] + (f", --only {m['only']}" if m.get("only") else "")
+    lines = [
+        f"devpulse bench ({mode}, {m['started_at']}, {m['cpus']} CPUs, load average at start "
+        f"{m.get('loadavg_at_start')}, total {m.get('total_s', '?')} s)",
+        "",
+        "| Figure | Value | Target | Result | Other processes' CPU (cores) |",
+        "|---|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
+        "",
+        f"PostgreSQL {pg['server_version']}: fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
+        f"full_page_writes={pg['full_page_writes']}, wal_sync_method={pg['wal_sync_method']}, "
+        f"shared_buffers={pg['shared_buffers']}. Redis: {m['redis']}.",
+        f"gunicorn {m['gunicorn']}; celery {m['celery']}; {m['developers']} developers, one token each.",
+        "Last column: CPU used meanwhile by processes that are not this bench's (other sessions' tests...); "
+        f"anything above ~0.2 of {m['cpus']} cores makes that row's figures pessimistic.",
+        *[f"- {n}" for n in m["notes"]],
+    ]
+    return "\n".join(lines)
+
+
+def _peer_rows(peer: dict[str, Any], row: Row) -> None:
+    """The textbook peer's 100-event rows (same method as ours) and the ratio ours / peer."""
+    o, s, ratio = peer["100"]["open_loop"], peer["100"]["sustained"], peer["ratio"]
+    # Offered above what it sustains, an open loop's backlog grows for the whole run: its latencies then say
+    # how long the run was rather than how fast a request is.
+    saturated = ""
+    if s.get("requests_per_s") is not None and s["requests_per_s"] < o["rate_per_s"]:
+        saturated = (f" ⚠ {o['rate_per_s']:g} req/s is above its sustained {s['requests_per_s']} req/s: the backlog "
+                     f"grows through the {o['elapsed_s']:.0f} s run, so these figures grow with its length")
+    row(f"A. textbook peer ({peer['app']}): 100-event ack p50 / p99 at {o['rate_per_s']:g} req/s open loop "
+        f"(n={o['requests']})",
+        f"{_ms(o['p50_ms'])} / {_ms(o['p99_ms'])} ms{_errors(o)}{_cpu_cost(o)}{saturated}", o)
+    row(f"A. textbook peer: 100-event sustained, {s['threads']} clients closed loop",
+        f"{s['events_per_s']:,} events/s ({s['requests_per_s']} req/s, ack p50 {_ms(s['p50_ms'])} ms)"
+        f"{_errors(s)}{_cpu_cost(s)}", s)
+    value = "—" if ratio["sustained_events_per_s"] is None else f"{ratio['sustained_events_per_s']:.2f}x"
+    value += f" ({ratio['ours_events_per_s']:,} vs {ratio['peer_events_per_s']:,} events/s"
+    if ratio.get("cpu_per_event_peer_over_ours") is not None:
+        value += (f"; CPU per event, web + postgres + redis: ours {ratio['ours_cpu_us_per_event']:,} µs, peer "
+                  f"{ratio['peer_cpu_us_per_event']:,} µs")
+    value += ")"
+    row("A. ours / textbook peer: 100-event sustained events/s", value)
+
+
+def _floor_rows(r: dict[str, Any], sizes: list[str], targets: dict[str, Any], row: Row) -> None:
     f100, f1 = r["floor"]["100"], r["floor"]["1"]
     row(f"B. floor: direct INSERT, 100 events/commit, {f100['threads']} writers",
         f"{f100['events_per_s']:,} events/s ({f100['commits_per_s']} commits/s)", f100)
     row(f"B. floor: direct INSERT, 1 event/commit, {f1['threads']} writers", f"{f1['events_per_s']:,} events/s", f1)
-    for size in ("1", "100", "1000"):
+    for size in sizes:
         name = f"ingest/floor, {size}-event batches"
         t = targets.get(name, {})
         value = "—" if t.get("value") is None else f"{t['value'] * 100:.1f}%"
@@ -56,6 +118,9 @@ def markdown(r: dict[str, Any]) -> str:
                       f"{t['floor_cpu_us_per_event']:,} µs → CPU-bound ceiling {t['cpu_cost_ratio'] * 100:.1f}%)")
         row(f"A/B. sustained ingest / floor, {size}-event batches"
             + (" (vs the 1 event/commit floor)" if size == "1" else ""), value, None, name)
+
+
+def _e2e_rows(r: dict[str, Any], row: Row) -> None:
     cl, el = r["e2e"]["chord_latency"], r["e2e"]["latency"]
     row(f"C. bare chord latency p50 / p99 at {cl['rate_per_s']:g}/s (n={cl['completed']}/{cl['sent']})",
         f"{_ms(cl['p50_ms'])} / {_ms(cl['p99_ms'])} ms", cl)
@@ -73,37 +138,18 @@ def markdown(r: dict[str, Any]) -> str:
         f"{et['batches_per_s']} (in {et['elapsed_s']} s; statuses {et['statuses']}{cost})", et, "processed batches/s")
     row("C. worker (celery) CPU per processed 100-event batch", f"{_ms(et.get('celery_cpu_ms_per_batch'))} ms", et,
         "worker CPU per 100-event batch (ms)")
-    ku = r.get("keeps_up")
-    if ku:
-        ing = ku["ingest"]
-        row(f"D. keeps up: ingest with web + worker + beat, {ku['threads']} clients closed loop for "
-            f"{ku['duration_s']:g} s", f"{ing['events_per_s']:,} events/s ({ing['requests_per_s']} req/s, "
-            f"ack p50 {_ms(ing['p50_ms'])} ms){_errors(ing)}", ku)
-        cpu = f"; celery CPU/batch {ku['celery_cpu_ms_per_batch']} ms" if "celery_cpu_ms_per_batch" in ku else ""
-        row("D. keeps up: 100-event batches posted / processed",
-            f"{ku['posted']} / {ku['processed']} ({ku['batches_per_s']} processed batches/s from the first post; "
-            f"statuses {ku['statuses']}{cpu})", ku)
-        lag = (f"{ku['lag_s']:.2f} s" if ku["lag_s"] is not None else
-               f"not done: {ku['not_done']} of {ku['posted']} batches unprocessed after {ku['waited_s']} s")
-        row("D. keeps up: last 202 ack → last of those batches processed", lag, ku,
-            "keeps up: last ack -> last processed (s)")
 
-    m = r["meta"]
-    pg = m["postgres"]
-    lines = [
-        f"devpulse bench ({m['mode']}, {m['started_at']}, {m['cpus']} CPUs, load average at start "
-        f"{m.get('loadavg_at_start')}, total {m.get('total_s', '?')} s)",
-        "",
-        "| Figure | Value | Target | Result | Other processes' CPU (cores) |",
-        "|---|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
-        "",
-        f"PostgreSQL {pg['server_version']}: fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}, "
-        f"full_page_writes={pg['full_page_writes']}, wal_sync_method={pg['wal_sync_method']}, "
-        f"shared_buffers={pg['shared_buffers']}. Redis: {m['redis']}.",
-        f"gunicorn {m['gunicorn']}; celery {m['celery']}; {m['developers']} developers, one token each.",
-        "Last column: CPU used meanwhile by processes that are not this bench's (other sessions' tests...); "
-        f"anything above ~0.2 of {m['cpus']} cores makes that row's figures pessimistic.",
-        *[f"- {n}" for n in m["notes"]],
-    ]
-    return "\n".join(lines)
+
+def _keeps_up_rows(ku: dict[str, Any], row: Row) -> None:
+    ing = ku["ingest"]
+    row(f"D. keeps up: ingest with web + worker + beat, {ku['threads']} clients closed loop for "
+        f"{ku['duration_s']:g} s", f"{ing['events_per_s']:,} events/s ({ing['requests_per_s']} req/s, "
+        f"ack p50 {_ms(ing['p50_ms'])} ms){_errors(ing)}", ku)
+    cpu = f"; celery CPU/batch {ku['celery_cpu_ms_per_batch']} ms" if "celery_cpu_ms_per_batch" in ku else ""
+    row("D. keeps up: 100-event batches posted / processed",
+        f"{ku['posted']} / {ku['processed']} ({ku['batches_per_s']} processed batches/s from the first post; "
+        f"statuses {ku['statuses']}{cpu})", ku)
+    lag = (f"{ku['lag_s']:.2f} s" if ku["lag_s"] is not None else
+           f"not done: {ku['not_done']} of {ku['posted']} batches unprocessed after {ku['waited_s']} s")
+    row("D. keeps up: last 202 ack → last of those batches processed", lag, ku,
+        "keeps up: last ack -> last processed (s)")

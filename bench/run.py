@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json PATH]`: devpulse's performance figures against the real stack.
+"""`python -m bench [--quick] [--json PATH] [--only peer]`: devpulse's performance figures against the real stack.
 
 Phases (one run, one machine, everything on 127.0.0.1):
 
@@ -7,6 +7,11 @@ A. Ingest (gunicorn 2 workers x 4 threads; the Celery worker is NOT running yet,
    and are flushed before phase C):
    - ack latency p50/p99 at a fixed, open-loop request rate, measured from each request's scheduled time;
    - max sustained events/s with 8 closed-loop keep-alive clients.
+   Then, still without the Celery worker, the same two 100-event measurements (same rate, n, clients and
+   method) against the textbook peer, bench/peers/textbook.py (NOT part of the product: plain Flask +
+   marshmallow + SQLAlchemy ORM, one SELECT and one session.add per event, one commit per request, its own
+   tables), started under its own gunicorn with the product's settings on the same PostgreSQL for this phase
+   only and stopped after it; the report puts its rows and the ratio ours / peer beside ours.
 B. Floor: the same kind of events written straight to PostgreSQL by 8 threads, one batches row plus one
    multi-row INSERT ... ON CONFLICT DO NOTHING into raw_events per commit (bench/floor.py).
 C. End to end with the Celery worker running: POST -> `processed` latency (batches.completed_at -
@@ -17,11 +22,16 @@ D. The system keeps up: web, worker AND beat running together, 8 closed-loop cli
    batches is `processed` (batches.completed_at), waited for up to 300 s ("not done" beyond).
 
 Every target is a dict with name / value / target / result (MET or MISSED) in the JSON's "targets" list.
+
+`--only peer` runs just the comparison: phase A's 100-event rows for the product and for the peer, nothing
+else (no targets); its JSON goes to bench/results/peer-latest.json, leaving latest.json to full runs. E.g.
+`make bench BENCH_ARGS="--quick --only peer"`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -65,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each phase, wait up to SECONDS (per phase) until other processes use "
                              f"< {QUIET_CORES} core (default 0: never wait; foreign load is reported either way)")
+    parser.add_argument("--only", choices=("peer",),
+                        help="peer: only phase A's 100-event rows, for the product and the textbook peer "
+                             "(results in bench/results/peer-latest.json)")
     return parser.parse_args(argv)
 
 
@@ -72,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench.report import markdown
 
+    if args.only == "peer":
+        return execute(functools.partial(run, only="peer"), QUICK if args.quick else FULL, args, markdown,
+                       "peer-latest.json")
     return execute(run, QUICK if args.quick else FULL, args, markdown, "latest.json")
 
 
@@ -116,7 +132,7 @@ class Phases:
 
     def groups(self) -> dict[str, int]:
         s = self.stack
-        return {"bench": os.getpid(), "gunicorn": s.web.pid if s.web else 0,
+        return {"bench": os.getpid(), "gunicorn": s.web.pid if s.web else 0, "peer": s.peer.pid if s.peer else 0,
                 "celery": s.worker.pid if s.worker else 0, "beat": s.beat.pid if s.beat else 0,
                 "postgres": s.pg.process.pid if s.pg and s.pg.process else 0,
                 "redis": s.redis.process.pid if s.redis and s.redis.process else 0}
@@ -133,19 +149,83 @@ class Phases:
         return value, meter.stop()
 
 
-def _per_request(summary: dict[str, Any], cpu: dict[str, float]) -> None:
+def _per_request(summary: dict[str, Any], cpu: dict[str, float], *, web: str = "gunicorn") -> None:
+    """CPU ms per request of each group; `web` names the group reported as gunicorn ("peer": the peer's)."""
     n = summary.get("requests") or 0
     for name in ("gunicorn", "postgres", "redis", "bench"):
-        if n and f"{name}_cpu_s" in cpu:
-            summary[f"{name}_cpu_ms_per_request"] = round(cpu[f"{name}_cpu_s"] * 1000.0 / n, 2)
+        group = web if name == "gunicorn" else name
+        if n and f"{group}_cpu_s" in cpu:
+            summary[f"{name}_cpu_ms_per_request"] = round(cpu[f"{group}_cpu_s"] * 1000.0 / n, 2)
     summary["cpu"] = cpu
 
 
-def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0) -> dict[str, Any]:
+def ingest_rows(phases: Phases, port: int, workload: Any, size: int, cfg: dict[str, Any], *, label: str = "",
+                web: str = "gunicorn") -> dict[str, Any]:
+    """Phase A for one batch size against the server on `port`: a closed-loop warm-up, the ack p50/p99 at
+    OPEN_RATES[size] open loop, then the sustained events/s of THREADS closed-loop clients."""
+    from bench.events import Pool
+    from bench.load import closed_loop, open_loop
+
+    warm = closed_loop(port, Pool(workload, size, cfg["warmup"]), threads=THREADS, count=cfg["warmup"])
+    if warm.statuses.get(202, 0) != warm.requests:
+        raise RuntimeError(f"warm-up of {label}{size}-event batches failed: {warm.summary()}")
+    rate = OPEN_RATES[size]
+    pool = Pool(workload, size, int(rate * cfg["open_s"]) + 1)
+    log(f"A: {label}{size}-event batches, open loop at {rate:g} req/s for {cfg['open_s']:g} s")
+    threads = 8 if rate >= 10 else 4
+    run_, cpu = phases.measure(open_loop, port, pool, rate=rate, duration=cfg["open_s"], threads=threads)
+    opened = run_.summary()
+    opened.update(rate_per_s=rate, threads=threads, pool_misses=pool.misses)
+    _per_request(opened, cpu, web=web)
+    log(f"   p50 {opened['p50_ms']} ms, p99 {opened['p99_ms']} ms, statuses {opened['statuses']}")
+    pool = Pool(workload, size, cfg["pools"][size])
+    log(f"A: {label}{size}-event batches, {THREADS} closed-loop clients for {cfg['closed_s']:g} s")
+    run_, cpu = phases.measure(closed_loop, port, pool, threads=THREADS, duration=cfg["closed_s"])
+    closed = run_.summary()
+    closed.update(threads=THREADS, pool_misses=pool.misses)
+    _per_request(closed, cpu, web=web)
+    log(f"   {closed['events_per_s']} events/s, {closed['requests_per_s']} req/s, statuses {closed['statuses']}")
+    return {"open_loop": opened, "sustained": closed}
+
+
+def _cpu_us_per_event(d: dict[str, Any], web: str) -> float | None:
+    """CPU microseconds per accepted event of the web server (`web` group), PostgreSQL and Redis."""
+    events = d.get("accepted_events") or 0
+    cpu = d.get("cpu") or {}
+    if not events:
+        return None
+    return round(sum(cpu.get(f"{n}_cpu_s", 0.0) for n in (web, "postgres", "redis")) / events * 1e6, 1)
+
+
+def peer_phase(stack: Any, phases: Phases, cfg: dict[str, Any], workload: Any, ours: dict[str, Any]) -> dict[str, Any]:
+    """Phase A's 100-event rows against the textbook peer (bench/peers/textbook.py), started for this phase only;
+    `ours` is the product's phase A result for 100-event batches, for the ratios."""
+    log("A: starting the textbook peer (bench/peers/textbook.py) under gunicorn with the web's settings")
+    stack.start_peer()
+    try:
+        peer = ingest_rows(phases, stack.peer_port, workload, 100, cfg, label="textbook peer, ", web="peer")
+    finally:
+        log("A: stopping the textbook peer")
+        stack.stop_peer()
+    ours_eps, peer_eps = ours["sustained"]["events_per_s"], peer["sustained"]["events_per_s"]
+    ours_us, peer_us = _cpu_us_per_event(ours["sustained"], "gunicorn"), _cpu_us_per_event(peer["sustained"], "peer")
+    ratio = {
+        "sustained_events_per_s": round(ours_eps / peer_eps, 2) if ours_eps and peer_eps else None,
+        "ours_events_per_s": ours_eps, "peer_events_per_s": peer_eps,
+        "ours_cpu_us_per_event": ours_us, "peer_cpu_us_per_event": peer_us,
+        # > 1: the peer spends that many times our CPU (web + database + broker) per stored event.
+        "cpu_per_event_peer_over_ours": round(peer_us / ours_us, 2) if ours_us and peer_us else None,
+    }
+    log(f"   ours / peer, 100-event sustained events/s: {ratio['sustained_events_per_s']}; CPU per event: "
+        f"ours {ours_us} us, peer {peer_us} us")
+    return {"app": "bench/peers/textbook.py", "100": peer, "ratio": ratio}
+
+
+def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0,
+        only: str | None = None) -> dict[str, Any]:
     from bench.e2e import ChordTimer, chord_latency, chord_throughput, e2e_latency, e2e_throughput, keeps_up
     from bench.events import Pool, Workload
     from bench.floor import run_floor
-    from bench.load import closed_loop, open_loop
 
     log(f"starting PostgreSQL (fsync on) and Redis in {stack.dir}")
     stack.start_servers()
@@ -157,36 +237,27 @@ def run(stack: Any, cfg: dict[str, Any], *, quick: bool, wait_quiet: float = 0.0
     e2e = Workload([(d, tokens[d]) for d in e2e_devs], hours_back=3, seed=2)
     live = Workload([(d, tokens[d]) for d in live_devs], hours_back=12, seed=4)
     floor_load = Workload([(f"bench-floor-{i:02d}", "") for i in range(DEVELOPERS)], hours_back=12, seed=3)
+    # The peer accepts any bearer token (bench/peers/textbook.py); its developers are its own, so are its tables.
+    peer_load = Workload([(f"bench-peer-{i:02d}", "textbook-peer") for i in range(DEVELOPERS)], hours_back=12, seed=5)
     log("starting gunicorn")
     stack.start_web()
     port = stack.web_port
 
-    results: dict[str, Any] = {"meta": meta(stack, cfg, quick), "ingest": {}, "floor": {}, "e2e": {},
+    results: dict[str, Any] = {"meta": meta(stack, cfg, quick), "ingest": {}, "peer": {}, "floor": {}, "e2e": {},
                                "keeps_up": {}}
+    if only:
+        results["meta"]["only"] = only
     phases = Phases(stack, wait_quiet)
 
     # -- A. ingest -------------------------------------------------------------------------------------
-    for size in (1, 100, 1000):
-        warm = closed_loop(port, Pool(ingest, size, cfg["warmup"]), threads=THREADS, count=cfg["warmup"])
-        if warm.statuses.get(202, 0) != warm.requests:
-            raise RuntimeError(f"warm-up of {size}-event batches failed: {warm.summary()}")
-        rate = OPEN_RATES[size]
-        pool = Pool(ingest, size, int(rate * cfg["open_s"]) + 1)
-        log(f"A: {size}-event batches, open loop at {rate:g} req/s for {cfg['open_s']:g} s")
-        threads = 8 if rate >= 10 else 4
-        run_, cpu = phases.measure(open_loop, port, pool, rate=rate, duration=cfg["open_s"], threads=threads)
-        opened = run_.summary()
-        opened.update(rate_per_s=rate, threads=threads, pool_misses=pool.misses)
-        _per_request(opened, cpu)
-        log(f"   p50 {opened['p50_ms']} ms, p99 {opened['p99_ms']} ms, statuses {opened['statuses']}")
-        pool = Pool(ingest, size, cfg["pools"][size])
-        log(f"A: {size}-event batches, {THREADS} closed-loop clients for {cfg['closed_s']:g} s")
-        run_, cpu = phases.measure(closed_loop, port, pool, threads=THREADS, duration=cfg["closed_s"])
-        closed = run_.summary()
-        closed.update(threads=THREADS, pool_misses=pool.misses)
-        _per_request(closed, cpu)
-        log(f"   {closed['events_per_s']} events/s, {closed['requests_per_s']} req/s, statuses {closed['statuses']}")
-        results["ingest"][str(size)] = {"open_loop": opened, "sustained": closed}
+    for size in (100,) if only == "peer" else (1, 100, 1000):
+        results["ingest"][str(size)] = ingest_rows(phases, port, ingest, size, cfg)
+
+    # -- A. the textbook peer, beside ours (the Celery worker still not running) ---------------------------
+    results["peer"] = peer_phase(stack, phases, cfg, peer_load, results["ingest"]["100"])
+    if only == "peer":
+        results["targets"] = []
+        return results
 
     # -- B. floor --------------------------------------------------------------------------------------
     for per_commit, key in ((100, "floor_s"), (1, "floor1_s")):
@@ -276,6 +347,11 @@ def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
         "developers": DEVELOPERS, "client_threads": THREADS, "config": {k: v for k, v in cfg.items() if k != "pools"},
         "notes": [
             "Phase A runs without the Celery worker (chords queue in Redis and are flushed before phase C).",
+            "Textbook peer (bench/peers/textbook.py, not part of the product): Flask + marshmallow (nested "
+            "schema.load) + SQLAlchemy ORM, any bearer token accepted without lookup, per event one SELECT "
+            "(autoflush turns each preceding session.add into its own INSERT) and one commit per request, into "
+            "its own tables peer_batches / peer_events (created by create_all at its start) in the same "
+            "database; same gunicorn settings, own port, running only during its rows; its tables start empty.",
             "Phase D adds `celery -A tasks beat` (outbox relay 2 s, sweeper 30 s, audit sealing 10 s, recomputes "
             "5 s); its tasks run on the same worker. Its lag counts from the last 202's arrival at the client to "
             "the largest batches.completed_at of the batches posted in the phase.",

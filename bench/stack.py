@@ -1,4 +1,6 @@
-"""The real stack on loopback: embedded PostgreSQL (fsync on) and Redis, gunicorn, a Celery worker and beat.
+"""The real stack on loopback: embedded PostgreSQL (fsync on) and Redis, gunicorn, a Celery worker and beat;
+for phase A's comparison, also the textbook peer (bench/peers/textbook.py, not part of the product) under its
+own gunicorn with the product's settings, on its own port, against the same PostgreSQL database.
 
 Every process is started in its own session (process group) and stopped by that group id, gently first
 (SIGTERM / PostgreSQL's fast shutdown), then SIGKILL after a bounded wait; `Stack.close()` runs on normal
@@ -99,7 +101,9 @@ class Stack:
         self.web: Proc | None = None
         self.worker: Proc | None = None
         self.beat: Proc | None = None
+        self.peer: Proc | None = None
         self.web_port = 0
+        self.peer_port = 0
 
     # -- servers ---------------------------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -152,30 +156,53 @@ class Stack:
         return env
 
     # -- processes -------------------------------------------------------------------------------------
-    def start_web(self) -> None:
-        from devstack.servers import free_port
+    def _gunicorn(self, app: str, port: int) -> list[str]:
+        """The product's web settings (bench reports state them): the peer runs with exactly the same ones."""
+        return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(self.web_workers),
+                "--threads", str(self.web_threads), "--log-level", "warning", app]
 
-        self.web_port = free_port()
-        argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers),
-                "--threads", str(self.web_threads), "--log-level", "warning", "app:create_app()"]
-        self.web = Proc("gunicorn", argv, self.env(), self.dir / "gunicorn.log")
-        deadline = time.monotonic() + 60
+    def _wait_answers(self, proc: Proc, port: int, path: str) -> None:
+        """Until a GET of `path` answers below 500 (60 s at most)."""
         from bench.load import Client
 
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if not self.web.alive():
-                raise RuntimeError(f"gunicorn exited:\n{_tail(self.web.log)}")
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited:\n{_tail(proc.log)}")
             try:
-                client = Client(self.web_port, timeout=2)
-                status, _ = client.request("GET", "/api/workflow/batches/00000000-0000-0000-0000-000000000000",
-                                           None, {})
+                client = Client(port, timeout=2)
+                status, _ = client.request("GET", path, None, {})
                 client.close()
                 if status < 500:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer within 60 s:\n{_tail(self.web.log)}")
+        raise RuntimeError(f"{proc.name} did not answer within 60 s:\n{_tail(proc.log)}")
+
+    def start_web(self) -> None:
+        from devstack.servers import free_port
+
+        self.web_port = free_port()
+        self.web = Proc("gunicorn", self._gunicorn("app:create_app()", self.web_port), self.env(),
+                        self.dir / "gunicorn.log")
+        self._wait_answers(self.web, self.web_port, "/api/workflow/batches/00000000-0000-0000-0000-000000000000")
+
+    def start_peer(self) -> None:
+        """The textbook peer (bench/peers/textbook.py) under gunicorn with the web's settings, on its own port;
+        it creates its own tables (peer_batches, peer_events) in the bench database as it starts."""
+        from devstack.servers import free_port
+
+        self.peer_port = free_port()
+        self.peer = Proc("peer", self._gunicorn("bench.peers.textbook:create_app()", self.peer_port), self.env(),
+                         self.dir / "peer.log")
+        self._wait_answers(self.peer, self.peer_port, "/healthz")
+
+    def stop_peer(self) -> None:
+        """SIGTERM to the peer's gunicorn group (its master and workers); SIGKILL after 15 s."""
+        if self.peer is not None:
+            self.peer.stop()
+            self.peer = None
 
     def start_worker(self) -> None:
         argv = [str(BIN / "celery"), "-A", "bench.celery_bench", "worker", "-Q", QUEUES,
@@ -209,7 +236,7 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for proc in (self.web, self.worker, self.beat):
+        for proc in (self.web, self.peer, self.worker, self.beat):
             if proc is not None:
                 parts.append(f"--- {proc.name} ({proc.log}) ---\n{_tail(proc.log)}")
         return "\n".join(parts)
@@ -227,11 +254,11 @@ class Stack:
                 signal.signal(sig, handler)
 
     def _close(self) -> None:
-        for proc in (self.beat, self.worker, self.web):
+        for proc in (self.beat, self.worker, self.peer, self.web):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
-        self.beat = self.worker = self.web = None
+        self.beat = self.worker = self.peer = self.web = None
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
