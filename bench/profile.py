@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("worker", "web"), default="worker")
     parser.add_argument("--batches", type=int, default=400, help="100-event batches posted while sampling")
     parser.add_argument("--history", type=int, default=20, help="100-event batches per developer before")
+    parser.add_argument("--events", type=int, default=100, help="events per posted batch (default 100)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="post at this many batches/s (open loop) instead of 8 closed-loop clients")
     parser.add_argument("--keep-up", type=float, default=0.0, metavar="SECONDS",
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                "--nonblocking", "--format", "raw", "--output", str(raw)]
         sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
-        pool = Pool(load, 100, 0 if args.keep_up else args.batches)
+        pool = Pool(load, args.events, 0 if args.keep_up else args.batches)
         started = time.monotonic()
         if args.keep_up:
             from bench.e2e import keeps_up
