@@ -57,16 +57,25 @@ def detect_excessive_errors(events: Events, th: DangerThresholds = _DEFAULT) -> 
 
     found = []
     for ep in sliding_episodes(times, timedelta(minutes=th.excessive_errors_window_minutes), count):
-        start, end, peak = times[ep.first], times[ep.last], int(ep.peak)
-        measured = {
-            "peak_error_count": peak,
-            "peak_window_start": times[ep.peak_lo].isoformat(),
-            "peak_window_end": times[ep.peak_hi - 1].isoformat(),
-            "episode_error_count": ep.last - ep.first + 1,
-        }
-        severity = "high" if peak >= th.excessive_errors_high else "medium"
-        found.append(make_detection("excessive_errors", severity, (start, end), start.isoformat(), measured, th))
+        found.append(grade_errors_episode((times[ep.first], times[ep.last]), int(ep.peak),
+                                          (times[ep.peak_lo], times[ep.peak_hi - 1]), ep.last - ep.first + 1, th))
     return found
+
+
+def grade_errors_episode(span: tuple[datetime, datetime], peak: int, peak_window: tuple[datetime, datetime],
+                         episode_count: int, th: DangerThresholds = _DEFAULT) -> Detection:
+    """The verdict on one excessive-errors episode (first to last error item `span`): `peak` errors in the
+    peak window (its first and last error item), `episode_count` errors in the whole episode. Shared by the
+    pure rule and its SQL measure (models/sliding_windows.py)."""
+    start, end = span
+    measured = {
+        "peak_error_count": peak,
+        "peak_window_start": peak_window[0].isoformat(),
+        "peak_window_end": peak_window[1].isoformat(),
+        "episode_error_count": episode_count,
+    }
+    severity = "high" if peak >= th.excessive_errors_high else "medium"
+    return make_detection("excessive_errors", severity, (start, end), start.isoformat(), measured, th)
 
 
 def detect_extended_debugging(events: Events, th: DangerThresholds = _DEFAULT, *,
@@ -120,25 +129,41 @@ def detect_high_ai_dependency(events: Events, th: DangerThresholds = _DEFAULT) -
         total = ai + typed_sum[hi] - typed_sum[lo]
         if total == 0 or total < th.ai_min_chars:
             return None
-        value = ai / total  # correctly rounded: 7000/10000 == 0.70 exactly
+        value = ai_share(ai, total - ai)
         return value if value >= th.ai_medium else None
 
     found = []
     for ep in sliding_episodes(times, timedelta(minutes=th.ai_window_minutes), share):
         ai = ai_sum[ep.peak_hi] - ai_sum[ep.peak_lo]
         typed = typed_sum[ep.peak_hi] - typed_sum[ep.peak_lo]
-        start, end = times[ep.first], times[ep.last]
-        measured = {
-            "peak_ai_share": round(ep.peak, 4),
-            "peak_ai_chars": ai,
-            "peak_typed_chars": typed,
-            "peak_total_chars": ai + typed,
-            "peak_window_start": times[ep.peak_lo].isoformat(),
-            "peak_window_end": times[ep.peak_hi - 1].isoformat(),
-        }
-        severity = "high" if ep.peak >= th.ai_high else "medium"
-        found.append(make_detection("high_ai_dependency", severity, (start, end), start.isoformat(), measured, th))
+        found.append(grade_ai_episode((times[ep.first], times[ep.last]), (times[ep.peak_lo], times[ep.peak_hi - 1]),
+                                      ai, typed, th))
     return found
+
+
+def ai_share(ai: int, typed: int) -> float:
+    """The AI share of a window's characters, as every path computes it: int / int is correctly rounded
+    (7000/10000 == 0.70 exactly), so the SQL measure must reproduce this very float."""
+    return ai / (ai + typed)
+
+
+def grade_ai_episode(span: tuple[datetime, datetime], peak_window: tuple[datetime, datetime], ai: int, typed: int,
+                     th: DangerThresholds = _DEFAULT) -> Detection:
+    """The verdict on one high-AI-dependency episode (first to last item `span`): its peak window (first and
+    last item) held `ai` AI-inserted and `typed` typed characters. Shared by the pure rule and its SQL measure
+    (models/sliding_windows.py)."""
+    start, end = span
+    peak = ai_share(ai, typed)
+    measured = {
+        "peak_ai_share": round(peak, 4),
+        "peak_ai_chars": ai,
+        "peak_typed_chars": typed,
+        "peak_total_chars": ai + typed,
+        "peak_window_start": peak_window[0].isoformat(),
+        "peak_window_end": peak_window[1].isoformat(),
+    }
+    severity = "high" if peak >= th.ai_high else "medium"
+    return make_detection("high_ai_dependency", severity, (start, end), start.isoformat(), measured, th)
 
 
 def grade_no_break(start: datetime, end: datetime, event_count: int,

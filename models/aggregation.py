@@ -103,8 +103,13 @@ def aggregate_batch(session: Session, batch: Batch, *, idle_timeout_seconds: int
         return {"slots": 0, "covered_by": str(by)}
     others = [] if is_replay else waiting_batches(session, batch, JOB)
     idle = timedelta(seconds=idle_timeout_seconds)
-    ranges = [affected_range(session, batch.developer_id, b.first_ts, b.last_ts, idle=idle, max_debug=max_debug)
-              for b in (batch, *others) if b.first_ts is not None and b.last_ts is not None]
+    # Batches whose events lie within the idle timeout of each other change overlapping slots: one range (and
+    # one read of debug marks) per such group rather than per batch. A group's span holds no more than its
+    # batches' own times and the gaps of at most `idle` between them, so the range stays as bounded.
+    spans = merge_spans([(b.first_ts - idle, b.last_ts + idle) for b in (batch, *others)
+                         if b.first_ts is not None and b.last_ts is not None])
+    ranges = [affected_range(session, batch.developer_id, lo + idle, hi - idle, idle=idle, max_debug=max_debug)
+              for lo, hi in spans]
     slots = 0
     for since, until in merge_spans([(r.since, r.until) for r in ranges]):
         # Overlapping ranges merge into one, reading the context of all of them.

@@ -28,7 +28,8 @@ from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
 from models.danger_reads import activity_runs, late_night, no_break_runs, offsets_between
-from models.event_reader import ERROR_CANDIDATES, debug_marks, developer_events
+from models.event_reader import debug_marks, developer_events
+from models.sliding_windows import sliding_detections
 from models.tables import Alert, Batch
 
 log = logging.getLogger("devpulse.danger")
@@ -242,10 +243,8 @@ def _sliding(session: Session, developer_id: str, pattern: str, first: datetime,
         lo, hi = max(cap[0], min(lo, known[0] - reach)), min(cap[1], max(hi, known[1] + reach))
     step = 4 * reach
     while True:
-        events = developer_events(session, developer_id, since=lo, until=hi, job=JOB,
-                                  types=danger.RULE_TYPES[pattern],
-                                  where=ERROR_CANDIDATES if pattern == "excessive_errors" else None)
-        detections = danger.RULES[pattern](events, th, None)
+        # Measured inside PostgreSQL: only a row per episode leaves it, however many events the windows hold.
+        detections = sliding_detections(session, developer_id, pattern, lo, hi, th, job=JOB)
         earlier = lo > cap[0] and any(d.window_start < lo + reach for d in detections)
         later = hi < cap[1] and any(d.window_end > hi - reach for d in detections)
         if not earlier and not later:

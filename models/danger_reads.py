@@ -4,8 +4,9 @@ The two rules that measure stretches of time rather than events (no_break: runs 
 late_night_work: active time inside a night) need only event times, over spans that can last hours. Their
 measures are computed here in SQL, inside PostgreSQL, and graded by the pure rules' own functions
 (`activity.danger.grade_no_break`, `grade_late_night`); a property test (tests/models/test_danger_reads.py)
-holds them equal to the pure rules on the same events. The event-reading rules get their events from
-`event_reader.developer_events` over windows sized per rule (models/danger_detection.py).
+holds them equal to the pure rules on the same events. The two sliding-window rules are measured in SQL as well
+(models/sliding_windows.py); extended debugging gets its debug events from `event_reader.developer_events`, over
+reads sized per rule (models/danger_detection.py).
 """
 
 from __future__ import annotations

@@ -51,18 +51,6 @@ NOT_QUARANTINED = (" AND NOT EXISTS (SELECT 1 FROM quarantined_events q WHERE q.
                          " AND q.event_id = r.event_id AND q.job = %(job)s AND q.released_at IS NULL)")
 
 
-# Events that may be errors (activity.metrics.is_error_event decides): leaves out, in SQL, the ones that
-# certainly are not (a successful build, no failed tests, exit code 0, no diagnostics errors), which are most.
-ERROR_CANDIDATES = (
-    "CASE r.type"
-    " WHEN 'build.result' THEN r.raw->'payload'->'success' IS DISTINCT FROM 'true'::jsonb"
-    " WHEN 'test.result' THEN coalesce(r.raw->'payload'->'failed', '0'::jsonb) <> '0'::jsonb"
-    " WHEN 'terminal.command' THEN coalesce(r.raw->'payload'->'exit_code', '0'::jsonb) <> '0'::jsonb"
-    " WHEN 'diagnostics.snapshot' THEN coalesce(r.raw->'payload'->'errors', '0'::jsonb) <> '0'::jsonb"
-    " ELSE true END"
-)
-
-
 def lean_event(r: tuple[Any, ...]) -> NormalizedEvent:
     """`to_event` for a row of `_LEAN_SELECT`."""
     payload = r[8]
@@ -86,11 +74,9 @@ def batch_rows(session: Session, batch_id: uuid.UUID, *, developer_id: str, job:
 def developer_events(
     session: Session, developer_id: str, *, since: datetime | None = None, until: datetime | None = None,
     job: str | None = None, payload_types: frozenset[str] | None = None, types: frozenset[str] | None = None,
-    where: str | None = None,
 ) -> list[NormalizedEvent]:
     """The developer's stored events in [since, until], skipping those quarantined for `job` (if given);
-    with `types`, only events of those (stored, not upcast) types; `where`, an extra SQL condition on `r`
-    (a pre-filter such as `ERROR_CANDIDATES`: the rules still judge every event they get).
+    with `types`, only events of those (stored, not upcast) types.
 
     With `payload_types`, only events of those types carry their payload (the others an empty one): parsing
     payloads nobody reads was most of a wide window's cost.
@@ -104,8 +90,6 @@ def developer_events(
     if types is not None:
         sql += " AND r.type = ANY(%(only)s)"
         params["only"] = sorted(types)
-    if where is not None:
-        sql += f" AND ({where})"
     if job is not None:
         sql += NOT_QUARANTINED
     if since is not None:

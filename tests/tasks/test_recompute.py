@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import select
 
@@ -63,7 +63,9 @@ def test_alerts_found_by_a_recompute_are_stored_stale_and_not_pushed(client, mak
     from tasks.maintenance import recompute_developers
 
     token = make_token("dev-1")
-    start = now() - timedelta(hours=3)
+    # Yesterday 10:00-13:16 in Tokyo, whatever the time of the run: a run relative to now crossed into Tokyo's
+    # night at some hours of the day and found late-night work too.
+    start = datetime.combine(now().date() - timedelta(days=1), time(1, 0), tzinfo=UTC)
     # A 3 h 16 min run without a break (a no_break episode), stored without detection; a time-zone change
     # re-derives the alerts of the whole history, and what it finds for the past is stored stale.
     events = [event("file.save", start + timedelta(minutes=4 * i), file="a.py") for i in range(50)]
