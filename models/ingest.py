@@ -10,12 +10,13 @@ developer's events nor tells either of them that the ids exist.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg2.extras import Json, execute_values
+from psycopg2.extras import Json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -88,11 +89,18 @@ VALUES (%(batch_id)s::uuid, %(developer_id)s, %(correlation_id)s, %(content_hash
 ON CONFLICT (developer_id, batch_id) DO NOTHING RETURNING 1
 """
 
-_INSERT_EVENTS = (
-    "INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id,"
-    " client_ts, client_utc_offset_minutes, corrected_ts, received_at, raw) VALUES %s"
-    " ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id"
-)
+# One array per column, unnested by PostgreSQL: psycopg2 adapts a list in C, where execute_values formats every
+# row in Python (a fifth of the web's CPU for 100-event batches).
+_INSERT_EVENTS = """
+INSERT INTO raw_events (event_id, batch_id, developer_id, seq, type, schema_version, session_id, client_ts,
+                        client_utc_offset_minutes, corrected_ts, received_at, raw)
+SELECT e.event_id, %(batch_id)s::uuid, %(developer_id)s, e.seq, e.type, e.schema_version, e.session_id, e.client_ts,
+       e.utc_offset, e.corrected_ts, %(received_at)s, e.raw
+FROM unnest(%(event_ids)s::uuid[], %(seqs)s::int[], %(types)s::text[], %(versions)s::text[], %(sessions)s::text[],
+            %(client_ts)s::timestamptz[], %(offsets)s::int[], %(corrected)s::timestamptz[], %(raws)s::jsonb[])
+     AS e(event_id, seq, type, schema_version, session_id, client_ts, utc_offset, corrected_ts, raw)
+ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id
+"""
 
 # The batch's final counts, its trail and (if anything new was stored) its outbox record, in one round trip.
 _FINISH = """
@@ -145,18 +153,17 @@ def persist_batch(session: Session, prepared: PreparedBatch, *, with_batch: bool
         # global order and cannot deadlock (PostgreSQL would abort one of them). All events of a batch share
         # its developer, so ordering by event_id is ordering by the key (developer_id, event_id).
         ordered = sorted(prepared.events, key=lambda e: e.event_id)
-        rows = [
-            (str(e.event_id), batch_id, prepared.developer_id, e.seq, e.type, e.schema_version, e.session_id,
-             e.client_ts, e.client_utc_offset_minutes, e.corrected_ts, prepared.received_at,
-             e.raw_json if e.raw_json is not None else Json(e.raw))
-            for e in ordered
-        ]
         with dbapi_cursor(session) as cursor:
-            result = execute_values(
-                cursor, _INSERT_EVENTS, rows,
-                template="(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
-                page_size=len(rows), fetch=True,
-            )
+            cursor.execute(_INSERT_EVENTS, {
+                "batch_id": batch_id, "developer_id": prepared.developer_id, "received_at": prepared.received_at,
+                "event_ids": [str(e.event_id) for e in ordered], "seqs": [e.seq for e in ordered],
+                "types": [e.type for e in ordered], "versions": [e.schema_version for e in ordered],
+                "sessions": [e.session_id for e in ordered], "client_ts": [e.client_ts for e in ordered],
+                "offsets": [e.client_utc_offset_minutes for e in ordered],
+                "corrected": [e.corrected_ts for e in ordered],
+                "raws": [e.raw_json if e.raw_json is not None else json.dumps(e.raw) for e in ordered],
+            })
+            result = cursor.fetchall()
         accepted = [str(r[0]) for r in result]
     accepted_set = set(accepted)
     earlier_duplicates = [str(e.event_id) for e in prepared.events if str(e.event_id) not in accepted_set]
