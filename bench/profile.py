@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: beat too, and 8 clients post for SECONDS (phase D of make bench) while "
                              "sampling until every batch is processed")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (make bench: 2)")
     args = parser.parse_args(argv)
 
     from bench.e2e import e2e_latency, e2e_throughput, wait_batches
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.load import closed_loop
     from bench.stack import BIN, Stack
 
-    stack = Stack()
+    stack = Stack(concurrency=args.concurrency)
     try:
         log(f"starting PostgreSQL and Redis in {stack.dir}")
         stack.start_servers()

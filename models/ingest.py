@@ -99,7 +99,7 @@ SELECT e.event_id, %(batch_id)s::uuid, %(developer_id)s, e.seq, e.type, e.schema
 FROM unnest(%(event_ids)s::uuid[], %(seqs)s::int[], %(types)s::text[], %(versions)s::text[], %(sessions)s::text[],
             %(client_ts)s::timestamptz[], %(offsets)s::int[], %(corrected)s::timestamptz[], %(raws)s::jsonb[])
      AS e(event_id, seq, type, schema_version, session_id, client_ts, utc_offset, corrected_ts, raw)
-ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id
+ON CONFLICT (developer_id, event_id) DO NOTHING RETURNING event_id::text
 """
 
 # The batch's final counts, its trail and (if anything new was stored) its outbox record, in one round trip.
@@ -148,27 +148,29 @@ def persist_batch(session: Session, prepared: PreparedBatch, *, with_batch: bool
         return PersistOutcome(kind=kind, batch=existing)
 
     accepted: list[str] = []
-    if prepared.events:
+    # Each id as text once: the canonical text sorts as the UUID does (fixed-width lowercase hex).
+    pairs = [(str(e.event_id), e) for e in prepared.events]
+    keyed = sorted(pairs, key=lambda pair: pair[0])
+    if keyed:
         # Ascending key order: concurrent overlapping batches then take the unique-index locks in one
         # global order and cannot deadlock (PostgreSQL would abort one of them). All events of a batch share
         # its developer, so ordering by event_id is ordering by the key (developer_id, event_id).
-        ordered = sorted(prepared.events, key=lambda e: e.event_id)
+        ordered = [e for _, e in keyed]
         with dbapi_cursor(session) as cursor:
             cursor.execute(_INSERT_EVENTS, {
                 "batch_id": batch_id, "developer_id": prepared.developer_id, "received_at": prepared.received_at,
-                "event_ids": [str(e.event_id) for e in ordered], "seqs": [e.seq for e in ordered],
+                "event_ids": [text for text, _ in keyed], "seqs": [e.seq for e in ordered],
                 "types": [e.type for e in ordered], "versions": [e.schema_version for e in ordered],
                 "sessions": [e.session_id for e in ordered], "client_ts": [e.client_ts for e in ordered],
                 "offsets": [e.client_utc_offset_minutes for e in ordered],
                 "corrected": [e.corrected_ts for e in ordered],
                 "raws": [e.raw_json if e.raw_json is not None else json.dumps(e.raw) for e in ordered],
             })
-            result = cursor.fetchall()
-        accepted = [str(r[0]) for r in result]
+            accepted = [r[0] for r in cursor.fetchall()]
     accepted_set = set(accepted)
-    earlier_duplicates = [str(e.event_id) for e in prepared.events if str(e.event_id) not in accepted_set]
+    earlier_duplicates = [text for text, _ in pairs if text not in accepted_set]  # in the batch's order
     duplicate_ids = earlier_duplicates + prepared.in_batch_duplicates
-    stored_ts = [e.corrected_ts for e in prepared.events if str(e.event_id) in accepted_set]
+    stored_ts = [e.corrected_ts for text, e in pairs if text in accepted_set]
 
     originals = _original_batches(session, prepared.developer_id, earlier_duplicates) if earlier_duplicates else {}
     with dbapi_cursor(session) as cursor:
