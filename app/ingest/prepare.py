@@ -82,20 +82,19 @@ def compact_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def stored_json(raw: dict[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
-    """(the event as stored, None), or (None, (field, reason)) when PostgreSQL's jsonb cannot hold it."""
+def stored_json(raw: dict[str, Any]) -> str | tuple[str, str]:
+    """The event as stored (compact JSON text), or (field, reason) when PostgreSQL's jsonb cannot hold it."""
     try:
         text = orjson.dumps(raw)
     except TypeError:
         # An unpaired surrogate, an overflowing number (app/request_body.py parses it as OverflowingFloat) or an
         # integer beyond 64 bits: the careful walk decides.
-        problem = unstorable(raw, "")
-        return (None, problem) if problem is not None else (compact_json(raw).decode("utf-8"), None)
+        return unstorable(raw, "") or compact_json(raw).decode("utf-8")
     if b"\\u0000" in text:  # a NUL character (or a backslash followed by "u0000", which is fine)
         problem = unstorable(raw, "")
         if problem is not None:
-            return None, problem
-    return text.decode("utf-8"), None
+            return problem
+    return text.decode("utf-8")
 
 
 def validate_envelope(body: Any, settings: Settings) -> dict[str, Any]:
@@ -179,11 +178,10 @@ def _prepare_event(
 
     if not isinstance(raw, dict):
         return reject("invalid_event", f"events[{index}]", "each event must be a JSON object")
-    text, problem = stored_json(raw)
-    if problem is not None or text is None:
-        field = problem[0].lstrip(".") if problem else ""
-        field = field or f"events[{index}]"
-        return reject("invalid_value", field, f"{field} {problem[1] if problem else 'cannot be stored'}")
+    text = stored_json(raw)
+    if isinstance(text, tuple):
+        field = text[0].lstrip(".") or f"events[{index}]"
+        return reject("invalid_value", field, f"{field} {text[1]}")
     fast = fast_event(raw)
     try:
         event = fast if fast is not None else event_schema.load(raw)
