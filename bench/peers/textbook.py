@@ -33,39 +33,18 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, scoped_session, sessionmaker
 
+from app.ingest.schemas import DEVELOPER_ID_RE, ClientSchema, EventSchema
+
 PATH = "/api/workflow/events/orchestrate"
 
 
-# -- schemas: the product's envelope and event fields, the textbook way (nested) ------------------------------
-class ClientSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    extension_version = fields.Str(validate=validate.Length(max=64))
-    editor = fields.Str(validate=validate.Length(max=64))
-    editor_version = fields.Str(validate=validate.Length(max=64))
-    os = fields.Str(validate=validate.Length(max=64))
-
-
-class EventSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    event_id = fields.UUID(required=True)
-    type = fields.Str(required=True, validate=validate.Length(min=1, max=64))
-    timestamp = fields.AwareDateTime(required=True)
-    schema_version = fields.Str(validate=validate.Length(min=1, max=16))
-    session_id = fields.Str(allow_none=True, validate=validate.Length(max=128))
-    project = fields.Str(allow_none=True, validate=validate.Length(min=1, max=128))
-    payload = fields.Dict(keys=fields.Str(), load_default=dict)
-
-
+# -- schemas: the product's own client and event schemas, nested the textbook way (one load of the whole batch) --
 class BatchSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     batch_id = fields.UUID(required=True)
-    developer_id = fields.Str(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._@-]{1,128}$"))
+    developer_id = fields.Str(required=True, validate=validate.Regexp(DEVELOPER_ID_RE))
     sent_at = fields.AwareDateTime(required=True)
     schema_version = fields.Str(validate=validate.Length(min=1, max=16))
     client = fields.Nested(ClientSchema)
