@@ -10,6 +10,7 @@ from activity.danger import DangerThresholds
 from core import logging as json_logging
 from core.settings import Settings
 from core.webhooks import admin_notifier
+from tasks.redis_transport import TRANSPORT, publish_only_backend_url
 from tasks.schedule import BEAT_SCHEDULE
 
 QUEUES = ("aggregation", "normalization", "danger", "pipeline", "maintenance")
@@ -33,6 +34,7 @@ def make_celery(settings: Settings | None = None, *, include: tuple[str, ...] = 
     celery = Celery("devpulse", include=list(include))
     celery.conf.update(
         broker_url=settings.redis_url,
+        broker_transport=TRANSPORT,
         result_backend=settings.redis_url,
         task_serializer="json",
         result_serializer="json",
@@ -93,6 +95,7 @@ def make_publisher(settings: Settings) -> Celery:
     signatures by task name, with fail-fast connection options, and never runs a task."""
     celery = make_celery(settings, include=())
     celery.conf.update(
+        result_backend=publish_only_backend_url(settings.redis_url),
         broker_transport_options={**celery.conf.broker_transport_options, **PUBLISHER_BROKER_OPTIONS},
         result_backend_transport_options={**celery.conf.result_backend_transport_options,
                                           **PUBLISHER_RESULT_OPTIONS},
