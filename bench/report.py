@@ -53,7 +53,7 @@ def markdown(r: dict[str, Any]) -> str:
     if r.get("floor"):
         _floor_rows(r, sizes, targets, row)
     if r.get("e2e"):
-        _e2e_rows(r, row)
+        _e2e_rows(r, targets, row)
     ku = r.get("keeps_up")
     if ku:
         _keeps_up_rows(ku, row)
@@ -120,24 +120,33 @@ def _floor_rows(r: dict[str, Any], sizes: list[str], targets: dict[str, Any], ro
             + (" (vs the 1 event/commit floor)" if size == "1" else ""), value, None, name)
 
 
-def _e2e_rows(r: dict[str, Any], row: Row) -> None:
+def _e2e_rows(r: dict[str, Any], targets: dict[str, Any], row: Row) -> None:
     cl, el = r["e2e"]["chord_latency"], r["e2e"]["latency"]
     row(f"C. bare chord latency p50 / p99 at {cl['rate_per_s']:g}/s (n={cl['completed']}/{cl['sent']})",
-        f"{_ms(cl['p50_ms'])} / {_ms(cl['p99_ms'])} ms", cl)
+        f"{_ms(cl['p50_ms'])} / {_ms(cl['p99_ms'])} ms; worker CPU/chord {_ms(cl.get('celery_cpu_ms_per_chord'))} ms",
+        cl)
     row(f"C. e2e POST→processed p50 (completed_at - received_at), 100-event batches at {el['rate_per_s']:g}/s "
         f"(n={el['processed']}/{el['posted']})", f"{_ms(el['p50_ms'])} ms", el, "e2e p50 (ms)")
     row("C. e2e POST→processed p99", f"{_ms(el['p99_ms'])} ms (statuses {el['statuses']})", el)
+    row(f"C. worker (celery) CPU per 100-event batch without backlog (the {el['rate_per_s']:g}/s phase)",
+        f"{_ms(el.get('celery_cpu_ms_per_batch'))} ms (bare chord at the same rate: "
+        f"{_ms(cl.get('celery_cpu_ms_per_chord'))} ms)", el, "worker CPU per 100-event batch (ms)")
     ct, et = r["e2e"]["chord_throughput"], r["e2e"]["throughput"]
     row(f"C. bare chords/s ({ct['completed']}/{ct['count']} chords, {ct['threads']} publishers)",
-        f"{ct['chords_per_s']}", ct)
+        f"{ct['chords_per_s']} (CPU/chord: all {_ms(ct.get('total_cpu_ms_per_chord'))} ms, worker "
+        f"{_ms(ct.get('celery_cpu_ms_per_chord'))} ms)", ct)
     cost = ""
     if "celery_cpu_ms_per_batch" in et:
         cost = (f"; CPU/batch: celery {et['celery_cpu_ms_per_batch']} ms, postgres {et['postgres_cpu_ms_per_batch']}"
                 f" ms, gunicorn {et['gunicorn_cpu_ms_per_batch']} ms")
+    t = targets.get("processed batches/s", {})
+    if t.get("cpu_cost_ratio") is not None:
+        cost += (f"; CPU, all processes: {t['cpu_ms_per_batch']} ms per batch vs {t['cpu_ms_per_bare_chord']} ms per "
+                 f"bare chord → CPU-bound ceiling {t['cpu_cost_ratio'] * 100:.1f}% of the bare rate")
     row(f"C. processed batches/s ({et['processed']}/{et['count']} 100-event batches, {et['threads']} clients)",
         f"{et['batches_per_s']} (in {et['elapsed_s']} s; statuses {et['statuses']}{cost})", et, "processed batches/s")
-    row("C. worker (celery) CPU per processed 100-event batch", f"{_ms(et.get('celery_cpu_ms_per_batch'))} ms", et,
-        "worker CPU per 100-event batch (ms)")
+    row("C. worker (celery) CPU per processed 100-event batch under backlog (8 clients)",
+        f"{_ms(et.get('celery_cpu_ms_per_batch'))} ms", et)
 
 
 def _keeps_up_rows(ku: dict[str, Any], row: Row) -> None:
