@@ -27,13 +27,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, observability, publisher, rate_limit, storage, tokens_cli
+    from app import data_cli, errors, observability, publisher, rate_limit, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
     publisher.init_app(app, settings)
     rate_limit.init_app(app)
     tokens_cli.init_app(app)
+    data_cli.init_app(app)
     observability.init_app(app)
 
     @app.before_request
@@ -47,7 +48,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         response.headers["X-Correlation-ID"] = getattr(g, "correlation_id", "")
         return response
 
-    from app import alerts_api, batches, compat_wakatime, developer_settings_api, ingest, metrics_api, openapi
+    from app import (
+        alerts_api,
+        batches,
+        compat_wakatime,
+        developer_settings_api,
+        export_api,
+        ingest,
+        metrics_api,
+        openapi,
+    )
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(batches.bp)
@@ -55,5 +65,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(developer_settings_api.bp)
     app.register_blueprint(alerts_api.bp)
     app.register_blueprint(compat_wakatime.bp)
+    app.register_blueprint(export_api.bp)
     app.register_blueprint(openapi.bp)
     return app

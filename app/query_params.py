@@ -18,7 +18,11 @@ _SPACE_FOR_PLUS = re.compile(r"T\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:\d{2}$")
 def time_param(name: str, zone: tzinfo = UTC) -> datetime | None:
     """An RFC 3339 timestamp, or a plain date meaning local midnight in `zone`; returned in UTC (PostgreSQL
     refuses offsets beyond ±15:59 that RFC 3339 allows)."""
-    value = request.args.get(name)
+    return parse_time_value(name, request.args.get(name), zone)
+
+
+def parse_time_value(name: str, value: str | None, zone: tzinfo = UTC) -> datetime | None:
+    """`time_param` for a value from elsewhere (the command line); errors name `name`."""
     if not value:
         return None
     if _DATE.fullmatch(value):
