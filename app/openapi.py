@@ -338,6 +338,22 @@ def build_spec() -> dict[str, Any]:
         "parameters": [_path_param("developer_id"), _query("by", "language or project", enum=["language", "project"]),
                        _query("from", "RFC 3339 timestamp or a date"), _query("to", "RFC 3339 timestamp or a date")],
         "responses": {**_ok("Breakdown", "Days"), **_errors(400, 401, 403, 503)}}})
+    range_params = [_query("from", "RFC 3339 timestamp or a date (inclusive)"),
+                    _query("to", "RFC 3339 timestamp or a date (exclusive)")]
+    spec.path(path="/api/developers/{developer_id}/events/export", operations={"get": {
+        "summary": "Every stored event once, streamed as an attachment", "security": secured,
+        "parameters": [_path_param("developer_id"), *range_params,
+                       _query("format", "ndjson (default), csv or parquet", enum=["ndjson", "csv", "parquet"])],
+        "responses": {"200": {"description": "The events", "content": {
+            "application/x-ndjson": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}},
+            **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/metrics/export", operations={"get": {
+        "summary": "Metric buckets, one row each, streamed as an attachment", "security": secured,
+        "parameters": [_path_param("developer_id"), *range_params,
+                       _query("granularity", "hour, day (default) or week", enum=["hour", "day", "week"]),
+                       _query("format", "csv (default) or ndjson", enum=["csv", "ndjson"])],
+        "responses": {"200": {"description": "The buckets", "content": {"text/csv": {}, "application/x-ndjson": {}}},
+                      **_errors(400, 401, 403, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
         "summary": "Alerts, highest severity first, then newest", "security": secured,
         "parameters": [_path_param("developer_id"), _query(
