@@ -27,7 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import data_cli, errors, observability, publisher, rate_limit, storage, tokens_cli
+    from app import data_cli, developers_cli, errors, observability, publisher, rate_limit, storage, tokens_cli
 
     errors.init_app(app)
     storage.init_app(app, settings)
@@ -35,6 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     rate_limit.init_app(app)
     tokens_cli.init_app(app)
     data_cli.init_app(app)
+    developers_cli.init_app(app)
     observability.init_app(app)
 
     @app.before_request
@@ -49,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         return response
 
     from app import (
+        admin_developers_api,
         alerts_api,
         batches,
         compat_wakatime,
@@ -66,5 +68,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(alerts_api.bp)
     app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(export_api.bp)
+    app.register_blueprint(admin_developers_api.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -15,6 +15,7 @@ from flask import g, request
 
 from app.errors import ApiError
 from app.storage import storage
+from models.erasure import developer_known
 from models.tokens import Principal, find_principal, hash_token
 
 # Token lookups are cached briefly so the hot path does not pay a round trip per
@@ -99,9 +100,15 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def ensure_may_act_for(developer_id: str, field: str = "developer_id") -> None:
+def ensure_may_act_for(developer_id: str, field: str = "developer_id", *, known_only: bool = True) -> None:
+    """403 unless the token may act for the developer; for an admin reading another developer, 404 when nothing of
+    that developer is stored (never created, or erased). Ingest passes known_only=False: a first batch creates."""
     principal: Principal = g.principal
     if not principal.may_act_for(developer_id):
         raise ApiError(403, "forbidden_developer",
                        f"This token belongs to another developer and may not act for '{developer_id}'.",
                        [{"field": field, "message": "does not match the token's developer"}])
+    if known_only and principal.developer_id != developer_id and not storage().transaction(
+            lambda s: developer_known(s, developer_id)):
+        raise ApiError(404, "developer_not_found", f"Nothing is stored for developer '{developer_id}'.",
+                       [{"field": field, "message": "unknown developer"}])

@@ -311,7 +311,7 @@ def build_spec() -> dict[str, Any]:
                        _query("to", "RFC 3339 timestamp (encode '+' as %2B) or a date (local midnight)"),
                        _query("granularity", "hour (UTC), day or week (the developer's zone)",
                               enum=["hour", "day", "week"])],
-        "responses": {**_ok("Metrics", "Buckets"), **_errors(400, 401, 403, 503)}}})
+        "responses": {**_ok("Metrics", "Buckets"), **_errors(400, 401, 403, 404, 503)}}})
     page = [_query("limit", "1..1000 (default 100)"), _query("cursor", "next_cursor of the previous page")]
     spec.path(path="/api/workflow/batches/{batch_id}/events", operations={"get": {
         "summary": "A batch's stored events in batch order, paginated", "security": secured,
@@ -324,7 +324,7 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/api/developers/{developer_id}/settings", operations={
         "get": {"summary": "Time zone, idle timeout and the progress of a background recompute", "security": secured,
                 "parameters": [_path_param("developer_id")],
-                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(401, 403, 503)}},
+                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(401, 403, 404, 503)}},
         "put": {"summary": "Change settings; a change recomputes derived rows in the background",
                 "security": secured, "parameters": [_path_param("developer_id")],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -332,12 +332,12 @@ def build_spec() -> dict[str, Any]:
                         "timezone": {"type": "string", "example": "Europe/Berlin"},
                         "idle_timeout_seconds": {"type": "integer", "minimum": 60, "maximum": 3600}}},
                     "example": {"timezone": "Europe/Berlin", "idle_timeout_seconds": 600}}}},
-                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(400, 401, 403, 503)}}})
+                "responses": {**_ok("DeveloperSettings", "Settings"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/breakdown", operations={"get": {
         "summary": "Active seconds per local day by language or project", "security": secured,
         "parameters": [_path_param("developer_id"), _query("by", "language or project", enum=["language", "project"]),
                        _query("from", "RFC 3339 timestamp or a date"), _query("to", "RFC 3339 timestamp or a date")],
-        "responses": {**_ok("Breakdown", "Days"), **_errors(400, 401, 403, 503)}}})
+        "responses": {**_ok("Breakdown", "Days"), **_errors(400, 401, 403, 404, 503)}}})
     range_params = [_query("from", "RFC 3339 timestamp or a date (inclusive)"),
                     _query("to", "RFC 3339 timestamp or a date (exclusive)")]
     spec.path(path="/api/developers/{developer_id}/events/export", operations={"get": {
@@ -346,21 +346,21 @@ def build_spec() -> dict[str, Any]:
                        _query("format", "ndjson (default), csv or parquet", enum=["ndjson", "csv", "parquet"])],
         "responses": {"200": {"description": "The events", "content": {
             "application/x-ndjson": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}},
-            **_errors(400, 401, 403, 503)}}})
+            **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/metrics/export", operations={"get": {
         "summary": "Metric buckets, one row each, streamed as an attachment", "security": secured,
         "parameters": [_path_param("developer_id"), *range_params,
                        _query("granularity", "hour, day (default) or week", enum=["hour", "day", "week"]),
                        _query("format", "csv (default) or ndjson", enum=["csv", "ndjson"])],
         "responses": {"200": {"description": "The buckets", "content": {"text/csv": {}, "application/x-ndjson": {}}},
-                      **_errors(400, 401, 403, 503)}}})
+                      **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
         "summary": "Alerts, highest severity first, then newest", "security": secured,
         "parameters": [_path_param("developer_id"), _query(
                            "status", "open, acknowledged or withdrawn (default: open and acknowledged)",
                            enum=["open", "acknowledged", "withdrawn"]),
                        _query("since", "RFC 3339", format="date-time")],
-        "responses": {**_ok("AlertList", "Alerts"), **_errors(400, 401, 403, 503)}}})
+        "responses": {**_ok("AlertList", "Alerts"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts/{alert_id}/ack", operations={"post": {
         "summary": "Acknowledge an alert", "security": secured,
         "parameters": [_path_param("developer_id"), _path_param("alert_id", "uuid")],
@@ -369,7 +369,7 @@ def build_spec() -> dict[str, Any]:
         "summary": "Server-Sent Events: new non-stale alerts as they are detected", "security": secured,
         "parameters": [_path_param("developer_id")],
         "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
-                      **_errors(401, 403)}}})
+                      **_errors(401, 403, 404)}}})
     spec.path(path="/healthz", operations={"get": {"summary": "Process alive",
                                                     "responses": {"200": {"description": "ok"}}}})
     spec.path(path="/readyz", operations={"get": {"summary": "PostgreSQL, broker, migrations at head",
@@ -383,6 +383,10 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/api/admin/circuit-breakers/{name}/reset", operations={"post": {
         "summary": "Close a breaker (admin)", "security": secured, "parameters": [_path_param("name")],
         "responses": {"200": {"description": "Reset"}, **_errors(401, 403, 404)}}})
+    spec.path(path="/api/admin/developers/{developer_id}", operations={"delete": {
+        "summary": "Erase everything stored of a developer (admin; audited, cannot be undone)", "security": secured,
+        "parameters": [_path_param("developer_id")],
+        "responses": {"200": {"description": "Counts of what was deleted"}, **_errors(401, 403, 404, 503)}}})
     return spec.to_dict()
 
 

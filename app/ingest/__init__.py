@@ -29,7 +29,7 @@ class _NothingValid(Exception):
 
 def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     """Persist a prepared batch and build the response (shared by native and compatibility endpoints)."""
-    ensure_may_act_for(prepared.developer_id)
+    ensure_may_act_for(prepared.developer_id, known_only=False)
 
     def work(session) -> PersistOutcome:
         outcome = persist_batch(session, prepared, with_batch=False)
