@@ -137,3 +137,15 @@ def record_failure(session: Session, notification_id: int, *, channel: str, erro
     delay = backoff_delay(record.attempts - 1, base=base, cap=cap)
     record.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
     return "retry"
+
+
+def requeue_dead_letters(session: Session, *, limit: int, dry_run: bool = False) -> list[int]:
+    """Make dead-lettered records pending again, due now, with a fresh attempt count (the receiver was fixed).
+    Alerts already delivered on a channel are not sent there again (published_at / webhook_delivered_at)."""
+    ids = list(session.execute(
+        select(AlertNotification.id).where(AlertNotification.status == "dead_letter")
+        .order_by(AlertNotification.id).limit(limit).with_for_update(skip_locked=True)).scalars())
+    if ids and not dry_run:
+        run_sql(session, "UPDATE alert_notifications SET status = 'pending', attempts = 0, next_attempt_at = now()"
+                         " WHERE id = ANY(%(ids)s)", {"ids": ids})
+    return ids
