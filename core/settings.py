@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -56,7 +57,10 @@ class Settings:
     # Alerts
     alert_freshness_hours: int = 24
     alert_webhook_url: str = ""
+    # Required whenever ALERT_WEBHOOK_URL is set (start-up refuses an unsigned webhook).
     alert_webhook_secret: str = ""
+    # Per-developer rate cap: alerts announced (SSE + webhook) per developer in any hour; the rest are stored only.
+    alert_notify_max_per_hour: int = 60
     admin_alert_webhook_url: str = ""
     # Reliability
     db_retry_budget_ms: int = 300
@@ -74,6 +78,20 @@ class Settings:
     # lower-case field name. Numbers here; the names and their ranges are checked against the rules' own
     # thresholds when web and workers start (activity.danger.DangerThresholds.from_overrides).
     danger: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Refused at start-up (web, workers, beat all build Settings first), not at the first alert.
+        for name in ("alert_webhook_url", "admin_alert_webhook_url"):
+            url = getattr(self, name)
+            if url:
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise SettingsError(f"{name.upper()}={url[:60]!r} must be an http:// or https:// URL with a host")
+        if self.alert_webhook_url and not self.alert_webhook_secret:
+            raise SettingsError("ALERT_WEBHOOK_URL is set but ALERT_WEBHOOK_SECRET is empty: receivers could not "
+                                "verify the alerts; set a secret (e.g. `openssl rand -hex 32`)")
+        if self.alert_notify_max_per_hour < 0:
+            raise SettingsError(f"ALERT_NOTIFY_MAX_PER_HOUR={self.alert_notify_max_per_hour} must be >= 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -67,9 +67,3 @@ def acknowledge(session: Session, developer_id: str, alert_id: uuid.UUID, at: da
         alert.status = "acknowledged"
         alert.acknowledged_at = at
     return alert
-
-
-def record_delivery(session: Session, alert_id: uuid.UUID, entry: dict[str, Any]) -> None:
-    alert = session.execute(select(Alert).where(Alert.alert_id == alert_id).with_for_update()).scalar_one_or_none()
-    if alert is not None:
-        alert.deliveries = [*alert.deliveries, entry]

@@ -23,7 +23,9 @@ from activity import danger
 from activity.danger import DangerThresholds, Detection, severity_rank
 from activity.sessions import still_running
 from core.breakers import is_connectivity_error
+from core.settings import Settings
 from models.aggregation import lock_developer
+from models.alert_notifications import record_notification
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
@@ -152,9 +154,11 @@ def store_detections(
 
 
 def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thresholds: DangerThresholds,
-                     freshness: timedelta, timezone: str | None = None, is_replay: bool = False) -> dict[str, Any]:
+                     freshness: timedelta, timezone: str | None = None, is_replay: bool = False,
+                     max_notified_per_hour: int = Settings.alert_notify_max_per_hour) -> dict[str, Any]:
     """Re-derive the alerts around this batch, and around the developer's other batches waiting for detection
-    (one run covers them: see models/coalescing.py)."""
+    (one run covers them: see models/coalescing.py). New alerts and escalations are announced by one notification
+    record written in this same transaction (models/alert_notifications.py); "notify" holds its id."""
     if batch.first_ts is None or batch.last_ts is None:
         return {"alerts": 0, "notify": []}
     lock_developer(session, "danger", batch.developer_id)
@@ -176,11 +180,16 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
     for name, error in sorted(errors.items()):
         log.error("danger rule %s failed: %s", name, error)
     mark_covered(session, others, JOB, by=batch)
+    # One alert may be pushed by two spans of the run: announced once, as it stands now.
+    announced = {a.alert_id: a for a in push}
+    notification = record_notification(session, batch.developer_id, batch.batch_id, correlation_id,
+                                       [alert_document(a) for a in announced.values()],
+                                       max_per_hour=max_notified_per_hour)
     result: dict[str, Any] = {
         "alerts": written,
         "detections": found,
-        # Pushed only after commit, by the task: never announce what might roll back.
-        "notify": [alert_document(a) for a in push],
+        # Delivered from the record once this transaction commits: never announce what might roll back.
+        "notify": [notification] if notification is not None else [],
     }
     if others:
         result["covered"] = len(others)

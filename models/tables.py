@@ -318,6 +318,41 @@ class Alert(Base):
     )
 
 
+class AlertNotification(Base):
+    """The outbox of developer alerts: written in the transaction that stores the alert changes it announces (one
+    record per detection run, i.e. per developer and batch), then delivered from here: each alert published on
+    the developer's pub/sub channel (the SSE stream), and all of them in one signed webhook request."""
+
+    __tablename__ = "alert_notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    batch_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    # The alert documents as of this change (models.alerts.alert_document): what every delivery carries.
+    alerts: Mapped[list[Any]]
+    alert_count: Mapped[int] = mapped_column(Integer)
+    # New alerts of the run left out by the per-developer rate cap (stored and listed, not pushed).
+    withheld: Mapped[int] = mapped_column(Integer, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # NULL until the alerts were handed to Redis pub/sub.
+    published_at: Mapped[datetime | None]
+    # NULL until the webhook accepted them (stays NULL when no webhook is configured).
+    webhook_delivered_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    # The full error of the last failed attempt: admin view only (developers see a generic reason).
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
+        CheckConstraint("status IN ('pending','delivered','dead_letter')", name="status"),
+        Index("ix_alert_notifications_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_alert_notifications_developer_created", "developer_id", "created_at"),
+    )
+
+
 class AdminAlert(Base):
     __tablename__ = "admin_alerts"
 

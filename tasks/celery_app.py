@@ -21,7 +21,7 @@ TASK_ROUTES = {
     "devpulse.detect_danger": {"queue": "danger"},
     "devpulse.mark_batch_processed": {"queue": "pipeline"},
     "devpulse.mark_batch_failed": {"queue": "pipeline"},
-    "devpulse.deliver_alert_webhook": {"queue": "danger"},
+    "devpulse.deliver_alert_notification": {"queue": "danger"},
     "devpulse.maintenance.*": {"queue": "maintenance"},
 }
 

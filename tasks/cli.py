@@ -26,6 +26,7 @@ from celery.bin.base import CeleryCommand
 from sqlalchemy.exc import OperationalError
 
 from models import audit_chain, operations
+from models.alert_notifications import requeue_dead_letters
 from models.db import Database
 from models.tables import BatchStatus
 
@@ -229,7 +230,8 @@ def replay(ctx: click.Context, batch_id: Any, developer: str | None, since: date
 @click.option("--stuck-for", type=DURATION,
               help="Batches dispatched/processing with no progress for this long (90s, 15m, 2h).")
 @click.option("--failed", is_flag=True, help="Batches whose pipeline failed.")
-@click.option("--dead-letter", is_flag=True, help="Batches whose outbox record was dead-lettered.")
+@click.option("--dead-letter", is_flag=True,
+              help="Batches whose outbox record was dead-lettered, and dead-lettered alert notifications.")
 @click.option("--quarantined", is_flag=True,
               help="Release quarantined events (after a fix) and replay their batches.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
@@ -251,6 +253,12 @@ def requeue(ctx: click.Context, stuck_for: Any, failed: bool, dead_letter: bool,
         if quarantined:
             rows += operations.requeue_quarantined(_database(), _publish, limit=limit, dry_run=dry_run,
                                                    requested_by="cli")
+        if dead_letter:
+            with _database().transaction() as session:
+                notifications = requeue_dead_letters(session, limit=limit, dry_run=dry_run)
+            if notifications:
+                click.echo(f"alert notification(s) {', '.join(map(str, notifications))}: "
+                           + ("would be delivered again" if dry_run else "pending again (the relay delivers them)"))
     if not rows:
         click.echo("nothing to requeue")
         return

@@ -1,4 +1,5 @@
-"""Periodic jobs (see tasks/schedule.py): the outbox relay, the stuck-batch sweeper, audit sealing."""
+"""Periodic jobs (see tasks/schedule.py): the outbox relays (batches, alert notifications), the stuck-batch
+sweeper, audit sealing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import timedelta
 from models.audit_chain import seal_pending
 from models.operations import requeue
 from models.recompute import pending_developers, recompute_chunk
+from tasks.alert_delivery import relay as relay_alerts
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, celery, database, settings, thresholds
 from tasks.dispatch import dispatch_record, relay
@@ -20,6 +22,15 @@ def relay_outbox() -> dict[str, int]:
     result = relay(database(), celery())
     if result["due"]:
         log.info("outbox relay: %s", result, extra={"step": "relay"})
+    return result
+
+
+@app.task(base=DevpulseTask, name="devpulse.maintenance.relay_alert_notifications", ignore_result=True)
+def relay_alert_notifications() -> dict[str, int]:
+    """Deliver alert notifications that their detection task did not (crash, Redis or receiver failure)."""
+    result = relay_alerts(database())
+    if result["due"]:
+        log.info("alert notification relay: %s", result, extra={"step": "alert_relay"})
     return result
 
 

@@ -61,7 +61,7 @@ def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
 
 def run_job(
     task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction,
-    after_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+    after_commit: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one header job; `work` may return "error" (a partial failure, committed work kept) and
     "notify" (items for `after_commit`, run only once the work is committed)."""
@@ -179,7 +179,8 @@ def _detect(session: Session, batch: Batch, ctx: dict[str, Any]) -> dict[str, An
                             thresholds=thresholds().for_developer(prefs.idle_timeout_seconds),
                             timezone=prefs.timezone if prefs.timezone_set else None,
                             freshness=timedelta(hours=settings().alert_freshness_hours),
-                            is_replay=bool(ctx.get("is_replay")))
+                            is_replay=bool(ctx.get("is_replay")),
+                            max_notified_per_hour=settings().alert_notify_max_per_hour)
 
 
 @app.task(bind=True, base=DevpulseTask, name="devpulse.aggregate")

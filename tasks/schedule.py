@@ -15,6 +15,7 @@ def _every(task: str, seconds: float) -> dict[str, Any]:
 
 BEAT_SCHEDULE = {
     "outbox-relay": _every("relay_outbox", 2.0),
+    "alert-notification-relay": _every("relay_alert_notifications", 2.0),
     "sweep-stuck-batches": _every("sweep_stuck_batches", 30.0),
     "seal-audit-log": _every("seal_audit_log", 10.0),
     "recompute-developers": _every("recompute_developers", 5.0),

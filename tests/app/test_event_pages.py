@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from activity.danger import DangerThresholds
 from models.danger_detection import detect_for_batch
-from models.tables import Batch
+from models.tables import AlertNotification, Batch
 from tests.support.factories import auth, batch, event, now
 
 
@@ -58,7 +58,9 @@ def test_an_alert_links_to_the_events_behind_it(client, make_token, clean_db):
         stored = s.scalars(select(Batch).where(Batch.batch_id == bid)).one()
         out = detect_for_batch(s, stored, correlation_id="c", thresholds=DangerThresholds(),
                                freshness=timedelta(hours=24))
-    [alert] = out["notify"]
+    [notification] = out["notify"]
+    with clean_db.session() as s:
+        [alert] = s.get(AlertNotification, notification).alerts
     assert alert["pattern"] == "excessive_errors"
     got = pages(client, token, f"/api/alerts/{alert['alert_id']}/events", limit=5)
     assert [e["event_id"] for e in got] == [e["event_id"] for e in errors]  # the errors, not the saves

@@ -31,5 +31,19 @@ def seed(db, developer_id: str, pattern: str, severity: str, window_end: datetim
         return alert_document(alert)
 
 
+def notification(db, developer_id: str, documents: list[dict[str, Any]]) -> int:
+    """The notification record announcing `documents`, as the detection job writes it (on a stored batch)."""
+    from models.alert_notifications import record_notification
+    from tests.support.factories import batch, event
+    from tests.support.pipeline import persist_body
+
+    stored = persist_body(db, batch([event("file.save")], developer_id=developer_id))
+    with db.transaction() as s:
+        record = record_notification(s, developer_id, stored.batch.batch_id, "corr-seed", documents,
+                                     max_per_hour=1000)
+    assert record is not None
+    return record
+
+
 def base_time() -> datetime:
     return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)

@@ -9,6 +9,7 @@ from models.db import Database
 TABLES = (
     "audit_log",
     "admin_alerts",
+    "alert_notifications",
     "alerts",
     "metric_slots",
     "activity_breakdowns",

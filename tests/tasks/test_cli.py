@@ -319,3 +319,30 @@ def test_replay_of_a_batch_id_several_developers_use_needs_developer(cli, pipeli
     assert replays == {"dev-1": 0, "dev-2": 1}
     assert [tuple(j) for j in jobs] == [("dev-1", False)] * 3 + [("dev-2", True)] * 3
     assert cli("replay", "--batch", bid, "--developer", "dev-3").exit_code == 1
+
+
+def test_requeue_dead_letter_makes_dead_alert_notifications_pending_again(cli, clean_db):
+    from models.alert_notifications import record_failure as notification_failure
+    from models.alert_notifications import record_notification
+    from models.tables import AlertNotification
+    from tests.support.pipeline import persist_body
+
+    stored = persist_body(clean_db, batch([event("file.save")]))
+    document = {"alert_id": str(uuid.uuid4()), "version": 1, "severity": "high", "developer_id": "dev-1"}
+    with clean_db.transaction() as s:
+        notification = record_notification(s, "dev-1", stored.batch.batch_id, "corr", [document], max_per_hour=10)
+        assert notification is not None
+        assert notification_failure(s, notification, channel="webhook", error="HTTPError: 500", public_error="x",
+                                    max_attempts=1, base=1, cap=1) == "dead_letter"
+
+    def state() -> tuple[str, int]:
+        with clean_db.session() as s:
+            record = s.get(AlertNotification, notification)
+            return record.status, record.attempts
+
+    dry = cli("requeue", "--dead-letter", "--dry-run")
+    assert f"alert notification(s) {notification}: would be delivered again" in dry.stdout
+    assert state() == ("dead_letter", 1)
+    done = cli("requeue", "--dead-letter")
+    assert f"alert notification(s) {notification}: pending again" in done.stdout
+    assert state() == ("pending", 0)

@@ -11,7 +11,7 @@ from activity.metrics import SLOT_COLUMNS, compute_slots, slot_floor
 from models.aggregation import aggregate_batch
 from models.danger_detection import detect_for_batch
 from models.event_reader import developer_events
-from models.tables import BatchJob, MetricSlot
+from models.tables import AlertNotification, BatchJob, MetricSlot
 from tests.support.factories import batch, event, now
 from tests.support.pipeline import persist_body, stored_batch
 
@@ -63,7 +63,12 @@ def test_detection_covers_waiting_batches_too(clean_db):
     with db.transaction() as s:
         out = detect_for_batch(s, stored_batch(s, outcomes[0].batch.batch_id), correlation_id="c",
                                thresholds=DangerThresholds(), freshness=timedelta(hours=24))
-    assert out["covered"] == 2 and [a["pattern"] for a in out["notify"]] == ["excessive_errors"]
+    assert out["covered"] == 2
+    [notification] = out["notify"]  # one notification record for the run, written in its transaction
+    with db.session() as s:
+        record = s.get(AlertNotification, notification)
+        assert [a["pattern"] for a in record.alerts] == ["excessive_errors"]
+        assert record.batch_id == outcomes[0].batch.batch_id and record.status == "pending"
     with db.transaction() as s:
         again = detect_for_batch(s, stored_batch(s, outcomes[2].batch.batch_id), correlation_id="c",
                                  thresholds=DangerThresholds(), freshness=timedelta(hours=24))

@@ -577,13 +577,18 @@ def test_webhook_receives_signed_fresh_alert_only(pipeline_client, make_token, d
     time.sleep(0.3)  # give a (wrong) second delivery the chance to show up
     [(headers, raw)] = receiver.hits
     assert headers["Content-Type"] == "application/json"
-    expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Devpulse-Signature"], expected)
-    assert headers["X-Devpulse-Signature"] != "sha256=" + hmac.new(b"other", raw, hashlib.sha256).hexdigest()
+    # t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">, t within a few seconds of now.
+    t, v1 = (part.split("=", 1)[1] for part in headers["X-Devpulse-Signature"].split(","))
+    assert abs(int(t) - time.time()) < 30
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(v1, expected)
+    assert v1 != hmac.new(b"other", f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
     payload = json.loads(raw)
-    assert payload["type"] == "devpulse.alert"
-    assert payload["alert"]["alert_id"] == str(fresh_id)
-    assert payload["alert"]["batch_id"] == body["batch_id"] and payload["alert"]["stale"] is False
-    assert payload["alert"]["severity"] == "medium" and payload["alert"]["recommendation"]
+    assert payload["type"] == "devpulse.alerts" and payload["developer_id"] == "dev-1"
+    [item] = payload["alerts"]
+    assert item["idempotency_key"] == f"{fresh_id}:1"
+    assert item["alert"]["alert_id"] == str(fresh_id)
+    assert item["alert"]["batch_id"] == body["batch_id"] and item["alert"]["stale"] is False
+    assert item["alert"]["severity"] == "medium" and item["alert"]["recommendation"]
     # The stale alert was never sent.
     assert by_batch[stale_body["batch_id"]].stale is True and by_batch[stale_body["batch_id"]].deliveries == []
