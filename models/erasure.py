@@ -1,9 +1,10 @@
 """Erasing one developer's data on request (the only path that may delete raw events).
 
 One transaction deletes the developer's raw and normalized events, batches and their jobs and outbox records,
-metrics, breakdowns, alerts, quarantine records, settings, tokens and the admin alerts that name the developer.
-Raw events are append-only by a trigger; it lets a DELETE through only while the transaction has set
-`devpulse.erasure` to the developer's id (SET LOCAL: gone at commit), so every other path stays refused.
+metrics, breakdowns, alerts and their notification records, quarantine records, settings, tokens and the admin
+alerts that name the developer. Raw events are append-only by a trigger; it lets a DELETE through only while the
+transaction has set `devpulse.erasure` to the developer's id (SET LOCAL: gone at commit), so every other path stays
+refused.
 
 The audit trail is a hash chain and keeps its records (they hold ids and counts, never event content); the
 erasure is added to it as one record naming the developer only by the SHA-256 of its id, with the counts, who
@@ -30,6 +31,7 @@ _DELETES = (
     ("raw_events", "developer_id = :d"),
     ("batch_jobs", "developer_id = :d"),
     ("outbox", "developer_id = :d"),
+    ("alert_notifications", "developer_id = :d"),
     ("batches", "developer_id = :d"),
     ("metric_slots", "developer_id = :d"),
     ("activity_breakdowns", "developer_id = :d"),

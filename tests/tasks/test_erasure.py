@@ -14,7 +14,7 @@ from tests.support.pipeline import wait_processed
 
 # Every table that holds a developer's rows, and how to count them.
 PER_DEVELOPER = ("raw_events", "normalized_events", "batches", "batch_jobs", "outbox", "metric_slots",
-                 "activity_breakdowns", "alerts", "developer_settings", "api_tokens")
+                 "activity_breakdowns", "alerts", "alert_notifications", "developer_settings", "api_tokens")
 
 
 def _rows(db, developer_id: str) -> dict[str, int]:
