@@ -153,6 +153,10 @@ class Stack:
         env = dict(os.environ)
         env.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT),
                    PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING")
+        # The bench measures ingest under the request-rate limit it always had; the per-token events/s and
+        # bytes/s limits (which its closed-loop phases exceed by design) are off unless set.
+        for name in ("RATE_LIMIT_EVENTS_PER_SECOND", "RATE_LIMIT_BYTES_PER_SECOND"):
+            env.setdefault(name, "0")
         return env
 
     # -- processes -------------------------------------------------------------------------------------

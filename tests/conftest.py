@@ -26,6 +26,9 @@ os.environ.setdefault("LOG_JSON", "0")
 # The suite posts far faster than a developer would; the rate-limit tests set the real limits explicitly.
 os.environ.setdefault("RATE_LIMIT_PER_SECOND", "100000")
 os.environ.setdefault("RATE_LIMIT_BURST", "100000")
+for _name in ("RATE_LIMIT_EVENTS_PER_SECOND", "RATE_LIMIT_EVENTS_BURST", "RATE_LIMIT_BYTES_PER_SECOND",
+              "RATE_LIMIT_BYTES_BURST"):
+    os.environ.setdefault(_name, "1000000000000")
 
 
 @pytest.fixture(scope="session")
