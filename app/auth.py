@@ -105,3 +105,13 @@ def ensure_may_act_for(developer_id: str, field: str = "developer_id") -> None:
         raise ApiError(403, "forbidden_developer",
                        f"This token belongs to another developer and may not act for '{developer_id}'.",
                        [{"field": field, "message": "does not match the token's developer"}])
+
+
+def ensure_may_ingest_for(developer_id: str) -> None:
+    """Ingest (native and WakaTime) takes a token for its own developer, or one created with --ingest-for-all."""
+    principal: Principal = g.principal
+    if not principal.may_ingest_for(developer_id):
+        raise ApiError(403, "forbidden_developer",
+                       f"This token may not post events for '{developer_id}': only a token of that developer, or "
+                       "one created with --ingest-for-all, may (an admin token alone may not).",
+                       [{"field": "developer_id", "message": "does not match the token's developer"}])

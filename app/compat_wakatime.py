@@ -175,7 +175,9 @@ def build_batch_body(developer_id: str, heartbeats: list[Any], body: Any, receiv
 
 def _developer_id() -> str:
     principal = current_principal()
-    if principal.is_admin or principal.developer_id is None:
+    # The one ingest rule (app/auth.py ensure_may_ingest_for): a token posts for its own developer. A WakaTime
+    # request names no developer, so a token without one (admin, --ingest-for-all) has nobody to post for.
+    if principal.developer_id is None:
         raise ApiError(403, "developer_token_required",
                        "Heartbeats belong to a developer: use a developer token, not an admin token.",
                        [{"field": "Authorization", "message": "not a developer token"}])

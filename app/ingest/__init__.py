@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, after_this_request, current_app, g, jsonify
 
 from activity.catalog import SUPPORTED_SCHEMA_VERSIONS
-from app.auth import ensure_may_act_for, require_token
+from app.auth import ensure_may_ingest_for, require_token
 from app.errors import ApiError
 from app.ingest.prepare import prepare_batch
 from app.observability import EVENTS
@@ -28,7 +28,7 @@ class _NothingValid(Exception):
 
 def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     """Persist a prepared batch and build the response (shared by native and compatibility endpoints)."""
-    ensure_may_act_for(prepared.developer_id)
+    ensure_may_ingest_for(prepared.developer_id)
 
     def work(session) -> PersistOutcome:
         outcome = persist_batch(session, prepared, with_batch=False)
