@@ -155,8 +155,8 @@ def client(app):
 def make_token(clean_db: Database):
     from models.tokens import create_token
 
-    def _make(developer_id: str | None = "dev-1", *, admin: bool = False) -> str:
+    def _make(developer_id: str | None = "dev-1", *, admin: bool = False, ingest_for_all: bool = False) -> str:
         with clean_db.transaction() as s:
-            return create_token(s, developer_id, admin=admin)
+            return create_token(s, developer_id, admin=admin, ingest_for_all=ingest_for_all)
 
     return _make

@@ -59,6 +59,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
                        [{"field": "batch_id", "message": "already stored with different content"}])
     if outcome.kind == "duplicate_batch":
         assert outcome.batch is not None
+        # Every valid event of a resend is stored already (by the first send, or before it): all are listed, so
+        # the list always matches the count; the invalid ones are rejected again, as the first time.
+        duplicates = [str(e.event_id) for e in prepared.events] + prepared.in_batch_duplicates
         return {
             "batch_id": str(prepared.batch_id),
             "correlation_id": g.correlation_id,
@@ -66,10 +69,10 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
             "status": "duplicate",
             "received": prepared.received,
             "accepted": 0,
-            "duplicates": prepared.received,
-            "rejected": 0,
-            "errors": [],
-            "duplicate_event_ids": [],
+            "duplicates": len(duplicates),
+            "rejected": len(prepared.rejections),
+            "errors": [r.as_dict() for r in prepared.rejections],
+            "duplicate_event_ids": duplicates,
         }, 200
 
     if outcome.outbox_id is not None:
