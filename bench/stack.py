@@ -163,7 +163,8 @@ class Stack:
     def _gunicorn(self, app: str, port: int) -> list[str]:
         """The product's web settings (bench reports state them): the peer runs with exactly the same ones."""
         return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(self.web_workers),
-                "--threads", str(self.web_threads), "--log-level", "warning", app]
+                "--threads", str(self.web_threads), "--worker-class", "app.web_worker.BoundedThreadWorker",
+                "--log-level", "warning", app]
 
     def _wait_answers(self, proc: Proc, port: int, path: str) -> None:
         """Until a GET of `path` answers below 500 (60 s at most)."""
