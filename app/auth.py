@@ -100,15 +100,25 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def ensure_may_act_for(developer_id: str, field: str = "developer_id", *, known_only: bool = True) -> None:
+def ensure_may_act_for(developer_id: str, field: str = "developer_id") -> None:
     """403 unless the token may act for the developer; for an admin reading another developer, 404 when nothing of
-    that developer is stored (never created, or erased). Ingest passes known_only=False: a first batch creates."""
+    that developer is stored (never created, or erased). Ingest checks `ensure_may_ingest_for` instead."""
     principal: Principal = g.principal
     if not principal.may_act_for(developer_id):
         raise ApiError(403, "forbidden_developer",
                        f"This token belongs to another developer and may not act for '{developer_id}'.",
                        [{"field": field, "message": "does not match the token's developer"}])
-    if known_only and principal.developer_id != developer_id and not storage().transaction(
+    if principal.developer_id != developer_id and not storage().transaction(
             lambda s: developer_known(s, developer_id)):
         raise ApiError(404, "developer_not_found", f"Nothing is stored for developer '{developer_id}'.",
                        [{"field": field, "message": "unknown developer"}])
+
+
+def ensure_may_ingest_for(developer_id: str) -> None:
+    """Ingest (native and WakaTime) takes a token for its own developer, or one created with --ingest-for-all."""
+    principal: Principal = g.principal
+    if not principal.may_ingest_for(developer_id):
+        raise ApiError(403, "forbidden_developer",
+                       f"This token may not post events for '{developer_id}': only a token of that developer, or "
+                       "one created with --ingest-for-all, may (an admin token alone may not).",
+                       [{"field": "developer_id", "message": "does not match the token's developer"}])

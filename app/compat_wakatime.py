@@ -55,8 +55,7 @@ from app.auth import current_principal
 from app.errors import ApiError
 from app.ingest import ingest
 from app.ingest.prepare import prepare_batch
-from app.rate_limit import check_rate_limit
-from app.request_body import read_json_body
+from app.rate_limit import read_json_body_within_limits
 from app.settings import settings
 from app.storage import storage
 from models.developer_settings import preferences
@@ -176,11 +175,12 @@ def build_batch_body(developer_id: str, heartbeats: list[Any], body: Any, receiv
 
 def _developer_id() -> str:
     principal = current_principal()
-    if principal.is_admin or principal.developer_id is None:
+    # The one ingest rule (app/auth.py ensure_may_ingest_for): a token posts for its own developer. A WakaTime
+    # request names no developer, so a token without one (admin, --ingest-for-all) has nobody to post for.
+    if principal.developer_id is None:
         raise ApiError(403, "developer_token_required",
                        "Heartbeats belong to a developer: use a developer token, not an admin token.",
                        [{"field": "Authorization", "message": "not a developer token"}])
-    check_rate_limit(principal.token_id)
     return principal.developer_id
 
 
@@ -222,7 +222,7 @@ def _entries(native: dict[str, Any], prepared: PreparedBatch, heartbeats: list[A
 @bp.post("/users/current/heartbeats.bulk")
 def heartbeats_bulk():
     developer_id = _developer_id()
-    body = read_json_body(settings().max_body_bytes)
+    body = read_json_body_within_limits(settings(), lambda b: len(b) if isinstance(b, list) else 0)
     if not isinstance(body, list):
         raise ApiError(400, "invalid_heartbeats", "The request body must be a JSON array of heartbeats.",
                        [{"field": "_body", "message": "expected a JSON array"}])
@@ -235,7 +235,7 @@ def heartbeats_bulk():
 @bp.post("/users/current/heartbeats")
 def heartbeat_single():
     developer_id = _developer_id()
-    body = read_json_body(settings().max_body_bytes)
+    body = read_json_body_within_limits(settings(), lambda b: 1)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_heartbeat", "The request body must be one heartbeat (a JSON object).",
                        [{"field": "_body", "message": "expected a JSON object"}])

@@ -25,6 +25,16 @@ class ApiError(Exception):
         self.body = body
 
 
+class RequestReadTimeout(Exception):
+    """A request's headers or body did not arrive within its deadline (app/web_worker.py). Not an OSError, so
+    that gunicorn hands it to the worker's error handler rather than dropping the connection silently."""
+
+    def __init__(self, part: str, seconds: float) -> None:
+        super().__init__(f"The request's {part} did not arrive within {seconds:g} s.")
+        self.field = "_headers" if part == "headers" else "_body"
+        self.reason = f"not received within {seconds:g} s"
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {
         "error": {"code": code, "message": message, "details": details if details is not None else []},
@@ -38,6 +48,12 @@ def init_app(app: Flask) -> None:
         # Raised outside the views' own handling too (e.g. the token lookup): always a 503, never a 500.
         body = error_body("storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}])
         return jsonify(body), 503, {"Retry-After": str(exc.retry_after)}
+
+    @app.errorhandler(RequestReadTimeout)
+    def _read_timeout(exc: RequestReadTimeout):
+        # The body stopped arriving (the worker's deadline); the worker closes the connection after this answer.
+        body = error_body("request_timeout", str(exc), [{"field": exc.field, "message": exc.reason}])
+        return jsonify(body), 408
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):

@@ -245,8 +245,10 @@ class AlertListSchema(Schema):
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Malformed request: the details name the field", 401: "Missing or unknown token",
             403: "Token may not act for this developer / not admin", 404: "Not found",
-            409: "batch_id reused for different content", 413: "Too many events or body too large",
-            415: "Not JSON", 429: "Rate limited (Retry-After)", 503: "Storage unavailable (Retry-After)"}
+            408: "Headers or body not received in time", 409: "batch_id reused for different content",
+            413: "Too many events, body, envelope or JSON values too large", 415: "Not JSON",
+            429: "Rate limited: requests, events or bytes per second (Retry-After)",
+            503: "Storage unavailable (Retry-After)"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": "Error"}}} for c in codes}
 
 
@@ -288,7 +290,7 @@ def build_spec() -> dict[str, Any]:
                       **_ok("IngestResult", "Duplicate resend of a stored batch"),
                       "422": {"description": "No event valid", "content": {"application/json": {
                           "schema": "IngestResult"}}},
-                      **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}})
+                      **_errors(400, 401, 403, 408, 409, 413, 415, 429, 503)}}})
     # A batch id is unique per developer only: an admin chooses among the developers who use one.
     owner = _query("developer_id", "Admin: whose batch of this id (needed when several developers use it; a "
                                    "developer token always reads its own)")

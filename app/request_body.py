@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from app.errors import ApiError
 
@@ -15,6 +16,27 @@ _CHUNK = 64 * 1024
 # Far deeper than any real batch (the envelope, events, an event and its payload take 4 levels), and shallow
 # enough that nothing after parsing (validation, json.dumps, the database driver) can hit Python's recursion limit.
 MAX_JSON_DEPTH = 64
+
+
+# A JSON string (escapes included): removed before counting again when the cheap count is over the limit.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def count_json_elements(raw: bytes, limit: int) -> int:
+    """An upper bound of the values JSON text `raw` parses to: its commas and opening brackets, counted on the
+    bytes (no Python object built). 0 when `raw` cannot hold more than `limit` (every body up to `limit` bytes).
+
+    One C pass (`bytes.translate`, ~0.5 ms per MB) counts them everywhere, inside strings too; only a body over
+    the limit on that count is counted again with its strings removed (~10 ms per MB), so prose full of commas
+    is not refused for them.
+    """
+    if len(raw) <= limit:
+        return 0
+    count = len(raw) - len(raw.translate(None, b",[{"))
+    if count <= limit:
+        return count
+    outside = _JSON_STRING.sub(b'""', raw)
+    return len(outside) - len(outside.translate(None, b",[{"))
 
 
 def _too_large(limit: int) -> ApiError:
@@ -37,7 +59,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json_body(limit: int) -> Any:
+def read_json_body(limit: int, max_elements: int | None = None) -> Any:
+    """The decoded JSON body. Its size (uncompressed bytes) is left in `g.request_body_bytes` for the rate
+    limiter, also when the body is refused."""
+    g.request_body_bytes = 0
     content_type = request.mimetype or ""
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise ApiError(415, "unsupported_media_type", "The request body must be JSON (Content-Type: application/json).",
@@ -51,8 +76,16 @@ def read_json_body(limit: int) -> Any:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise _too_large(limit)
+    g.request_body_bytes = len(raw)
     if encoding == "gzip":
         raw = _gunzip_capped(raw, limit)
+        g.request_body_bytes = len(raw)
+    if max_elements is not None and count_json_elements(raw, max_elements) > max_elements:
+        # Before parsing: 5 MB of `[{},{},...]` would become ~127 MB of Python objects.
+        raise ApiError(413, "too_many_json_elements",
+                       f"The body holds more than {max_elements} JSON values (counted as commas and opening "
+                       "brackets outside strings).",
+                       [{"field": "_body", "message": f"more than {max_elements} JSON values"}])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

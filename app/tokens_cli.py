@@ -28,17 +28,20 @@ def _duration(value: str | None) -> timedelta | None:
 @tokens.command("create")
 @click.argument("developer_id", required=False)
 @click.option("--admin", is_flag=True, help="An admin token: may read every batch and use admin endpoints.")
+@click.option("--ingest-for-all", "ingest_for_all", is_flag=True,
+              help="May post events for any developer (an importer); no token may without it, admin or not.")
 @click.option("--label", default="", help="A note to recognise the token by.")
 @click.option("--expires-in", "expires_in", metavar="DURATION", help="e.g. 90d, 12h (default: never expires).")
-def create(developer_id: str | None, admin: bool, label: str, expires_in: str | None) -> None:
-    if developer_id is None and not admin:
-        raise click.UsageError("DEVELOPER_ID is required unless --admin is given.")
+def create(developer_id: str | None, admin: bool, ingest_for_all: bool, label: str, expires_in: str | None) -> None:
+    if developer_id is None and not admin and not ingest_for_all:
+        raise click.UsageError("DEVELOPER_ID is required unless --admin or --ingest-for-all is given.")
     if developer_id is not None and not re.fullmatch(r"[A-Za-z0-9._@-]{1,128}", developer_id):
         raise click.BadParameter("must be 1-128 characters of [A-Za-z0-9._@-]", param_hint="DEVELOPER_ID")
     lifetime = _duration(expires_in)
     expires_at = datetime.now(UTC) + lifetime if lifetime is not None else None
     with database().transaction() as session:
-        token = create_token(session, developer_id, admin=admin, label=label, expires_at=expires_at)
+        token = create_token(session, developer_id, admin=admin, label=label, expires_at=expires_at,
+                             ingest_for_all=ingest_for_all)
     click.echo(token)
 
 
@@ -48,12 +51,15 @@ def _when(moment: datetime | None) -> str:
 
 @tokens.command("list")
 def list_() -> None:
-    """Every token: id, developer, admin, label, created, last used, expires, revoked (never the token itself)."""
+    """Every token: id, developer, admin, ingest_for_all, label, created, last used, expires, revoked (never the
+    token itself)."""
     with database().transaction() as session:
         rows = list_tokens(session)
-    click.echo(table(("id", "developer", "admin", "label", "created", "last_used", "expires", "revoked"),
-                     [(t.id, t.developer_id or "-", "yes" if t.is_admin else "no", t.label or "-", _when(t.created_at),
-                       _when(t.last_used_at), _when(t.expires_at), _when(t.revoked_at)) for t in rows]))
+    click.echo(table(("id", "developer", "admin", "ingest_for_all", "label", "created", "last_used", "expires",
+                      "revoked"),
+                     [(t.id, t.developer_id or "-", "yes" if t.is_admin else "no", "yes" if t.ingest_for_all else "no",
+                       t.label or "-", _when(t.created_at), _when(t.last_used_at), _when(t.expires_at),
+                       _when(t.revoked_at)) for t in rows]))
 
 
 @tokens.command("revoke")

@@ -42,6 +42,12 @@ class Settings:
     max_events_per_batch: int = 1000
     max_body_bytes: int = 5 * 1024 * 1024
     max_event_payload_bytes: int = 16 * 1024
+    # The whole event as stored (its compact JSON: payload, known fields and any extra keys), and the envelope
+    # (every key but `events`, e.g. `client`): extra keys are stored, so they are bounded too.
+    max_event_bytes: int = 20 * 1024
+    max_envelope_bytes: int = 4 * 1024
+    # Values in a body, bounded on the raw bytes before any Python object is built (app/request_body.py).
+    max_json_elements: int = 250_000
     # Pipeline
     idle_timeout_seconds: int = 300
     # A debug session without debug.stop ends at the developer's first idle gap, and at most this long after
@@ -68,6 +74,15 @@ class Settings:
     db_breaker_reset_timeout: int = 5
     rate_limit_per_second: float = 20.0
     rate_limit_burst: int = 40
+    # Per token as well, in the same Redis call (app/rate_limit.py); 0 turns one off. The bursts hold at least
+    # one largest batch (1000 events, 5 MiB), and a request larger than a burst passes when the bucket is full.
+    rate_limit_events_per_second: float = 200.0
+    rate_limit_events_burst: int = 2000
+    rate_limit_bytes_per_second: float = 1024.0 * 1024
+    rate_limit_bytes_burst: int = 10 * 1024 * 1024
+    # A request's headers, then its body, must arrive within these (app/web_worker.py, gunicorn's worker class).
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 30.0
     # Operations
     # `user:password` for Flower; no default (make run generates one, docker compose requires it).
     flower_basic_auth: str = ""

@@ -68,6 +68,8 @@ class ApiToken(Base):
     # NULL for admin tokens that belong to no developer.
     developer_id: Mapped[str | None] = mapped_column(String(128))
     is_admin: Mapped[bool] = mapped_column(server_default=text("false"))
+    # May post events for any developer (an importer); no other token may, admin or not (app/auth.py).
+    ingest_for_all: Mapped[bool] = mapped_column(server_default=text("false"))
     label: Mapped[str] = mapped_column(String(200), server_default="")
     created_at: Mapped[datetime] = _now()
     # NULL: never expires / not revoked.
@@ -77,7 +79,7 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("is_admin OR developer_id IS NOT NULL", name="developer_or_admin"),
+        CheckConstraint("is_admin OR developer_id IS NOT NULL OR ingest_for_all", name="developer_or_admin"),
     )
 
 

@@ -26,20 +26,26 @@ class Principal:
     developer_id: str | None
     is_admin: bool
     expires_at: datetime | None = None
+    ingest_for_all: bool = False
 
     def may_act_for(self, developer_id: str) -> bool:
+        """Read and manage a developer's data: their own token, or an admin token."""
         return self.is_admin or self.developer_id == developer_id
+
+    def may_ingest_for(self, developer_id: str) -> bool:
+        """Post events as a developer: their own token, or a token given `ingest_for_all` (admin alone is not)."""
+        return self.ingest_for_all or self.developer_id == developer_id
 
 
 def create_token(
     session: Session, developer_id: str | None, *, admin: bool = False, label: str = "",
-    expires_at: datetime | None = None,
+    expires_at: datetime | None = None, ingest_for_all: bool = False,
 ) -> str:
     # A random UUIDv4 (122 random bits): the WakaTime plugins accept only API keys of that form,
     # so one token works for the native API and for every WakaTime plugin alike.
     token = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
     session.add(ApiToken(token_hash=hash_token(token), developer_id=developer_id, is_admin=admin, label=label,
-                         expires_at=expires_at))
+                         expires_at=expires_at, ingest_for_all=ingest_for_all))
     session.flush()
     return token
 
@@ -53,7 +59,7 @@ def find_principal(session: Session, token: str, now: datetime | None = None, *,
     if record_use:
         touch_last_used(session, row.id, now)
     return Principal(token_id=row.id, developer_id=row.developer_id, is_admin=row.is_admin,
-                     expires_at=row.expires_at)
+                     expires_at=row.expires_at, ingest_for_all=row.ingest_for_all)
 
 
 def revoke_token(session: Session, token: str) -> bool:

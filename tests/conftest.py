@@ -26,6 +26,9 @@ os.environ.setdefault("LOG_JSON", "0")
 # The suite posts far faster than a developer would; the rate-limit tests set the real limits explicitly.
 os.environ.setdefault("RATE_LIMIT_PER_SECOND", "100000")
 os.environ.setdefault("RATE_LIMIT_BURST", "100000")
+for _name in ("RATE_LIMIT_EVENTS_PER_SECOND", "RATE_LIMIT_EVENTS_BURST", "RATE_LIMIT_BYTES_PER_SECOND",
+              "RATE_LIMIT_BYTES_BURST"):
+    os.environ.setdefault(_name, "1000000000000")
 
 
 @pytest.fixture(scope="session")
@@ -152,8 +155,8 @@ def client(app):
 def make_token(clean_db: Database):
     from models.tokens import create_token
 
-    def _make(developer_id: str | None = "dev-1", *, admin: bool = False) -> str:
+    def _make(developer_id: str | None = "dev-1", *, admin: bool = False, ingest_for_all: bool = False) -> str:
         with clean_db.transaction() as s:
-            return create_token(s, developer_id, admin=admin)
+            return create_token(s, developer_id, admin=admin, ingest_for_all=ingest_for_all)
 
     return _make

@@ -9,12 +9,11 @@ from typing import Any
 from flask import Blueprint, after_this_request, current_app, g, jsonify
 
 from activity.catalog import SUPPORTED_SCHEMA_VERSIONS
-from app.auth import ensure_may_act_for, require_token
+from app.auth import ensure_may_ingest_for, require_token
 from app.errors import ApiError
 from app.ingest.prepare import prepare_batch
 from app.observability import EVENTS
-from app.rate_limit import check_rate_limit
-from app.request_body import read_json_body
+from app.rate_limit import read_json_body_within_limits
 from app.settings import settings
 from app.storage import StorageUnavailable, storage
 from models.admin_alerts import log_admin_alert
@@ -29,7 +28,7 @@ class _NothingValid(Exception):
 
 def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     """Persist a prepared batch and build the response (shared by native and compatibility endpoints)."""
-    ensure_may_act_for(prepared.developer_id, known_only=False)
+    ensure_may_ingest_for(prepared.developer_id)
 
     def work(session) -> PersistOutcome:
         outcome = persist_batch(session, prepared, with_batch=False)
@@ -60,6 +59,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
                        [{"field": "batch_id", "message": "already stored with different content"}])
     if outcome.kind == "duplicate_batch":
         assert outcome.batch is not None
+        # Every valid event of a resend is stored already (by the first send, or before it): all are listed, so
+        # the list always matches the count; the invalid ones are rejected again, as the first time.
+        duplicates = [str(e.event_id) for e in prepared.events] + prepared.in_batch_duplicates
         return {
             "batch_id": str(prepared.batch_id),
             "correlation_id": g.correlation_id,
@@ -67,10 +69,10 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
             "status": "duplicate",
             "received": prepared.received,
             "accepted": 0,
-            "duplicates": prepared.received,
-            "rejected": 0,
-            "errors": [],
-            "duplicate_event_ids": [],
+            "duplicates": len(duplicates),
+            "rejected": len(prepared.rejections),
+            "errors": [r.as_dict() for r in prepared.rejections],
+            "duplicate_event_ids": duplicates,
         }, 200
 
     if outcome.outbox_id is not None:
@@ -125,13 +127,18 @@ def _counts_body(prepared: PreparedBatch, accepted: list[str], duplicates: list[
     return body
 
 
+def _batch_events(body: Any) -> int:
+    """The events a batch body carries, as the rate limiter counts them (O(1): the list's length)."""
+    events = body.get("events") if isinstance(body, dict) else None
+    return len(events) if isinstance(events, list) else 0
+
+
 @bp.post("/api/workflow/events/orchestrate")
 @require_token
 def orchestrate():
     cfg = settings()
     received_at = datetime.now(UTC)
-    check_rate_limit(g.principal.token_id)
-    body = read_json_body(cfg.max_body_bytes)
+    body = read_json_body_within_limits(cfg, _batch_events)
     prepared = prepare_batch(body, correlation_id=g.correlation_id, received_at=received_at, settings=cfg)
     response, status = ingest(prepared)
     return jsonify(response), status

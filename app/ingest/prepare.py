@@ -97,10 +97,58 @@ def stored_json(raw: dict[str, Any]) -> str | tuple[str, str]:
     return text.decode("utf-8")
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of `text` in UTF-8; an ASCII string (most events) is measured without encoding it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON, whatever it holds (also text PostgreSQL would refuse)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return utf8_length(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _largest_key(value: dict[str, Any]) -> tuple[str, int]:
+    """The key whose value is largest as JSON, and that size: the field a size rejection names (rare path)."""
+    sizes = {key: _json_size(child) for key, child in value.items()}
+    key = max(sizes, key=lambda k: sizes[k])
+    return key, sizes[key]
+
+
+def check_envelope_size(body: dict[str, Any], settings: Settings) -> None:
+    """413 when the envelope (every key but `events`: `client`, extra keys) is over its limit; once per request."""
+    rest = {key: value for key, value in body.items() if key != "events"}
+    size = _json_size(rest) if rest else 0
+    if size > settings.max_envelope_bytes:
+        field, field_size = _largest_key(rest)
+        field = field[:64]
+        raise ApiError(413, "envelope_too_large",
+                       f"The batch envelope (everything but events) is {size} bytes; at most "
+                       f"{settings.max_envelope_bytes} are allowed ({field} is {field_size} bytes).",
+                       [{"field": field, "message": f"{field_size} bytes; the envelope may be at most "
+                                                    f"{settings.max_envelope_bytes} bytes"}])
+
+
+def _oversized_event(raw: dict[str, Any], size: int, settings: Settings) -> tuple[str, str, str]:
+    """(code, field, message) for an event over `max_event_bytes`, naming its largest field."""
+    payload_size = _json_size(raw.get("payload", {}))
+    if payload_size > settings.max_event_payload_bytes:
+        return ("payload_too_large", "payload",
+                f"the payload is {payload_size} bytes; at most {settings.max_event_payload_bytes} are allowed")
+    field, field_size = _largest_key(raw)
+    field = field[:64]
+    return ("event_too_large", field,
+            f"the event is {size} bytes as stored; at most {settings.max_event_bytes} are allowed "
+            f"({field} is {field_size} bytes)")
+
+
 def validate_envelope(body: Any, settings: Settings) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_envelope", "The request body must be a JSON object.",
                        [{"field": "_schema", "message": "expected a JSON object"}])
+    check_envelope_size(body, settings)
     events = body.get("events")
     if isinstance(events, list) and len(events) > settings.max_events_per_batch:
         raise ApiError(413, "too_many_events",
@@ -182,6 +230,9 @@ def _prepare_event(
     if isinstance(text, tuple):
         field = text[0].lstrip(".") or f"events[{index}]"
         return reject("invalid_value", field, f"{field} {text[1]}")
+    size = utf8_length(text)  # the event as stored: payload, known fields and any extra keys
+    if size > settings.max_event_bytes:
+        return reject(*_oversized_event(raw, size, settings))
     fast = fast_event(raw)
     try:
         event = fast if fast is not None else event_schema.load(raw)
@@ -199,10 +250,13 @@ def _prepare_event(
                       f"schema_version '{version[:16]}' is not supported; supported: "
                       f"{', '.join(SUPPORTED_SCHEMA_VERSIONS)} (and newer 1.x minors)")
     payload = event["payload"]
-    size = len(compact_json(raw.get("payload", {})))
+    # The payload is part of the stored event: only an event larger than the payload limit can hold a payload
+    # over it, so most events skip serialising their payload a second time.
     if size > settings.max_event_payload_bytes:
-        return reject("payload_too_large", "payload",
-                      f"the payload is {size} bytes; at most {settings.max_event_payload_bytes} are allowed")
+        payload_size = len(compact_json(raw.get("payload", {})))
+        if payload_size > settings.max_event_payload_bytes:
+            return reject("payload_too_large", "payload", f"the payload is {payload_size} bytes; at most "
+                                                          f"{settings.max_event_payload_bytes} are allowed")
     errors = validate_event_payload(event["type"], version, payload)
     if errors:
         first = errors[0]

@@ -64,9 +64,25 @@ def test_developer_token_posting_for_another_developer_is_403_and_writes_nothing
     nothing_written(clean_db)
 
 
-def test_admin_token_may_post_for_any_developer(client, make_token, clean_db):
+def test_an_admin_token_alone_may_not_post_events_for_a_developer(client, make_token, clean_db):
+    """One rule for native and WakaTime ingest: a token posts for its own developer; admin rights do not widen it."""
     admin = make_token(None, admin=True)
-    body = batch([event()], developer_id="dev-7")
-    assert post(client, admin, body).status_code == 202
-    assert query(clean_db, "SELECT developer_id FROM batches")[0][0] == "dev-7"
-    assert query(clean_db, "SELECT developer_id FROM raw_events")[0][0] == "dev-7"
+    r = post(client, admin, batch([event()], developer_id="dev-7"))
+    assert r.status_code == 403
+    error = r.get_json()["error"]
+    assert error["code"] == "forbidden_developer"
+    assert error["details"] == [{"field": "developer_id", "message": "does not match the token's developer"}]
+    assert "--ingest-for-all" in error["message"]
+    nothing_written(clean_db)
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_a_token_created_to_ingest_for_all_may_post_for_any_developer(client, clean_db, admin):
+    with clean_db.transaction() as s:
+        importer = create_token(s, None, admin=admin, ingest_for_all=True)
+    for developer_id in ("dev-7", "dev-8"):
+        assert post(client, importer, batch([event()], developer_id=developer_id)).status_code == 202
+    assert sorted(r[0] for r in query(clean_db, "SELECT developer_id FROM raw_events")) == ["dev-7", "dev-8"]
+    if not admin:  # ingesting for everyone is not reading anyone's data
+        assert client.get("/api/developers/dev-7/metrics", headers={"Authorization": f"Bearer {importer}"}
+                          ).status_code == 403

@@ -84,6 +84,7 @@ def test_resending_a_batch_with_another_sent_at_is_a_200_duplicate(client, token
     assert got["status"] == "duplicate"
     assert got["batch_id"] == body["batch_id"]
     assert (got["received"], got["accepted"], got["duplicates"], got["rejected"]) == (2, 0, 2, 0)
+    assert got["duplicate_event_ids"] == [e["event_id"] for e in body["events"]]  # the list matches the count
     assert got["original_correlation_id"] == "first-send"
     assert counts(clean_db) == before
     assert stored_events(clean_db) == stored_before
@@ -163,3 +164,16 @@ def test_the_same_developer_still_deduplicates_when_another_uses_the_ids(client,
     assert [d[0] for d in audit] == [{"event_id": a1["event_id"], "original_batch_id": body_a["batch_id"],
                                       "developer_id": "dev-1"}]
     assert query(clean_db, "SELECT count(*) FROM raw_events WHERE event_id = :e", e=a1["event_id"]) == [(2,)]
+
+
+def test_a_resend_of_a_partly_rejected_batch_lists_its_duplicates_and_rejects_the_same_events(client, token,
+                                                                                             clean_db):
+    ok, again, bad = event(), event(), {"event_id": "not-a-uuid", "type": "file.save"}
+    body = batch([ok, again, bad, dict(ok)])
+    first = post(client, token, body).get_json()
+    assert (first["accepted"], first["duplicates"], first["rejected"]) == (2, 1, 1)
+    got = post(client, token, dict(body, sent_at=iso(now() + timedelta(seconds=5)))).get_json()
+    assert got["status"] == "duplicate"
+    assert (got["received"], got["accepted"], got["duplicates"], got["rejected"]) == (4, 0, 3, 1)
+    assert got["duplicate_event_ids"] == [ok["event_id"], again["event_id"], ok["event_id"]]
+    assert [(e["index"], e["field"]) for e in got["errors"]] == [(e["index"], e["field"]) for e in first["errors"]]

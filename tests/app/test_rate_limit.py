@@ -184,3 +184,77 @@ def test_a_hung_redis_costs_only_the_first_requests(app, make_token):
     assert sum(timings[:3]) > 0.3  # the first ones did wait for Redis (0.2 s socket timeout each) ...
     # ... and once the breaker opened, nobody does (each would take at least the 0.2 s socket timeout).
     assert max(timings[3:]) < 0.2, timings
+
+
+@pytest.fixture
+def metered(app, redis_url):
+    """Production request limits, and small events/s and bytes/s limits that a few batches reach."""
+    application = _make_app(redis_url, **LIMITS, rate_limit_events_per_second=10, rate_limit_events_burst=30,
+                            rate_limit_bytes_per_second=2000, rate_limit_bytes_burst=40_000)
+    yield application
+    application.extensions["devpulse.db"].dispose()
+
+
+def test_events_per_second_are_limited_per_token_naming_the_field(metered, make_token):
+    token, other = make_token("dev-1"), make_token("dev-1")
+    client = metered.test_client()
+    assert client.post(URL, json=batch([event() for _ in range(20)]), headers=auth(token)).status_code == 202
+    r = client.post(URL, json=batch([event() for _ in range(20)]), headers=auth(token))
+    assert r.status_code == 429, r.get_json()
+    error = r.get_json()["error"]
+    assert error["code"] == "rate_limited"
+    assert error["details"][0]["field"] == "events"
+    assert "10 events/s (burst 30)" in error["details"][0]["message"]
+    assert 1 <= int(r.headers["Retry-After"]) <= 2  # 10 missing events at 10/s
+    assert _stored_batches(metered) == 1
+    assert client.post(URL, json=batch([event() for _ in range(20)]), headers=auth(other)).status_code == 202
+
+
+def test_body_bytes_per_second_are_limited_per_token_naming_the_field(metered, make_token):
+    token = make_token("dev-1")
+    client = metered.test_client()
+    heavy = [event(file="x", pad="p" * 10_000) for _ in range(3)]  # ~30 KB, 3 events
+    assert client.post(URL, json=batch(heavy), headers=auth(token)).status_code == 202
+    r = client.post(URL, json=batch(heavy), headers=auth(token))
+    assert r.status_code == 429
+    details = r.get_json()["error"]["details"]
+    assert details[0]["field"] == "_body"
+    assert "2000 bytes of body/s (burst 40000)" in details[0]["message"]
+    assert int(r.headers["Retry-After"]) >= 5  # ~20 KB missing at 2000 bytes/s
+
+
+def test_a_request_larger_than_a_burst_passes_when_the_bucket_is_full(metered, make_token):
+    token = make_token("dev-1")
+    client = metered.test_client()
+    assert client.post(URL, json=batch([event() for _ in range(50)]), headers=auth(token)).status_code == 202
+    assert client.post(URL, json=batch([event()]), headers=auth(token)).status_code == 429
+
+
+def test_a_refused_body_is_counted_too(limited, make_token):
+    token = make_token("dev-1")
+    client = limited.test_client()
+    statuses = [client.post(URL, data=b"{not json", headers=auth(token), content_type="application/json").status_code
+                for _ in range(BURST + 10)]
+    assert statuses[:BURST] == [400] * BURST
+    assert 429 in statuses[BURST:]
+
+
+def test_the_three_limits_cost_one_redis_call_per_request(metered, make_token, redis_url):
+    token = make_token("dev-1")
+    client = metered.test_client()
+    assert client.post(URL, json=batch([event()]), headers=auth(token)).status_code == 202  # script loaded
+    server = redis.Redis.from_url(redis_url)
+
+    def calls() -> dict[str, int]:
+        stats = server.info("commandstats")
+        return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval", "hmget")}
+
+    try:
+        before = calls()
+        for _ in range(5):
+            assert client.post(URL, json=batch([event(), event()]), headers=auth(token)).status_code == 202
+        after = calls()
+        # One script call per request, reading the token's buckets once (commands inside a script count too).
+        assert {name: after[name] - before[name] for name in after} == {"evalsha": 5, "eval": 0, "hmget": 5}
+    finally:
+        server.close()

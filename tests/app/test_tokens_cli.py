@@ -63,7 +63,19 @@ def test_admin_token(app, client, clean_db):
     r = client.get(f"/api/workflow/batches/{body['batch_id']}", headers=auth(admin))
     assert r.status_code == 200 and r.get_json()["developer_id"] == "dev-9"
     other = batch([event()], developer_id="dev-3")
-    assert client.post(POST_URL, json=other, headers=auth(admin)).status_code == 202
+    assert client.post(POST_URL, json=other, headers=auth(admin)).status_code == 403  # admin is not ingest
+
+
+def test_ingest_for_all_token(app, client, clean_db):
+    importer = create(app, "--ingest-for-all", "--label", "importer")
+    row = token_rows(clean_db)[0]
+    assert (row["developer_id"], row["is_admin"], row["ingest_for_all"]) == (None, False, True)
+    for developer_id in ("dev-3", "dev-4"):
+        body = batch([event()], developer_id=developer_id)
+        assert client.post(POST_URL, json=body, headers=auth(importer)).status_code == 202
+    assert create(app, "dev-5") and token_rows(clean_db)[1]["ingest_for_all"] is False  # off by default
+    listing = app.test_cli_runner().invoke(args=["tokens", "list"]).output
+    assert "ingest_for_all" in listing.splitlines()[0]
 
 
 def test_every_token_is_new(app, clean_db):

@@ -46,6 +46,8 @@ BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "celery").exists() els
 QUEUES = "aggregation,normalization,danger,pipeline,maintenance"
 INGEST_PATH = "/api/workflow/events/orchestrate"
 DEVELOPER = "dev-fault"
+# The Procfile's web worker class (request read deadlines, app/web_worker.py), as deployed.
+WEB_WORKER_CLASS = "app.web_worker.BoundedThreadWorker"
 TERMINAL = ("processed", "processed_with_errors", "failed")
 
 # Short timeouts so every recovery path (relay backoff, breaker half-open, sweeper) fits in seconds.
@@ -58,6 +60,10 @@ FAULT_ENV = {
     "DB_BREAKER_RESET_TIMEOUT": "2",
     "RATE_LIMIT_PER_SECOND": "100000",
     "RATE_LIMIT_BURST": "100000",
+    "RATE_LIMIT_EVENTS_PER_SECOND": "1000000000000",
+    "RATE_LIMIT_EVENTS_BURST": "1000000000000",
+    "RATE_LIMIT_BYTES_PER_SECOND": "1000000000000",
+    "RATE_LIMIT_BYTES_BURST": "1000000000000",
     "TASK_TIME_LIMIT": "20",
     "TASK_SOFT_TIME_LIMIT": "15",
 }
@@ -170,7 +176,8 @@ class FaultStack:
     def start_web(self, wait: float = 30.0) -> Service:
         svc = self._service("web", [
             str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "4",
-            "--timeout", "60", "--graceful-timeout", "2", "--no-control-socket", "app:create_app()",
+            "--worker-class", WEB_WORKER_CLASS, "--timeout", "60", "--graceful-timeout", "2", "--no-control-socket",
+            "app:create_app()",
         ])
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
