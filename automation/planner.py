@@ -346,6 +346,8 @@ class _Planner:
         self.join(key, self.state.step(key).attempts, [(config.steps, (*indices, i)) for i in range(len(items))])
 
     def join(self, key: str, attempt: int, scopes: list[tuple[tuple[Step, ...], tuple[int, ...]]]) -> None:
+        if any(instance_key(s.id, idx) in self.overlay for steps, idx in scopes for s in steps):
+            return  # something inside was decided in this call: join on the recorded outcome, next call
         states = [self.scope_state(steps, idx) for steps, idx in scopes]
         if any(failed for _, _, failed in states):
             if not any(started and not ended for started, ended, _ in states):

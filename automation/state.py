@@ -95,15 +95,27 @@ class ExecutionState:
         return StepState(key, step_id, indices, "cancelled" if self.status == "cancelled" else "pending")
 
 
+_EXECUTION_FIELDS = ("status", "input", "trigger", "workflow_id", "version", "started_at", "finished_at", "output",
+                     "error", "last_seq")
+
+
 def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def fold(definition: Definition, events: Iterable[HistoryEvent]) -> ExecutionState:
-    """The state after `events` (in seq order). Deterministic: the same events give an equal state."""
+def fold(definition: Definition, events: Iterable[HistoryEvent], start: ExecutionState | None = None) -> ExecutionState:
+    """The state after `events` (in seq order). Deterministic: the same events give an equal state.
+
+    `start`: the state after the events before these (fold(d, a + b) == fold(d, b, fold(d, a))), so a caller
+    holding a state need not re-read the whole history for each new event.
+    """
     execution: dict[str, Any] = {}
     steps: dict[str, StepState] = {}
     execution_id = ""
+    if start is not None:
+        execution_id = start.execution_id
+        execution = {name: getattr(start, name) for name in _EXECUTION_FIELDS}
+        steps = dict(start.steps)
     for event in events:
         execution_id = execution_id or event.execution_id
         execution["last_seq"] = event.seq
