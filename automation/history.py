@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     STEP_SKIPPED = "step_skipped"  # {key, reason}
     WAIT_FIRED = "wait_fired"  # {key, attempt}
     EXECUTION_CANCELLED = "execution_cancelled"  # {reason}
+    EXECUTION_RESUMED = "execution_resumed"  # {reason}: POST /retry of a failed execution
     EXECUTION_FINISHED = "execution_finished"  # {status: succeeded|failed, output?, error?}
 
 

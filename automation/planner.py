@@ -8,7 +8,8 @@ timeout) are in the state: a beat job calls `next_actions` again when one of the
 
 Decisions, per scope (the top-level steps, each parallel branch, each for_each item):
 - a pending step whose dependencies (explicit, and its conditional) have all ended:
-  skipped when it is on a conditional's branch not taken, or when all its dependencies were skipped;
+  skipped when it is on a conditional's branch not taken (or its conditional was skipped: no branch was
+  taken), or when all its dependencies were skipped;
   otherwise, if every dependency succeeded or was skipped: RunStep (a task: http_request, webhook_call,
   transform, conditional, validation), StartContainer (parallel; for_each with its items evaluated here,
   at most MAX_FOR_EACH_ITEMS) or StartWait (its fire_at evaluated here).
@@ -24,7 +25,7 @@ Decisions, per scope (the top-level steps, each parallel branch, each for_each i
 - once any step has failed for good, nothing new starts (no first attempts, no retries); when nothing is in
   flight any more, FinishExecution(failed). When every top-level step has ended without failure,
   FinishExecution(succeeded) with the output of the last top-level step in the list (None if it was skipped).
-- past started_at + timeout_seconds: FinishExecution(failed, error kind "timeout").
+- past running_since + timeout_seconds (the start, or the last resume): FinishExecution(failed, "timeout").
 - a cancelled, finished or not yet started execution: no action.
 """
 
@@ -68,9 +69,10 @@ class RunStep:
 class StartContainer:
     key: str
     items: tuple[Any, ...] | None  # for_each: its items; parallel: None
+    attempt: int = 1  # more than 1 only when a failed execution was resumed
 
     def event(self) -> tuple[EventKind, dict[str, Any]]:
-        data: dict[str, Any] = {"key": self.key, "attempt": 1}
+        data: dict[str, Any] = {"key": self.key, "attempt": self.attempt}
         if self.items is not None:
             data["items"] = list(self.items)
         return EventKind.STEP_STARTED, data
@@ -81,9 +83,11 @@ class StartWait:
     """Record the wait as started and store a durable timer for fire_at (fired by beat, not a countdown)."""
     key: str
     fire_at: datetime
+    attempt: int = 1
 
     def event(self) -> tuple[EventKind, dict[str, Any]]:
-        return EventKind.STEP_STARTED, {"key": self.key, "attempt": 1, "fire_at": self.fire_at.isoformat()}
+        return EventKind.STEP_STARTED, {"key": self.key, "attempt": self.attempt,
+                                        "fire_at": self.fire_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -164,9 +168,9 @@ Action = (RunStep | StartContainer | StartWait | FireWait | ScheduleRetry | Skip
 
 
 def next_actions(definition: Definition, state: ExecutionState, now: datetime) -> list[Action]:
-    if state.status != "running" or state.started_at is None:
+    if state.status != "running" or state.running_since is None:
         return []
-    if now >= state.started_at + timedelta(seconds=definition.timeout_seconds):
+    if now >= state.running_since + timedelta(seconds=definition.timeout_seconds):
         return [FinishExecution("failed", None, {"kind": "timeout", "message":
                                                  f"execution ran longer than {definition.timeout_seconds:g} s"})]
     planner = _Planner(definition, state, now)
@@ -187,8 +191,8 @@ def next_wake(state: ExecutionState, definition: Definition) -> datetime | None:
     times += [s.started_at + timedelta(seconds=definition.step(s.step_id).timeout_seconds + LEASE_GRACE_SECONDS)
               for s in state.steps.values()
               if s.status == "running" and s.started_at and definition.step(s.step_id).type in TASK_STEP_TYPES]
-    if state.status == "running" and state.started_at is not None:
-        times.append(state.started_at + timedelta(seconds=definition.timeout_seconds))
+    if state.status == "running" and state.running_since is not None:
+        times.append(state.running_since + timedelta(seconds=definition.timeout_seconds))
     return min(times, default=None)
 
 
@@ -256,6 +260,9 @@ class _Planner:
         place = self.definition.places[step.id]
         if place.conditional is not None:
             conditional = self.state.step(instance_key(place.conditional, indices_t))
+            if self.status(conditional.key) == "skipped":
+                self.skip(key, f"its conditional {place.conditional!r} was skipped")
+                return
             if conditional.status == "succeeded":
                 result = conditional.output.get("result") if isinstance(conditional.output, dict) else None
                 if bool(result) is not place.branch_taken_when:
@@ -273,20 +280,21 @@ class _Planner:
         self.actions.append(SkipStep(key, reason))
 
     def start(self, step: Step, key: str) -> None:
+        attempt = self.state.step(key).attempts + 1  # 1, or the next after a resumed execution's failure
         if step.type in TASK_STEP_TYPES:
-            self.actions.append(RunStep(key, 1))
+            self.actions.append(RunStep(key, attempt))
             self.overlay[key] = "scheduled"
             return
         context = build_context(self.definition, self.state, key)
         try:
             if isinstance(step.config, ForEachConfig):
-                self.actions.append(StartContainer(key, for_each_items(step.config, context)))
+                self.actions.append(StartContainer(key, for_each_items(step.config, context), attempt))
             elif isinstance(step.config, ParallelConfig):
-                self.actions.append(StartContainer(key, None))
+                self.actions.append(StartContainer(key, None, attempt))
             elif isinstance(step.config, WaitConfig):
-                self.actions.append(StartWait(key, wait_fire_at(step.config, context, self.now)))
+                self.actions.append(StartWait(key, wait_fire_at(step.config, context, self.now), attempt))
         except expressions.ExpressionError as exc:
-            self.actions.append(FailStep(key, 1, {"kind": "expression", "message": str(exc)}))
+            self.actions.append(FailStep(key, attempt, {"kind": "expression", "message": str(exc)}))
             self.overlay[key] = "failed"
             return
         self.overlay[key] = "running"
@@ -301,7 +309,7 @@ class _Planner:
             if st.not_before is None:
                 policy = self.definition.policy_of(step.id)
                 rng = random.Random(f"{self.state.execution_id}:{key}:{st.attempts}")
-                delay = retry_delay(policy, st.attempts, rng)
+                delay = retry_delay(policy, st.attempts - st.resumed_after, rng)
                 self.actions.append(ScheduleRetry(key, st.attempts + 1, self.now + timedelta(seconds=delay)))
             elif st.not_before <= self.now:
                 self.actions.append(RunStep(key, st.attempts + 1))

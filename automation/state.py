@@ -17,6 +17,10 @@ What each event does (stale or repeated events, e.g. a redelivered task recordin
 - execution_cancelled: status cancelled; pending and retry_wait instances and running waits become
   "cancelled" (no further step starts); tasks already sent may still record their outcome.
 - execution_finished {status, output?, error?}: the final status.
+- execution_resumed {reason}: a failed execution runs again from its failed steps: they (and failed
+  containers) go back to "pending" keeping their attempt count, so their next attempt has the next number
+  (task ids stay unique) with a fresh retry budget; succeeded steps keep their outputs. The execution
+  timeout counts from here (`running_since`).
 Step statuses for the API: scheduled, running and retry_wait are shown as "running".
 """
 
@@ -69,6 +73,7 @@ class StepState:
     fire_at: datetime | None = None  # wait: when it fires
     items: tuple[Any, ...] | None = None  # for_each: the items it iterates
     skip_reason: str | None = None
+    resumed_after: int = 0  # attempts made before the last resume: the retry budget counts from there
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class ExecutionState:
     workflow_id: Any = None
     version: Any = None
     started_at: datetime | None = None
+    running_since: datetime | None = None  # started_at, or the last resume
     finished_at: datetime | None = None
     output: Any = None
     error: Mapping[str, Any] | None = None
@@ -95,8 +101,8 @@ class ExecutionState:
         return StepState(key, step_id, indices, "cancelled" if self.status == "cancelled" else "pending")
 
 
-_EXECUTION_FIELDS = ("status", "input", "trigger", "workflow_id", "version", "started_at", "finished_at", "output",
-                     "error", "last_seq")
+_EXECUTION_FIELDS = ("status", "input", "trigger", "workflow_id", "version", "started_at", "running_since",
+                     "finished_at", "output", "error", "last_seq")
 
 
 def _dt(value: Any) -> datetime | None:
@@ -130,7 +136,16 @@ def _apply(definition: Definition, execution: dict[str, Any], steps: dict[str, S
     if kind == EventKind.EXECUTION_STARTED:
         if status == "pending":
             execution.update(status="running", input=data.get("input"), trigger=data.get("trigger"),
-                             workflow_id=data.get("workflow_id"), version=data.get("version"), started_at=at)
+                             workflow_id=data.get("workflow_id"), version=data.get("version"), started_at=at,
+                             running_since=at)
+        return
+    if kind == EventKind.EXECUTION_RESUMED:
+        if status == "failed":
+            execution.update(status="running", running_since=at, finished_at=None, output=None, error=None)
+            for key, st in steps.items():
+                if st.status == "failed":
+                    steps[key] = replace(st, status="pending", error=None, finished_at=None, items=None,
+                                         resumed_after=st.attempts)
         return
     if kind == EventKind.EXECUTION_CANCELLED:
         if status in ("pending", "running"):
@@ -169,12 +184,13 @@ def _apply(definition: Definition, execution: dict[str, Any], steps: dict[str, S
             output = {"fired_at": at.isoformat()} if kind == EventKind.WAIT_FIRED else data.get("output")
             new = replace(st, status="succeeded", output=output, finished_at=at)
     elif kind == EventKind.STEP_FAILED:
-        if (st.status in ("scheduled", "running") and current) or (st.status == "pending" and attempt == 1):
+        if (st.status in ("scheduled", "running") and current) or (st.status == "pending"
+                                                                     and attempt == st.attempts + 1):
             error = dict(data.get("error") or {})
             step = definition.step(step_id)
             retried = (step.type not in CONTAINER_TYPES and status == "running"
-                       and should_retry(definition.policy_of(step_id), attempt, str(error.get("kind", "internal")),
-                                        error.get("http_status")))
+                       and should_retry(definition.policy_of(step_id), attempt - st.resumed_after,
+                                        str(error.get("kind", "internal")), error.get("http_status")))
             new = replace(st, status="retry_wait" if retried else "failed", attempts=attempt, error=error,
                           finished_at=None if retried else at)
     elif kind == EventKind.STEP_RETRIED:

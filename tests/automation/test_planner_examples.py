@@ -234,3 +234,21 @@ def test_transform_errors_are_expression_failures() -> None:
         assert failure.kind == "expression"
     else:
         raise AssertionError("expected a StepFailure")
+
+
+def test_a_failed_execution_resumes_from_its_failed_steps_keeping_succeeded_outputs() -> None:
+    world = example("critical_alert_to_chat")
+    start_alert(world)
+    finish(world, "post", error={"kind": "http_status", "http_status": 400, "message": "bad"})
+    world.plan()
+    failed = world.state()
+    assert failed.status == "failed"
+    world.now += timedelta(hours=1)
+    world.record(EventKind.EXECUTION_RESUMED, {"reason": "operator retry"})
+    resumed = world.state()
+    assert resumed.status == "running" and resumed.step("message").status == "succeeded"
+    assert resumed.step("message").output == failed.step("message").output
+    assert world.plan() == [RunStep("post", 2)]  # a new task id: <execution>.post.2
+    finish(world, "post", error={"kind": "http_status", "http_status": 503, "message": "later"})
+    assert world.state().step("post").status == "retry_wait"  # a fresh retry budget
+    assert isinstance(world.plan()[0], ScheduleRetry)

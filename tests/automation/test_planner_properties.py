@@ -27,8 +27,8 @@ def _branch_taken(definition: Definition, state: ExecutionState, key: str) -> bo
     place = definition.places[step_id]
     if place.conditional is None:
         return True
-    output = state.step(instance_key(place.conditional, indices)).output
-    return bool(output["result"]) is place.branch_taken_when
+    conditional = state.step(instance_key(place.conditional, indices))
+    return conditional.status == "succeeded" and bool(conditional.output["result"]) is place.branch_taken_when
 
 
 @SETTINGS
@@ -62,6 +62,8 @@ def _expected_skip(definition: Definition, state: ExecutionState, step: Step, in
     deps = [state.step(instance_key(d, indices)).status for d in definition.implicit_depends_on(step.id)]
     if place.conditional is not None:
         conditional = state.step(instance_key(place.conditional, indices))
+        if conditional.status == "skipped":
+            return True
         if conditional.status == "succeeded" and bool(conditional.output["result"]) is not place.branch_taken_when:
             return True
     return bool(deps) and all(d == "skipped" for d in deps)

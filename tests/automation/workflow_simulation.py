@@ -100,7 +100,9 @@ class World:
         state = self.state()
         actions = next_actions(self.definition, state, self.now)
         for action in actions:
-            self.actions_seen.append((state, action))
+            # the state each action was decided on: the fold plus the actions before it in this batch (a skip
+            # decided first can settle a later step in the same call)
+            self.actions_seen.append((self.state(), action))
             kind, data = action.event()
             self.record(kind, data)
             if isinstance(action, RunStep):
