@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from automation.history import GENESIS_HASH, EventKind, HistoryEvent, canonical_json, chain_event, verify
+from automation.history import (
+    GENESIS_HASH,
+    EventKind,
+    HistoryEvent,
+    canonical_json,
+    chain_event,
+    event_hash,
+    verify,
+)
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -86,3 +94,16 @@ def test_canonical_json_is_one_encoding_per_value() -> None:
     assert canonical_json({"a": "é"}) == '{"a":"é"}'.encode()
     assert chain_event(None, EventKind.EXECUTION_STARTED, {"x": 1}, T0, execution_id="x").to_json()["at"] == (
         "2026-11-27T12:00:00.000000+00:00")
+
+
+@given(histories(), st.data())
+def test_a_modified_event_with_its_successor_patched_is_found(events: list[HistoryEvent], data: st.DataObject) -> None:
+    """Re-hashing the changed event and pointing the next one at it is not enough: that changes the next hash."""
+    i = data.draw(st.integers(0, len(events) - 1))
+    changed = dataclasses.replace(events[i], data={**events[i].data, "value": "tampered"})
+    changed = dataclasses.replace(changed, hash=event_hash(changed.body()))
+    forged = [*events[:i], changed, *events[i + 1:]]
+    if i + 1 < len(events):
+        forged[i + 1] = dataclasses.replace(events[i + 1], prev_hash=changed.hash)
+    broken = verify(forged, _head(events))
+    assert broken is not None and broken.index in (i + 1, len(events))

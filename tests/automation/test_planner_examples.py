@@ -252,3 +252,20 @@ def test_a_failed_execution_resumes_from_its_failed_steps_keeping_succeeded_outp
     finish(world, "post", error={"kind": "http_status", "http_status": 503, "message": "later"})
     assert world.state().step("post").status == "retry_wait"  # a fresh retry budget
     assert isinstance(world.plan()[0], ScheduleRetry)
+
+
+def test_skips_propagate_to_steps_depending_only_on_skipped_steps() -> None:
+    world = definition_with([
+        {"id": "c", "type": "conditional", "config": {"condition": "input.go == true", "then": ["x"]}},
+        {"id": "x", "type": "transform", "config": {"expression": "input"}},
+        {"id": "only_x", "type": "transform", "config": {"expression": "input"}, "depends_on": ["x"]},
+        {"id": "after_only_x", "type": "transform", "config": {"expression": "input"}, "depends_on": ["only_x"]},
+        {"id": "w", "type": "transform", "config": {"expression": "input"}},
+        {"id": "x_and_w", "type": "transform", "config": {"expression": "`1`"}, "depends_on": ["x", "w"]},
+    ])
+    world.start({"go": False})
+    settle(world)
+    final = world.state()
+    assert [final.step(k).status for k in ("x", "only_x", "after_only_x", "x_and_w")] == [
+        "skipped", "skipped", "skipped", "succeeded"]
+    assert final.status == "succeeded" and final.output == 1

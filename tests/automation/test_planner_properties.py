@@ -131,12 +131,21 @@ def test_fold_is_deterministic_and_ignores_repeated_events(definition: Definitio
     assert fold(definition, world.events) == final
     # executors record at least once: any step event recorded again (e.g. a redelivered task) changes nothing
     step_events = [i for i, e in enumerate(world.events) if "key" in e.data]
-    if step_events:
+    repeated = list(world.events)
+    for _ in range(data.draw(st.integers(0, min(8, len(step_events))))):
         i = data.draw(st.sampled_from(step_events))
         j = data.draw(st.integers(i + 1, len(world.events)))
-        repeated = [*world.events[:j], world.events[i], *world.events[j:]]
-        again = fold(definition, repeated)
-        assert again.steps == final.steps and again.status == final.status
+        at = repeated.index(world.events[j - 1]) + 1 if j > 0 else 0
+        repeated.insert(at, world.events[i])
+    again = fold(definition, repeated)
+    assert again.steps == final.steps and again.status == final.status
+    # and at any moment: an event recorded again right away changes nothing either
+    for _ in range(5):
+        cut = data.draw(st.integers(1, len(world.events)))
+        before = fold(definition, world.events[:cut])
+        repeat = world.events[data.draw(st.integers(0, cut - 1))]
+        after = fold(definition, [repeat], before)
+        assert after.steps == before.steps and after.status == before.status
 
 
 @SETTINGS
