@@ -4,7 +4,7 @@ No Flask, Celery, SQLAlchemy, Redis, network or file I/O here: the API, executor
 modules, and their rules are property-tested in milliseconds (tests/automation/).
 
 - definition: the typed, immutable `Definition` and its limits; validation: `parse_definition(document)`
-  (every problem with its JSON path).
+  (every problem with its JSON path), `input_problems`; problems: `Problem` and the collecting readers.
 - expressions: JMESPath, CEL conditions (bounded cost) and `{{ }}` templates, secrets through a resolver.
 - retry_policy: `retry_delay`, `should_retry`.
 - history: hash-chained events, `chain_event`, `verify`; state: `fold(definition, events)`, `build_context`.

@@ -14,6 +14,7 @@ import jsonschema
 
 from automation import expressions
 from automation.definition import ConditionalConfig, TransformConfig, ValidationConfig
+from automation.problems import json_path
 
 MAX_VIOLATIONS = 100
 
@@ -56,8 +57,7 @@ def run_validation(config: ValidationConfig, context: Mapping[str, Any]) -> dict
     except expressions.ExpressionError as exc:
         raise StepFailure("expression", str(exc)) from exc
     validator = jsonschema.validators.validator_for(config.schema)(dict(config.schema))
-    violations = [{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path),
-                   "message": error.message}
+    violations = [{"path": json_path("$", error.absolute_path), "message": error.message}
                   for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
     if violations:
         raise StepFailure("validation", f"{len(violations)} violation(s)", violations[:MAX_VIOLATIONS])

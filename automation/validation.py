@@ -2,7 +2,8 @@
 
 `parse_definition(document) -> Definition` raises `InvalidDefinition` whose `problems` list EVERY problem
 found, each a `Problem(path, reason)` with a JSON path such as `$.steps[3].config.expression`: the API answers
-400 with them all. `definition_problems(document)` gives the list without raising.
+400 with them all. `definition_problems(document)` gives the list without raising, and
+`input_problems(definition.input_schema, input)` the problems of an execution's input (paths from `$.input`).
 
 Checked: required fields and types; trigger (event names, CEL filter, cron via croniter, time zone via
 zoneinfo); input_schema and validation schemas (jsonschema's check_schema); retry policies; timeouts; the 8
@@ -13,17 +14,12 @@ of the same scope, none in both; at most MAX_STEPS steps in all.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import jsonschema
-import jsonschema.exceptions
 from croniter import croniter
 
-from automation import expressions
 from automation.definition import (
     DEFAULT_EXECUTION_TIMEOUT_SECONDS,
     DEFAULT_MAX_PARALLEL,
@@ -53,6 +49,7 @@ from automation.definition import (
     index_places,
     iter_steps,
 )
+from automation.problems import InvalidDefinition, Problem, ProblemCollector, input_problems
 from automation.retry_policy import (
     DEFAULT_POLICY,
     MAX_ATTEMPTS_LIMIT,
@@ -61,19 +58,9 @@ from automation.retry_policy import (
     RetryPolicy,
 )
 
+__all__ = ["InvalidDefinition", "Problem", "definition_problems", "input_problems", "parse_definition"]
+
 MAX_ID_LENGTH = 64
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    reason: str
-
-
-class InvalidDefinition(ValueError):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__(f"{len(problems)} problem(s): " + "; ".join(f"{p.path}: {p.reason}" for p in problems))
-        self.problems = tuple(problems)
 
 
 def parse_definition(document: Any) -> Definition:
@@ -93,99 +80,8 @@ def definition_problems(document: Any) -> list[Problem]:
     return []
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class _Parser:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def problem(self, path: str, reason: str) -> None:
-        self.problems.append(Problem(path, reason))
-
-    # -- small typed readers: report and return a fallback, so parsing goes on and finds every problem
-
-    def string(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = True,
-               default: str | None = None) -> str | None:
-        if key not in obj:
-            if required:
-                self.problem(f"{path}.{key}", "required")
-            return default
-        value = obj[key]
-        if not isinstance(value, str) or (required and not value.strip()):
-            self.problem(f"{path}.{key}", "must be a non-empty string")
-            return default
-        return value
-
-    def number(self, obj: Mapping[str, Any], key: str, path: str, default: float, low: float,
-               high: float) -> float:
-        if key not in obj:
-            return default
-        value = obj[key]
-        if not _is_number(value) or not low <= value <= high:
-            self.problem(f"{path}.{key}", f"must be a number from {low:g} to {high:g}")
-            return default
-        return float(value)
-
-    def integer(self, obj: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int) -> int:
-        value = obj.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.problem(f"{path}.{key}", f"must be an integer from {low} to {high}")
-            return default
-        return value
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any] | None:
-        if not isinstance(value, Mapping):
-            self.problem(path, "must be an object")
-            return None
-        return value
-
-    def unknown_keys(self, obj: Mapping[str, Any], allowed: set[str], path: str) -> None:
-        for key in obj:
-            if key not in allowed:
-                self.problem(f"{path}.{key}", "unknown field")
-
-    def jmespath(self, obj: Mapping[str, Any], key: str, path: str) -> str:
-        text = self.string(obj, key, path) or ""
-        if text:
-            reason = expressions.jmespath_problem(text)
-            if reason is not None:
-                self.problem(f"{path}.{key}", reason)
-        return text
-
-    def condition(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-        text = self.string(obj, key, path, required=required)
-        if text is not None:
-            reason = expressions.condition_problem(text)
-            if reason is not None:
-                self.problem(f"{path}.{key}", reason)
-        return text
-
-    def templates(self, value: Any, path: str, *, allow_secrets: bool = False) -> None:
-        if isinstance(value, str):
-            for reason in expressions.template_problems(value, allow_secrets=allow_secrets):
-                self.problem(path, reason)
-        elif isinstance(value, Mapping):
-            for key, item in value.items():
-                self.templates(item, f"{path}.{key}", allow_secrets=allow_secrets)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                self.templates(item, f"{path}[{i}]", allow_secrets=allow_secrets)
-
-    def json_schema(self, value: Any, path: str) -> Mapping[str, Any] | None:
-        if not isinstance(value, Mapping):
-            self.problem(path, "must be a JSON Schema object")
-            return None
-        try:
-            jsonschema.validators.validator_for(value).check_schema(dict(value))
-        except jsonschema.exceptions.SchemaError as exc:
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
-            self.problem(path + where, f"not a valid JSON Schema: {exc.message}")
-            return None
-        return value
-
-    # -- the document
+class _Parser(ProblemCollector):
+    """One pass over a definition document: typed values out, every problem recorded."""
 
     def definition(self, document: Any) -> Definition | None:
         doc = self.mapping(document, "$")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from automation.definition import MAX_STEPS, ConditionalConfig, ForEachConfig, HttpRequestConfig, ScheduleTrigger
-from automation.validation import InvalidDefinition, definition_problems, parse_definition
+from automation.validation import InvalidDefinition, definition_problems, input_problems, parse_definition
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "automation" / "examples"
 
@@ -186,3 +186,13 @@ def test_not_an_object_and_missing_fields() -> None:
     assert paths([]) == {"$": "must be an object"}
     found = paths({})
     assert found["$.name"] == "required" and found["$.trigger"] == "required" and "$.steps" in found
+
+
+def test_execution_input_is_checked_against_the_input_schema() -> None:
+    definition = parse_definition(doc(input_schema={"type": "object", "required": ["team"], "properties": {
+        "team": {"type": "string"}, "days": {"type": "array", "items": {"type": "integer"}}}}))
+    found = {p.path: p.reason for p in input_problems(definition.input_schema, {"days": [1, "two"]})}
+    assert "'team' is a required property" in found["$.input"]
+    assert "is not of type 'integer'" in found["$.input.days[1]"]
+    assert input_problems(definition.input_schema, {"team": "core", "days": [1]}) == []
+    assert input_problems(None, "anything") == []
