@@ -16,8 +16,9 @@ Decisions, per scope (the top-level steps, each parallel branch, each for_each i
 - a failed attempt the policy retries: ScheduleRetry (not_before = now + retry_delay, jitter seeded by
   execution, step and attempt, so replaying the decision gives the same time); when due: RunStep.
 - a running wait whose fire_at has come: FireWait.
-- a running leaf step past its timeout + LEASE_GRACE_SECONDS (its worker died): TimeOutStep (a failed attempt
-  of kind "timeout", retried per policy).
+- a running leaf step past its timeout + LEASE_GRACE_SECONDS (its worker died), or a sent one not started
+  after its timeout + QUEUE_GRACE_SECONDS (its message was lost): TimeOutStep (a failed attempt of kind
+  "timeout", retried per policy).
 - a running parallel: its branches are scopes; when all have ended, CompleteContainer with the list of each
   branch's last step output (FailStep if any failed).
 - a running for_each: items start in index order, at most max_parallel items running at once; when all have
@@ -52,6 +53,10 @@ from automation.retry_policy import retry_delay
 from automation.state import TERMINAL_STEP, ExecutionState, build_context, instance_key
 
 LEASE_GRACE_SECONDS = 30.0
+# A sent task that has not started after its timeout + this was lost (Redis lost its queue): a failed attempt,
+# retried per policy under a new task id. Executors drop a task whose attempt is no longer the step's current
+# one, and receivers drop repeats by the Idempotency-Key, so a late original does no harm.
+QUEUE_GRACE_SECONDS = 300.0
 TASK_STEP_TYPES = frozenset({"http_request", "webhook_call", "transform", "conditional", "validation"})
 
 
@@ -144,10 +149,11 @@ class FailStep:
 class TimeOutStep:
     key: str
     attempt: int
+    message: str = "no outcome within the step timeout"
 
     def event(self) -> tuple[EventKind, dict[str, Any]]:
         return EventKind.STEP_FAILED, {"key": self.key, "attempt": self.attempt,
-                                       "error": {"kind": "timeout", "message": "no outcome within the step timeout"}}
+                                       "error": {"kind": "timeout", "message": self.message}}
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ def next_wake(state: ExecutionState, definition: Definition) -> datetime | None:
     times += [s.started_at + timedelta(seconds=definition.step(s.step_id).timeout_seconds + LEASE_GRACE_SECONDS)
               for s in state.steps.values()
               if s.status == "running" and s.started_at and definition.step(s.step_id).type in TASK_STEP_TYPES]
+    times += [s.scheduled_at + timedelta(seconds=definition.step(s.step_id).timeout_seconds + QUEUE_GRACE_SECONDS)
+              for s in state.steps.values() if s.status == "scheduled" and s.scheduled_at]
     if state.status == "running" and state.running_since is not None:
         times.append(state.running_since + timedelta(seconds=definition.timeout_seconds))
     return min(times, default=None)
@@ -296,6 +304,7 @@ class _Planner:
         except expressions.ExpressionError as exc:
             self.actions.append(FailStep(key, attempt, {"kind": "expression", "message": str(exc)}))
             self.overlay[key] = "failed"
+            self.failing = True
             return
         self.overlay[key] = "running"
 
@@ -305,6 +314,9 @@ class _Planner:
         st = self.state.step(key)
         if st.status == "scheduled":
             self.in_flight = True
+            if st.scheduled_at is not None and self.now >= st.scheduled_at + timedelta(
+                    seconds=step.timeout_seconds + QUEUE_GRACE_SECONDS):
+                self.actions.append(TimeOutStep(key, st.attempts, "the task never started"))
         elif st.status == "retry_wait" and not self.failing:
             if st.not_before is None:
                 policy = self.definition.policy_of(step.id)
@@ -362,6 +374,7 @@ class _Planner:
                 self.actions.append(FailStep(key, attempt, {"kind": "nested_step_failed",
                                                             "message": "a nested step failed"}))
                 self.overlay[key] = "failed"
+                self.failing = True
             return
         if all(ended for _, ended, _ in states):
             outputs = [self.state.step(instance_key(steps[-1].id, idx)).output for steps, idx in scopes]

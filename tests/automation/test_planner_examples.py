@@ -13,6 +13,7 @@ from automation.history import EventKind
 from automation.outputs import cap_output, is_truncated, output_size
 from automation.planner import (
     LEASE_GRACE_SECONDS,
+    QUEUE_GRACE_SECONDS,
     FailStep,
     FinishExecution,
     FireWait,
@@ -269,3 +270,15 @@ def test_skips_propagate_to_steps_depending_only_on_skipped_steps() -> None:
     assert [final.step(k).status for k in ("x", "only_x", "after_only_x", "x_and_w")] == [
         "skipped", "skipped", "skipped", "succeeded"]
     assert final.status == "succeeded" and final.output == 1
+
+
+def test_a_task_lost_before_it_started_is_a_failed_attempt() -> None:
+    world = definition_with([{"id": "post", "type": "http_request", "timeout_seconds": 15,
+                              "config": {"url": "https://chat.example.com/hooks/x"}}])
+    world.start({})
+    assert world.plan() == [RunStep("post", 1)]  # sent, never started: its message was lost with Redis
+    world.now = T0 + timedelta(seconds=15 + QUEUE_GRACE_SECONDS - 1)
+    assert world.plan() == []
+    world.now = T0 + timedelta(seconds=15 + QUEUE_GRACE_SECONDS)
+    assert world.plan() == [TimeOutStep("post", 1, "the task never started")]
+    assert world.state().step("post").status == "retry_wait"
