@@ -16,11 +16,12 @@ What each event does (stale or repeated events, e.g. a redelivered task recordin
 - step_skipped {key, reason}: "skipped".
 - execution_cancelled: status cancelled; pending and retry_wait instances and running waits become
   "cancelled" (no further step starts); tasks already sent may still record their outcome.
-- execution_finished {status, output?, error?}: the final status.
+- execution_finished {status, output?, error?}: the final status; steps still waiting for a retry become
+  "failed" and running waits "cancelled" (a failed execution ends while they wait, or at its timeout).
 - execution_resumed {reason}: a failed execution runs again from its failed steps: they (and failed
-  containers) go back to "pending" keeping their attempt count, so their next attempt has the next number
-  (task ids stay unique) with a fresh retry budget; succeeded steps keep their outputs. The execution
-  timeout counts from here (`running_since`).
+  containers, and waits cut short) go back to "pending" keeping their attempt count, so their next attempt
+  has the next number (task ids stay unique) with a fresh retry budget; succeeded steps keep their outputs.
+  The execution timeout counts from here (`running_since`).
 Step statuses for the API: scheduled, running and retry_wait are shown as "running".
 """
 
@@ -143,9 +144,9 @@ def _apply(definition: Definition, execution: dict[str, Any], steps: dict[str, S
         if status == "failed":
             execution.update(status="running", running_since=at, finished_at=None, output=None, error=None)
             for key, st in steps.items():
-                if st.status == "failed":
+                if st.status in ("failed", "cancelled"):
                     steps[key] = replace(st, status="pending", error=None, finished_at=None, items=None,
-                                         resumed_after=st.attempts)
+                                         fire_at=None, resumed_after=st.attempts)
         return
     if kind == EventKind.EXECUTION_CANCELLED:
         if status in ("pending", "running"):
@@ -160,6 +161,11 @@ def _apply(definition: Definition, execution: dict[str, Any], steps: dict[str, S
         if status == "running":
             execution.update(status=data["status"], output=data.get("output"), error=data.get("error"),
                              finished_at=at)
+            for key, st in steps.items():  # a failed execution leaves no step waiting for a time
+                if st.status == "retry_wait":
+                    steps[key] = replace(st, status="failed", finished_at=at)
+                elif st.status == "running" and st.fire_at is not None:
+                    steps[key] = replace(st, status="cancelled", finished_at=at)
         return
     key = str(data["key"])
     step_id, indices = parse_key(key)

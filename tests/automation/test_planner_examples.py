@@ -282,3 +282,17 @@ def test_a_task_lost_before_it_started_is_a_failed_attempt() -> None:
     world.now = T0 + timedelta(seconds=15 + QUEUE_GRACE_SECONDS)
     assert world.plan() == [TimeOutStep("post", 1, "the task never started")]
     assert world.state().step("post").status == "retry_wait"
+
+
+def test_a_failed_execution_leaves_no_step_waiting_and_resume_reruns_them() -> None:
+    world = definition_with([{"id": "a", "type": "http_request", "config": {"url": "https://a.example/"}},
+                             {"id": "b", "type": "http_request", "config": {"url": "https://b.example/"}}])
+    world.start({})
+    assert world.plan() == [RunStep("a", 1), RunStep("b", 1)]
+    finish(world, "b", error={"kind": "http_status", "http_status": 503, "message": "later"})
+    finish(world, "a", error={"kind": "http_status", "http_status": 404, "message": "gone"})
+    [finished] = world.plan()  # a failed for good: b's retry is not scheduled, the execution ends
+    assert isinstance(finished, FinishExecution) and finished.error["step"] == "a"  # type: ignore[index]
+    assert [world.state().step(k).status for k in ("a", "b")] == ["failed", "failed"]
+    world.record(EventKind.EXECUTION_RESUMED, {"reason": "operator retry"})
+    assert world.plan() == [RunStep("a", 2), RunStep("b", 2)]
