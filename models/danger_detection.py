@@ -174,7 +174,11 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
         )
         written, found, push = written + stored, found + len(detections), push + pushed
     for name, error in sorted(errors.items()):
-        log.error("danger rule %s failed: %s", name, error)
+        log.error("danger rule %s failed: %s", name, error,
+                  extra={"batch_id": str(batch.batch_id), "developer_id": batch.developer_id,
+                         "correlation_id": correlation_id, "is_replay": is_replay, "step": "detect_danger",
+                         "rule": name, "event_count": batch.accepted,
+                         "window": [batch.first_ts.isoformat(), batch.last_ts.isoformat()]})
     mark_covered(session, others, JOB, by=batch)
     result: dict[str, Any] = {
         "alerts": written,
@@ -186,6 +190,7 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
         result["covered"] = len(others)
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
+        result["failed_rules"] = dict(sorted(errors.items()))  # for the job_failed record (tasks/pipeline.py)
     return result
 
 

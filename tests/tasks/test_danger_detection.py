@@ -25,7 +25,7 @@ from activity import danger
 from activity.danger import DangerThresholds, Detection
 from models.alerts import alert_channel, alert_document
 from models.danger_detection import detect_for_batch, store_detections
-from models.tables import AdminAlert, Alert, Batch, BatchJob, MetricSlot, NormalizedEvent
+from models.tables import AdminAlert, Alert, AuditRecord, Batch, BatchJob, MetricSlot, NormalizedEvent
 from tests.support.factories import auth, batch, event, now
 from tests.support.pipeline import stored_batch, wait_for, wait_processed
 from tests.support.webhooks import Receiver
@@ -271,6 +271,15 @@ def test_failing_rule_keeps_batch_and_other_rules(pipeline_client, make_token, d
     [admin] = admin_alerts(db, body["batch_id"])
     assert admin.kind == "job_failed" and admin.context["job"] == "detect_danger"
     assert "rule exploded" in admin.message and admin.correlation_id == body["correlation_id"]
+    # The failure record names the events involved and the processing state, and which rule failed.
+    with db.session() as s:
+        [failed] = s.scalars(select(AuditRecord).where(AuditRecord.step == "job_failed")).all()
+    assert failed.details["event_ids"] == [e["event_id"] for e in events]
+    assert failed.details["event_count"] == len(events)
+    assert failed.details["failed_rules"] == {"extended_debugging": "RuntimeError: rule exploded"}
+    assert failed.details["state"]["work_committed"] is True and failed.details["state"]["attempts"] == 1
+    assert failed.details["state"]["batch_status"] == "processing"
+    assert admin.context["event_count"] == len(events)
     # The other rules' alerts are stored; only the broken rule's are missing.
     assert {a.pattern: a.severity for a in stored_alerts(db)} == {"excessive_errors": "medium"}
 
