@@ -180,7 +180,11 @@ WITH stored AS (
 SELECT * FROM stored
 """
 
+# A refused request stored nothing: its record's commit need not wait for the WAL to reach the disk (a crash of
+# PostgreSQL within wal_writer_delay of it could lose the record, never stored data). Refusals come in floods
+# (a client ignoring Retry-After), and each then costs one round trip without a flush.
 _REFUSE_REQUEST = """
+SET LOCAL synchronous_commit TO OFF;
 INSERT INTO audit_log (correlation_id, batch_id, step, details) VALUES (%(correlation_id)s, %(batch_id)s, 'refused',
                                                                        %(details)s::jsonb)
 """

@@ -46,14 +46,14 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
         raise ApiError(503, "storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}],
                        headers={"Retry-After": str(exc.retry_after)}) from exc
 
-    # Both outcomes concern this developer's own earlier batch of that id (batch ids are unique per developer):
-    # another developer's use of the id is never visible here.
     if outcome.kind == "refused":
         body = _counts_body(prepared, [], [], 0)
         body["status"] = "rejected"
         _count_events(body)
         raise ApiError(422, "no_valid_events", "No event of the batch is valid.", body["errors"], body=body,
                        audited=True)
+    # Both outcomes concern this developer's own earlier batch of that id (batch ids are unique per developer):
+    # another developer's use of the id is never visible here.
     if outcome.kind == "conflict":
         raise ApiError(409, "batch_conflict",
                        "This batch_id was already used for different content; use a new batch_id.",
@@ -61,8 +61,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     if outcome.kind == "duplicate_batch":
         assert outcome.original is not None
         body = replayed_reply(prepared, outcome.original)
+        # The access line counts what this request did: nothing new, every event already stored.
         g.ingest_counts = {"received": body["received"], "accepted": 0, "duplicates": body["received"],
-                           "rejected": 0}
+                           "rejected": 0, "stored_unprocessed": 0}
         return body, 200
 
     if outcome.outbox_id is not None:
