@@ -596,3 +596,16 @@ def test_webhook_receives_signed_fresh_alert_only(pipeline_client, make_token, d
     assert payload["alert"]["severity"] == "medium" and payload["alert"]["recommendation"]
     # The stale alert was never sent.
     assert by_batch[stale_body["batch_id"]].stale is True and by_batch[stale_body["batch_id"]].deliveries == []
+
+
+def test_an_alert_withdrawn_by_a_replay_is_audited_as_a_replay(session, dev):
+    d = detection()
+    _store(session, dev, [d], d.window_end)
+    scope = (d.window_start - timedelta(hours=1), d.window_end + timedelta(hours=1))
+    written, _ = store_detections(session, dev, [], batch_id=uuid.uuid4(), correlation_id="c-replay",
+                                  now=d.window_end + timedelta(minutes=1), freshness=FRESH, scope=scope,
+                                  is_replay=True)
+    assert written == 1
+    [record] = session.scalars(select(AuditRecord).where(AuditRecord.step == "alert_withdrawn",
+                                                         AuditRecord.correlation_id == "c-replay")).all()
+    assert record.is_replay is True
