@@ -125,6 +125,11 @@ _V10["ai.completion"] = {"accepted": _req("bool"), "chars": _req("count"), **_PR
 
 _CATALOG: dict[str, dict[str, dict[str, FieldSpec]]] = {"1.0": _V10, "1.1": _V11}
 _EVENT_TYPES: dict[str, frozenset[str]] = {v: frozenset(types) for v, types in _CATALOG.items()}
+# Every type some version of the catalog knows: the jobs process stored events of these types only. An event of
+# any other type was stored under a newer minor (`stored_unprocessed`) and waits until the catalog learns it.
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset().union(*_EVENT_TYPES.values())
+# What an event type a newer minor adds must look like to be stored unprocessed ("namespace.name").
+_TYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 
 # Leading zeros are refused so "1.01" cannot masquerade as "1.1"; ASCII digits
 # only because \d would also accept e.g. Arabic-Indic digits.
@@ -144,6 +149,22 @@ def resolve_schema_version(version: str) -> str | None:
     if match is None or match.group(1) != "1":
         return None
     return "1.0" if match.group(2) == "0" else "1.1"
+
+
+def is_newer_minor(version: str) -> bool:
+    """A 1.x minor newer than the catalog's own: it may add event types this server does not know yet."""
+    match = _VERSION_RE.fullmatch(version) if isinstance(version, str) else None
+    current_minor = int(CURRENT_SCHEMA_VERSION.split(".")[1])
+    return match is not None and match.group(1) == "1" and int(match.group(2)) > current_minor
+
+
+def stored_unprocessed(event_type: str, schema_version: str) -> bool:
+    """Whether an event the catalog rejects as an unknown type is kept instead, stored raw and not processed
+    until the catalog learns the type: a type no version knows (not a removed one such as 1.0's
+    ai.completion), shaped like a type name, under a newer 1.x minor. Unknown types under a known minor stay
+    rejected (`unknown_event_type`)."""
+    return (isinstance(event_type, str) and event_type not in KNOWN_EVENT_TYPES
+            and _TYPE_NAME_RE.fullmatch(event_type) is not None and is_newer_minor(schema_version))
 
 
 def event_types(version: str) -> frozenset[str]:

@@ -55,6 +55,7 @@ from app.auth import current_principal
 from app.errors import ApiError
 from app.ingest import ingest
 from app.ingest.prepare import prepare_batch
+from app.ingest.refusals import audit_refusals
 from app.rate_limit import read_json_body_within_limits
 from app.settings import settings
 from app.storage import storage
@@ -220,6 +221,7 @@ def _entries(native: dict[str, Any], prepared: PreparedBatch, heartbeats: list[A
 
 
 @bp.post("/users/current/heartbeats.bulk")
+@audit_refusals
 def heartbeats_bulk():
     developer_id = _developer_id()
     body = read_json_body_within_limits(settings(), lambda b: len(b) if isinstance(b, list) else 0)
@@ -233,6 +235,7 @@ def heartbeats_bulk():
 
 
 @bp.post("/users/current/heartbeats")
+@audit_refusals
 def heartbeat_single():
     developer_id = _developer_id()
     body = read_json_body_within_limits(settings(), lambda b: 1)
@@ -242,8 +245,9 @@ def heartbeat_single():
     native, prepared = _process(developer_id, [body], body)
     if prepared.rejections:
         rejection = prepared.rejections[0]
+        # ingest() found no valid event and wrote the `refused` record already.
         raise ApiError(400, "invalid_heartbeat", f"The heartbeat is invalid: {rejection.message}",
-                       [rejection.as_dict()])
+                       [rejection.as_dict()], audited=True)
     return jsonify({"data": _data(native["events"][0]["event_id"], body)}), 201
 
 

@@ -13,7 +13,7 @@ from app.storage import StorageUnavailable
 class ApiError(Exception):
     def __init__(
         self, status: int, code: str, message: str, details: Any = None, *, headers: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None, audited: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -23,6 +23,8 @@ class ApiError(Exception):
         self.headers = headers or {}
         # A complete body replaces the default error envelope (e.g. the 422 that mirrors a 202).
         self.body = body
+        # Its audit record is written already (by the statement that decided it); see app/ingest/refusals.py.
+        self.audited = audited
 
 
 class RequestReadTimeout(Exception):
@@ -45,6 +47,7 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def init_app(app: Flask) -> None:
     @app.errorhandler(StorageUnavailable)
     def _storage_unavailable(exc: StorageUnavailable):
+        g.error_code = "storage_unavailable"
         # Raised outside the views' own handling too (e.g. the token lookup): always a 503, never a 500.
         body = error_body("storage_unavailable", str(exc), [{"field": "_storage", "message": "unavailable"}])
         return jsonify(body), 503, {"Retry-After": str(exc.retry_after)}
@@ -57,15 +60,18 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        g.error_code = exc.code  # for the access line (app/observability.py)
         body = exc.body if exc.body is not None else error_body(exc.code, exc.message, exc.details)
         return jsonify(body), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
+        g.error_code = code
         return jsonify(error_body(code, exc.description or exc.name)), exc.code or 500
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         app.logger.exception("unhandled error")
+        g.error_code = "internal_error"
         return jsonify(error_body("internal_error", "An unexpected error occurred; it has been logged.")), 500

@@ -29,6 +29,8 @@ from models.health import migration_version, outbox_counts
 
 bp = Blueprint("observability", __name__)
 log = logging.getLogger("devpulse.observability")
+# One line per request, written by the app (gunicorn's own access log is off: see Procfile).
+access_log = logging.getLogger("devpulse.access")
 
 REQUESTS = Counter("devpulse_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"])
 EVENTS = Counter("devpulse_events_total", "Ingested events by outcome", ["outcome"])
@@ -137,6 +139,30 @@ def reset_breaker(name: str):
     return jsonify({"reset": name, "circuit_breakers": breakers.describe()})
 
 
+def _access_line(route: str, response: Response, elapsed: float) -> None:
+    """The request's access line: who, what, the outcome, the counts of an ingest and how long it took."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    principal = g.get("principal")
+    named = g.get("ingest_batch")
+    developer = principal.developer_id if principal is not None else None
+    extra: dict[str, Any] = {
+        "step": "request", "correlation_id": g.get("correlation_id"), "method": request.method,
+        "path": request.path, "route": route,
+        "status": response.status_code, "duration_ms": round(elapsed * 1000, 3),
+        "developer_id": developer if developer is not None else (named[0] if named else None),
+        "token_id": principal.token_id if principal is not None else None,
+        "batch_id": named[1] if named else None,
+        "error_code": g.get("error_code"),
+        "counts": g.get("ingest_counts"),
+        "bytes_in": request.content_length, "bytes_out": response.content_length,
+        "remote_addr": request.remote_addr, "user_agent": (request.user_agent.string or "")[:200] or None,
+    }
+    if g.get("refusal_audited"):
+        extra["audited"] = True
+    access_log.info("%s %s %s", request.method, request.path, response.status_code, extra=extra)
+
+
 def init_app(app: Flask) -> None:
     cfg = settings(app)
     # Every breaker exists from the start, so operators see all of them, tripped or not.
@@ -153,9 +179,11 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _count(response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         if request.endpoint == "ingest.orchestrate":
-            INGEST_LATENCY.observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
+            INGEST_LATENCY.observe(elapsed)
+        _access_line(route, response, elapsed)
         return response
 
     app.register_blueprint(bp)

@@ -57,7 +57,14 @@ class IngestResultSchema(Schema):
     errors = fields.List(fields.Nested(EventErrorSchema), required=True)
     duplicate_event_ids = fields.List(fields.Str(), required=True)
     supported_schema_versions = fields.List(fields.Str())
+    stored_unprocessed = fields.Int(metadata={"description": "accepted events of a type a newer 1.x minor added, "
+                                                             "stored and processed once the server knows the type"})
+    # A 200 duplicate: the counts, errors and duplicate ids above are the first reply's, replayed.
     original_correlation_id = fields.Str()
+    replay_of_first_reply = fields.Bool()
+    original_status = fields.Str(metadata={"enum": ["accepted", "partially_accepted"]})
+    original_received_at = fields.Str()
+    first_reply_details_unknown = fields.Bool()
 
 
 class JobSchema(Schema):

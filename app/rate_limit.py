@@ -125,5 +125,8 @@ def read_json_body_within_limits(cfg: Settings, count_events: Callable[[Any], in
     except ApiError:
         check_rate_limit(token_id, 0, g.get("request_body_bytes", 0))
         raise
+    # What the body names (developer, batch id) goes into the audit record of a refusal, a 429 included
+    # (app/ingest/refusals.py).
+    g.ingest_body = body
     check_rate_limit(token_id, count_events(body), g.request_body_bytes)
     return body

@@ -36,16 +36,18 @@ Writers take no lock: they insert unsealed rows. Only the sealer takes
 pg_advisory_xact_lock(SEAL_LOCK_KEY), so there is one sealer at a time and seal_seq has
 no gap (its UNIQUE constraint backs this up).
 
-Each run seals unsealed rows (seal_seq IS NULL, never "id > the last sealed id", so no
-row can be skipped for good) in id order, and stops at the first row whose created_at is
-not older than a grace period. created_at is now(), i.e. the start of the *inserting
-transaction*, and ids are taken during it; with the grace G, if every transaction that
-writes audit rows lasts less than G/2, all rows with a lower id than a sealed one were
-committed (and sealed) first, so seal order equals id order. With the default of 10 s that
-covers every ordinary transaction (ingest, a job's bookkeeping, a publish with its broker
-timeouts). A longer transaction that commits a lower id after a higher one was sealed is
-not lost: the next run seals it with the next seal_seq. The chain order is seal_seq; id
-order is the usual case, not a guarantee, and `verify` only counts such records.
+Each run seals unsealed rows (seal_seq IS NULL, never "id > the last sealed id", so no row
+can be skipped for good) in id order, and stops at the first row whose created_at is not
+older than a grace period. created_at is the time of the record's step: the inserting
+statement's clock_timestamp(), or (ingest's `received` and `validated`) a moment of the same
+request shortly before its transaction; ids are taken during that transaction. With the
+grace G, if every writer's step time precedes its commit by less than G/2, all rows with a
+lower id than a sealed one were committed (and sealed) first, so seal order equals id order.
+With the default of 10 s that covers every ordinary transaction (ingest, a job's
+bookkeeping, a publish with its broker timeouts). A longer transaction that commits a lower
+id after a higher one was sealed is not lost: the next run seals it with the next seal_seq.
+The chain order is seal_seq; id order is the usual case, not a guarantee, and `verify` only
+counts such records.
 """
 
 from __future__ import annotations

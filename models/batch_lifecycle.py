@@ -44,7 +44,8 @@ def job_finished(session: Session, developer_id: str, batch_id: uuid.UUID, job: 
     session.execute(
         update(BatchJob)
         .where(BatchJob.developer_id == developer_id, BatchJob.batch_id == batch_id, BatchJob.job == job)
-        .values(status="ok" if ok else "failed", finished_at=func.now(), duration_ms=duration_ms, error=error)
+        .values(status="ok" if ok else "failed", finished_at=func.clock_timestamp(), duration_ms=duration_ms,
+                error=error)
     )
 
 
@@ -72,7 +73,7 @@ SELECT covered_by::text FROM job
 
 _FINISH_JOB = """
 WITH done AS (
-  UPDATE batch_jobs SET status = %(status)s, finished_at = now(), duration_ms = %(ms)s, error = %(error)s
+  UPDATE batch_jobs SET status = %(status)s, finished_at = clock_timestamp(), duration_ms = %(ms)s, error = %(error)s
   WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND job = %(job)s
 )
 INSERT INTO audit_log (correlation_id, batch_id, step, is_replay, details)
@@ -144,6 +145,33 @@ def fail_batch(session: Session, developer_id: str, batch_id: uuid.UUID, error: 
         audit(session, "failed", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
               developer_id=developer_id, error=error[:2000])
     return bool(result.rowcount)
+
+
+# A failure record names at most this many of the events involved (and counts them all).
+MAX_LISTED_EVENTS = 100
+
+_FAILURE_STATE = """
+SELECT b.status, b.accepted, b.dispatch_count, b.replay_count,
+       (SELECT array_agg(e.event_id::text ORDER BY e.seq) FROM (
+          SELECT event_id, seq FROM raw_events
+          WHERE developer_id = %(developer)s AND batch_id = %(batch)s ORDER BY seq LIMIT %(limit)s) e),
+       (SELECT count(DISTINCT q.event_id) FROM quarantined_events q
+        WHERE q.developer_id = %(developer)s AND q.batch_id = %(batch)s AND q.released_at IS NULL)
+FROM batches b WHERE b.developer_id = %(developer)s AND b.batch_id = %(batch)s
+"""
+
+
+def failure_state(session: Session, developer_id: str, batch_id: uuid.UUID) -> dict[str, Any]:
+    """What a failure record says about the batch it happened to: the events involved (the batch's stored
+    events, the first MAX_LISTED_EVENTS ids in batch order, and their count) and its processing state."""
+    rows = run_sql(session, _FAILURE_STATE, {"developer": developer_id, "batch": str(batch_id),
+                                             "limit": MAX_LISTED_EVENTS})
+    if not rows:
+        return {"event_ids": [], "event_count": 0, "state": None}
+    status, accepted, dispatches, replays, event_ids, quarantined = rows[0]
+    return {"event_ids": list(event_ids or []), "event_count": accepted,
+            "state": {"batch_status": status, "dispatch_count": dispatches, "replay_count": replays,
+                      "quarantined_events": quarantined}}
 
 
 def find_batch(session: Session, developer_id: str, batch_id: uuid.UUID, *, lock: bool = False) -> Batch | None:

@@ -53,6 +53,7 @@ def store_detections(
     session: Session, developer_id: str, detections: list[Detection], *, batch_id: uuid.UUID | None,
     correlation_id: str, now: datetime, freshness: timedelta, announce: bool = True,
     scope: tuple[datetime, datetime] | None = None, scopes: Mapping[str, tuple[datetime, datetime]] | None = None,
+    is_replay: bool = False,
 ) -> tuple[int, list[Alert]]:
     """Make the developer's alerts reflect `detections`, the rules' verdict over `scope`. Returns
     (rows written, alerts to push now).
@@ -145,7 +146,7 @@ def store_detections(
             a.version += 1
             a.updated_at = now
             reason = "merged" if merged_into is not None else "below_threshold"
-            audit(session, "alert_withdrawn", batch_id=batch_id, correlation_id=correlation_id,
+            audit(session, "alert_withdrawn", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
                   alert_id=str(a.alert_id), developer_id=developer_id, pattern=a.pattern, reason=reason,
                   merged_into=str(merged_into.alert_id) if merged_into is not None else None, version=a.version)
             written += 1
@@ -174,11 +175,15 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
         detections = with_stored_partners(session, batch.developer_id, detections, scopes)
         stored, pushed = store_detections(
             session, batch.developer_id, detections, batch_id=batch.batch_id, correlation_id=correlation_id,
-            now=datetime.now(UTC), freshness=freshness, scopes=scopes,
+            now=datetime.now(UTC), freshness=freshness, scopes=scopes, is_replay=is_replay,
         )
         written, found, push = written + stored, found + len(detections), push + pushed
     for name, error in sorted(errors.items()):
-        log.error("danger rule %s failed: %s", name, error)
+        log.error("danger rule %s failed: %s", name, error,
+                  extra={"batch_id": str(batch.batch_id), "developer_id": batch.developer_id,
+                         "correlation_id": correlation_id, "is_replay": is_replay, "step": "detect_danger",
+                         "rule": name, "event_count": batch.accepted,
+                         "window": [batch.first_ts.isoformat(), batch.last_ts.isoformat()]})
     mark_covered(session, others, JOB, by=batch)
     # One alert may be pushed by two spans of the run: announced once, as it stands now.
     announced = {a.alert_id: a for a in push}
@@ -195,6 +200,7 @@ def detect_for_batch(session: Session, batch: Batch, *, correlation_id: str, thr
         result["covered"] = len(others)
     if errors:
         result["error"] = "; ".join(f"rule {k} failed: {v}" for k, v in sorted(errors.items()))
+        result["failed_rules"] = dict(sorted(errors.items()))  # for the job_failed record (tasks/pipeline.py)
     return result
 
 

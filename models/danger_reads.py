@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 
 from activity.danger import DangerThresholds, Detection, grade_late_night, grade_no_break, night_bounds
 from models.db import run_sql
-from models.event_reader import NOT_QUARANTINED
+from models.event_reader import PROCESSABLE
 
 _EVENTS = ("SELECT r.corrected_ts AS ts, r.received_at, r.seq, r.event_id, r.client_utc_offset_minutes AS off"
            " FROM raw_events r WHERE r.developer_id = %(developer)s"
-           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s" + NOT_QUARANTINED)
+           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s" + PROCESSABLE)
 
 # Gaps and islands: a run starts at every event more than `gap` after the one before it.
 _RUNS = f"""

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import Row, select, tuple_
 from sqlalchemy.orm import Session
 
+from activity.catalog import KNOWN_EVENT_TYPES
 from activity.events import NormalizedEvent
 from activity.upcasting import upcast
 from models.db import run_sql
-from models.quarantine import not_quarantined
+from models.quarantine import processable
 from models.tables import RawEvent
 
 # Only what the rules read, with the payload cut out of the raw event in SQL: loading whole ORM rows
@@ -47,8 +48,13 @@ def to_event(row: Row[Any]) -> NormalizedEvent:
 # converting UUIDs cost three times the query itself (bench/jobs.py). Same columns as `_COLUMNS`, in order.
 _LEAN_SELECT = ("SELECT r.event_id::text, r.type, r.schema_version, r.corrected_ts, r.client_utc_offset_minutes,"
                 " r.session_id, r.received_at, r.seq, {payload}, r.raw->>'project'{extra} FROM raw_events r")
-NOT_QUARANTINED = (" AND NOT EXISTS (SELECT 1 FROM quarantined_events q WHERE q.developer_id = r.developer_id"
-                         " AND q.event_id = r.event_id AND q.job = %(job)s AND q.released_at IS NULL)")
+# Types the catalog knows, as SQL: events of other types (stored under a newer minor, `stored_unprocessed` in
+# activity/catalog.py) are skipped by every job until the catalog learns them; a replay then processes them.
+KNOWN_TYPE = " AND r.type IN ({})".format(", ".join(f"'{t}'" for t in sorted(KNOWN_EVENT_TYPES)))
+# What a job reads of raw events: of a known type, and not quarantined for the job.
+PROCESSABLE = KNOWN_TYPE + (" AND NOT EXISTS (SELECT 1 FROM quarantined_events q"
+                            " WHERE q.developer_id = r.developer_id AND q.event_id = r.event_id AND q.job = %(job)s"
+                            " AND q.released_at IS NULL)")
 
 
 def lean_event(r: tuple[Any, ...]) -> NormalizedEvent:
@@ -66,7 +72,7 @@ def batch_rows(session: Session, batch_id: uuid.UUID, *, developer_id: str, job:
     with the batch id appended (a batch id is unique per developer only: another developer's batch may
     carry the same id)."""
     sql = (_LEAN_SELECT.format(payload="r.raw->'payload'", extra="")
-           + " WHERE r.developer_id = %(developer)s AND r.batch_id = %(batch)s" + NOT_QUARANTINED
+           + " WHERE r.developer_id = %(developer)s AND r.batch_id = %(batch)s" + PROCESSABLE
            + " ORDER BY r.seq")
     return run_sql(session, sql, {"developer": developer_id, "batch": str(batch_id), "job": job})
 
@@ -90,8 +96,7 @@ def developer_events(
     if types is not None:
         sql += " AND r.type = ANY(%(only)s)"
         params["only"] = sorted(types)
-    if job is not None:
-        sql += NOT_QUARANTINED
+    sql += PROCESSABLE if job is not None else KNOWN_TYPE
     if since is not None:
         sql += " AND r.corrected_ts >= %(since)s"
     if until is not None:
@@ -107,7 +112,7 @@ def debug_marks(session: Session, developer_id: str, since: datetime, until: dat
     sid = RawEvent.raw["payload"]["debug_session_id"].astext
     stmt = select(RawEvent.type, RawEvent.corrected_ts, sid).where(
         RawEvent.developer_id == developer_id, RawEvent.type.in_(("debug.start", "debug.stop")),
-        RawEvent.corrected_ts >= since, RawEvent.corrected_ts <= until, not_quarantined(job))
+        RawEvent.corrected_ts >= since, RawEvent.corrected_ts <= until, processable(job))
     starts: dict[str, datetime] = {}
     stops: dict[str, list[datetime]] = {}
     for row in session.execute(stmt.order_by(RawEvent.corrected_ts)):

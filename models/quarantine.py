@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from activity.catalog import KNOWN_EVENT_TYPES
 from models.admin_alerts import raise_admin_alert
 from models.batch_lifecycle import audit
 from models.tables import QuarantinedEvent, RawEvent
@@ -27,19 +28,21 @@ log = logging.getLogger("devpulse.quarantine")
 MAX_ATTEMPTS = 64
 
 
-def not_quarantined(job: str) -> ColumnElement[bool]:
+def processable(job: str) -> ColumnElement[bool]:
     """The condition a job's reads of raw events add: the event is not currently quarantined for that job.
 
     Per job: an event that normalization cannot process may still count in the metrics, exactly as the
     aggregation job (which processed it) recorded; each job's derived rows skip its own poison only.
+    Events of a type the catalog does not know (stored under a newer minor) are left out as well.
     """
-    return ~exists().where(and_(QuarantinedEvent.developer_id == RawEvent.developer_id,
-                                QuarantinedEvent.event_id == RawEvent.event_id, QuarantinedEvent.job == job,
-                                QuarantinedEvent.released_at.is_(None)))
+    return and_(RawEvent.type.in_(sorted(KNOWN_EVENT_TYPES)),
+                ~exists().where(and_(QuarantinedEvent.developer_id == RawEvent.developer_id,
+                                     QuarantinedEvent.event_id == RawEvent.event_id, QuarantinedEvent.job == job,
+                                     QuarantinedEvent.released_at.is_(None))))
 
 
 def _batch_event_ids(session: Session, batch_id: uuid.UUID, job: str) -> list[uuid.UUID]:
-    return list(session.execute(select(RawEvent.event_id).where(RawEvent.batch_id == batch_id, not_quarantined(job))
+    return list(session.execute(select(RawEvent.event_id).where(RawEvent.batch_id == batch_id, processable(job))
                                 .order_by(RawEvent.seq)).scalars())
 
 
@@ -109,12 +112,14 @@ def isolate(session: Session, *, developer_id: str, batch_id: uuid.UUID, job: st
     probe._insert(culprits, message)
     ids = [str(e) for e in culprits]
     audit(session, "events_quarantined", batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
-          job=job, event_ids=ids[:100], count=len(ids), error=message)
+          developer_id=developer_id, job=job, event_ids=ids[:100], count=len(ids), error=message)
     raise_admin_alert(session, "events_quarantined",
                       f"Job {job} could not process {len(ids)} event(s) of batch {batch_id}; they are quarantined",
                       batch_id=batch_id, correlation_id=correlation_id,
                       context={"job": job, "event_ids": ids[:100], "count": len(ids), "error": message})
-    log.error("quarantined %d event(s) of batch %s for job %s: %s", len(ids), batch_id, job, message)
+    log.error("quarantined %d event(s) of batch %s for job %s: %s", len(ids), batch_id, job, message,
+              extra={"batch_id": str(batch_id), "developer_id": developer_id, "correlation_id": correlation_id,
+                     "is_replay": is_replay, "step": job, "event_ids": ids[:100], "event_count": len(ids)})
     return culprits
 
 

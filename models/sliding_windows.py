@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session
 from activity import danger
 from activity.danger import DangerThresholds, Detection, grade_ai_episode, grade_errors_episode
 from models.db import run_sql
-from models.event_reader import NOT_QUARANTINED, developer_events
+from models.event_reader import PROCESSABLE, developer_events
 
 # The rule's stored events: `p` is the payload as stored (NULL, or not an object, reads as no field at all, as
 # `event_reader.lean_event` reads it: every `->` below is then NULL).
 _EVENTS = ("SELECT r.corrected_ts AS ts, {columns}"
            " FROM raw_events r CROSS JOIN LATERAL (SELECT r.raw->'payload' AS p) x"
            " WHERE r.developer_id = %(developer)s AND r.type = ANY(%(types)s)"
-           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s" + NOT_QUARANTINED)
+           " AND r.corrected_ts >= %(lo)s AND r.corrected_ts <= %(hi)s" + PROCESSABLE)
 
 # `activity.metrics.is_error_event`. A JSON number is a Python int when read back (psycopg2's json.loads of
 # PostgreSQL's jsonb output) iff its text has no '.': jsonb prints numbers in plain notation, so 1e2 comes back as

@@ -113,6 +113,9 @@ class Batch(Base):
     completed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = _now()
+    # What the first answer said beyond the count columns ({"status", "errors", "duplicate_event_ids",
+    # "stored_unprocessed"}): a resend of the batch is answered with it. NULL for batches stored before 0011.
+    first_reply: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_in_list(tuple(BatchStatus))})", name="status"),
@@ -377,7 +380,9 @@ class AuditRecord(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    created_at: Mapped[datetime] = _now()
+    # When the step happened: clock_timestamp() (the statement's time, not the transaction's start), or the
+    # step's own time when the writer knows it (ingest's `received` is the request's arrival).
+    created_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
     correlation_id: Mapped[str] = mapped_column(String(128))
     # NULL for trail records that concern no batch.
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

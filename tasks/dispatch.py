@@ -95,7 +95,9 @@ def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: b
             served = already_served(batch, record)
             if served is not None:
                 skip_dispatch(session, record, served)
-                log.info("outbox %s not published again: %s", outbox_id, served)
+                log.info("outbox %s not published again: %s", outbox_id, served,
+                         extra={"batch_id": str(record.batch_id), "correlation_id": record.correlation_id,
+                                "step": "dispatch_skipped", "is_replay": record.is_replay})
                 return None
             ctx = start_dispatch(session, record, batch)
             _publish(celery, ctx)
@@ -136,8 +138,9 @@ def _publishing(db: Database, celery: Celery, outbox_id: int,
         return False
     if ctx is None:
         return None
-    log.info("dispatched", extra={"batch_id": ctx["batch_id"], "correlation_id": ctx["correlation_id"],
-                                  "step": "dispatched", "is_replay": ctx["is_replay"]})
+    log.info("dispatched", extra={"batch_id": ctx["batch_id"], "developer_id": ctx["developer_id"],
+                                  "correlation_id": ctx["correlation_id"], "step": "dispatched",
+                                  "is_replay": bool(ctx["is_replay"]), "attempt": ctx["attempt"]})
     return True
 
 

@@ -27,6 +27,7 @@ from models.batch_lifecycle import (
     audit,
     complete_batch,
     fail_batch,
+    failure_state,
     find_batch,
     finish_job,
     job_finished,
@@ -90,6 +91,7 @@ def run_job(
                 raise LookupError(f"batch {batch_id} of developer {developer_id} does not exist")
             outcome = _work_or_quarantine(session, batch, job, ctx, work)
             error = outcome.pop("error", None)
+            failed_rules = outcome.pop("failed_rules", None)
             notify = outcome.pop("notify", None)
             duration_ms = int((time.monotonic() - started) * 1000)
             if not error:
@@ -102,7 +104,8 @@ def run_job(
             except Exception as exc:  # delivery must never block the batch
                 error = "; ".join(filter(None, [error, f"delivery failed: {type(exc).__name__}: {exc}"]))
         if error:
-            return _give_up(task, job, ctx, RuntimeError(error), started)
+            # The work's transaction committed what succeeded (e.g. every danger rule but the broken one).
+            return _give_up(task, job, ctx, RuntimeError(error), started, committed=True, failed_rules=failed_rules)
         log.info("job %s ok", job, extra=_log_extra(ctx, job, duration_ms=duration_ms))
         TASK_OUTCOMES.labels(job, "ok").inc()
         return {"job": job, "ok": True, "duration_ms": duration_ms, **outcome}
@@ -137,26 +140,45 @@ def _work_or_quarantine(session: Session, batch: Batch, job: str, ctx: dict[str,
         return {**outcome, "quarantined": len(culprits)}
 
 
-def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseException, started: float) -> dict[str, Any]:
-    """Record the failure on the batch and as an admin alert, and report it to the callback."""
+def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseException, started: float, *,
+             committed: bool = False, failed_rules: dict[str, str] | None = None) -> dict[str, Any]:
+    """Record the failure on the batch and as an admin alert, and report it to the callback.
+
+    The record, the alert and the log line name the events involved (the batch's: a bounded list of ids and
+    their count) and the processing state: the batch's status, the job's attempts, whether the job's other work
+    was committed, quarantined events, and for danger detection which rules failed.
+    """
     error = f"{type(exc).__name__}: {exc}"[:1000]
     duration_ms = int((time.monotonic() - started) * 1000)
-    log.error("job %s failed after %d attempt(s): %s", job, task.request.retries + 1, error,
-              extra=_log_extra(ctx, job, duration_ms=duration_ms))
-    TASK_OUTCOMES.labels(job, "failed").inc()
     batch_id = uuid.UUID(ctx["batch_id"])
     developer_id: str = ctx["developer_id"]
+    attempts = task.request.retries + 1
+    facts: dict[str, Any] = {"event_ids": [], "event_count": ctx.get("event_count"), "state": None}
+    try:
+        with database().session() as session:
+            facts = failure_state(session, developer_id, batch_id)
+    except Exception:  # the database may be what failed: the record below still tries, with what is known
+        log.warning("could not read the state of batch %s for the failure of job %s", batch_id, job,
+                    extra=_log_extra(ctx, job))
+    state = {**(facts["state"] or {}), "job_status": "failed", "attempts": attempts, "work_committed": committed,
+             "task_id": task.request.id}
+    involved = {"event_ids": facts["event_ids"], "event_count": facts["event_count"], "state": state}
+    if failed_rules:
+        involved["failed_rules"] = failed_rules
+    log.error("job %s failed after %d attempt(s): %s", job, attempts, error,
+              extra=_log_extra(ctx, job, duration_ms=duration_ms, **involved))
+    TASK_OUTCOMES.labels(job, "failed").inc()
     try:
         with database().transaction() as session:
             job_finished(session, developer_id, batch_id, job, False, duration_ms, error)
             audit(session, "job_failed", batch_id=batch_id, correlation_id=ctx["correlation_id"],
                   is_replay=bool(ctx.get("is_replay")), developer_id=developer_id, job=job, error=error,
-                  attempts=task.request.retries + 1)
+                  attempts=attempts, **involved)
             raise_admin_alert(session, "job_failed", f"Job {job} failed for batch {batch_id}: {error}",
                               batch_id=batch_id, correlation_id=ctx["correlation_id"],
                               context={"developer_id": developer_id, "job": job, "step": job,
-                                       "attempt": task.request.retries + 1, "task_id": task.request.id,
-                                       "error": error})
+                                       "attempt": attempts, "task_id": task.request.id, "error": error,
+                                       "is_replay": bool(ctx.get("is_replay")), **involved})
     except Exception:
         log.exception("could not record the failure of job %s", job, extra=_log_extra(ctx, job))
     return {"job": job, "ok": False, "error": error}

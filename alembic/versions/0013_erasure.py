@@ -1,7 +1,7 @@
 """Raw events stay append-only except inside a developer's erasure (models/erasure.py)
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-27 17:45:00
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

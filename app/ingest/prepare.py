@@ -12,7 +12,12 @@ from typing import Any
 import orjson
 from marshmallow import ValidationError
 
-from activity.catalog import SUPPORTED_SCHEMA_VERSIONS, resolve_schema_version, validate_event_payload
+from activity.catalog import (
+    SUPPORTED_SCHEMA_VERSIONS,
+    resolve_schema_version,
+    stored_unprocessed,
+    validate_event_payload,
+)
 from activity.clock import check_event_time, correct_timestamp, utc_offset_minutes
 from app.errors import ApiError
 from app.ingest.fast_path import fast_envelope, fast_event
@@ -184,6 +189,7 @@ def prepare_batch(
     events: list[PreparedEvent] = []
     rejections: list[Rejection] = []
     in_batch_duplicates: list[str] = []
+    unprocessed_ids: list[str] = []
     seen: set[uuid.UUID] = set()
     for index, raw in enumerate(envelope["events"]):
         prepared = _prepare_event(index, raw, default_version, sent_at, received_at, settings)
@@ -194,6 +200,8 @@ def prepare_batch(
         else:
             seen.add(prepared.event_id)
             events.append(prepared)
+            if prepared.unprocessed:
+                unprocessed_ids.append(str(prepared.event_id))
     return PreparedBatch(
         batch_id=envelope["batch_id"],
         developer_id=envelope["developer_id"],
@@ -207,6 +215,8 @@ def prepare_batch(
         rejections=rejections,
         in_batch_duplicates=in_batch_duplicates,
         source=source,
+        validated_at=datetime.now(UTC),
+        unprocessed_ids=unprocessed_ids,
     )
 
 
@@ -258,9 +268,12 @@ def _prepare_event(
             return reject("payload_too_large", "payload", f"the payload is {payload_size} bytes; at most "
                                                           f"{settings.max_event_payload_bytes} are allowed")
     errors = validate_event_payload(event["type"], version, payload)
+    unprocessed = False
     if errors:
         first = errors[0]
-        return reject(first.code, first.field, first.message)
+        if first.code != "unknown_event_type" or not stored_unprocessed(event["type"], version):
+            return reject(first.code, first.field, first.message)
+        unprocessed = True  # a type a newer minor added: kept raw, processed once the catalog knows it
 
     client_ts: datetime = event["timestamp"]
     try:
@@ -283,4 +296,5 @@ def _prepare_event(
         corrected_ts=corrected,
         raw=raw,
         raw_json=text,
+        unprocessed=unprocessed,
     )

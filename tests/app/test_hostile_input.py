@@ -65,7 +65,11 @@ def count(db, table: str) -> int:
 
 
 def nothing_written(db) -> None:
-    assert {t: count(db, t) for t in TABLES if t != "api_tokens"} == {t: 0 for t in TABLES if t != "api_tokens"}
+    """Nothing stored; the audit trail holds the refusal's record only (app/ingest/refusals.py)."""
+    kept = ("api_tokens", "audit_log")
+    assert {t: count(db, t) for t in TABLES if t not in kept} == {t: 0 for t in TABLES if t not in kept}
+    with db.engine.connect() as conn:
+        assert set(conn.execute(text("SELECT DISTINCT step FROM audit_log")).scalars()) <= {"refused"}
 
 
 def raw_events(db) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from tests.support.database import TABLES
 from tests.support.factories import auth, batch, event
-from tests.support.ingest import URL, counts, edit, nothing_written, post, query
+from tests.support.ingest import URL, counts, counts_but_audit, edit, nothing_written, post, query
 
 
 def test_batch_events_audit_and_outbox_are_written_together(client, token, clean_db):
@@ -51,16 +51,27 @@ def _four_xx_cases(client, token, db):
     yield 422, post(client, token, batch([event("file.teleport")]))
 
 
-def test_no_4xx_writes_anything(client, token, clean_db):
+def test_no_4xx_stores_anything_and_each_but_401_leaves_one_audit_record(client, token, clean_db):
     cases = _four_xx_cases(client, token, clean_db)
-    first_status, first = next(cases)
-    before = counts(clean_db)
+    first = next(cases)  # stores a batch, then sends the conflicting one
+    before = counts_but_audit(clean_db)
     assert before["batches"] == 1
     seen = []
-    for status, r in [(first_status, first), *cases]:
+    for status, r in [first, *cases]:
         assert r.status_code == status, (status, r.get_json())
         assert r.get_json()["correlation_id"] == r.headers["X-Correlation-ID"]
-        assert counts(clean_db) == before, status
+        assert counts_but_audit(clean_db) == before, status
+        records = query(clean_db, "SELECT step, details FROM audit_log WHERE correlation_id = :c ORDER BY id",
+                        c=r.headers["X-Correlation-ID"])
+        if status == 401:  # no developer to record: the access line is its trace
+            assert records == [], status
+        else:
+            [(step, details)] = records
+            assert step == ("batch_conflict" if status == 409 else "refused"), status
+            assert details["developer_id"] == "dev-1"
+            if step == "refused":
+                code = "no_valid_events" if status == 422 else r.get_json()["error"]["code"]  # the 422 mirrors a 202
+                assert (details["status"], details["code"]) == (status, code)
         seen.append(status)
     assert seen == [409, 400, 400, 401, 403, 413, 415, 422]
 

@@ -47,7 +47,9 @@ def test_the_same_batch_from_20_threads_is_stored_once(app, token, clean_db):
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] * 19 + [202]
     assert {b["status"] for s, b in results if s == 200} == {"duplicate"}
-    assert sum(b["accepted"] for _, b in results) == 25
+    assert sum(b["accepted"] for s, b in results if s == 202) == 25
+    # Every resend is answered with the first reply again, marked as such.
+    assert {(b["accepted"], b["replay_of_first_reply"]) for s, b in results if s == 200} == {(25, True)}
     got = counts(clean_db)
     assert (got["batches"], got["raw_events"], got["outbox"]) == (1, 25, 1)
 

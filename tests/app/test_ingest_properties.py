@@ -159,7 +159,8 @@ def test_any_mix_is_persisted_exactly_once_with_counts_that_add_up(client, db, s
 def test_resending_any_batch_changes_nothing(client, db, scenario, resends):
     token = fresh_token(db)
     bodies = [body for body, _ in make_batches(scenario)]
-    first = [client.post(URL, json=b, headers=auth(token)).status_code for b in bodies]
+    replies = [client.post(URL, json=b, headers=auth(token)) for b in bodies]
+    first = [r.status_code for r in replies]
     assert set(first) <= {202, 422}
     before = snapshot(db)
     for which, shift_seconds in resends:
@@ -171,9 +172,15 @@ def test_resending_any_batch_changes_nothing(client, db, scenario, resends):
         got = r.get_json()
         if first[index] == 202:
             assert r.status_code == 200, got
-            assert (got["status"], got["accepted"]) == ("duplicate", 0)
-            assert got["duplicates"] == len(got["duplicate_event_ids"]) == got["received"] - got["rejected"]
-            assert got["received"] == len(body["events"])
+            original = replies[index].get_json()
+            assert got["status"] == "duplicate" and got["replay_of_first_reply"] is True
+            # The first answer's counts, per-event errors and duplicate ids, replayed.
+            for key in ("received", "accepted", "duplicates", "rejected", "errors", "duplicate_event_ids"):
+                assert got[key] == original[key], key
+            assert got["original_status"] == original["status"]
+            assert got["duplicates"] == len(got["duplicate_event_ids"])  # the list matches the count
         else:
             assert r.status_code == 422, got
-    assert snapshot(db) == before
+    # Nothing changed but the trail, which records each resend.
+    assert {t: rows for t, rows in snapshot(db).items() if t != "audit_log"} == \
+        {t: rows for t, rows in before.items() if t != "audit_log"}

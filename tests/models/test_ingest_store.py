@@ -82,7 +82,10 @@ def test_same_batch_id_same_hash_is_a_duplicate_and_other_hash_a_conflict(sessio
     conflict = persist_batch(session, prepared([pevent(0)], batch_id=bid, content_hash="b" * 64))
     assert conflict.kind == "conflict"
     assert (again.outbox_id, conflict.outbox_id, again.accepted_ids) == (None, None, [])
-    assert all_counts(session) == before
+    # Nothing stored; the trail records the resend and the conflicting send.
+    assert {**all_counts(session), "audit_log": before["audit_log"]} == before
+    steps = session.execute(text("SELECT step FROM audit_log WHERE batch_id = :b ORDER BY id"), {"b": bid}).scalars()
+    assert list(steps)[-2:] == ["duplicate_batch", "batch_conflict"]
 
 
 def test_event_of_an_earlier_batch_is_a_duplicate_pointing_at_the_original(session):

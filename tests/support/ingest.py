@@ -27,6 +27,20 @@ def counts(db) -> dict[str, int]:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
 
 
+def counts_but_audit(db) -> dict[str, int]:
+    """`counts` without the audit trail (which records refusals and resends too)."""
+    return {t: n for t, n in counts(db).items() if t != "audit_log"}
+
+
+def audit_steps(db, since_id: int = 0) -> list[str]:
+    """The steps of the audit records after `since_id`, in order."""
+    return [step for (step,) in query(db, "SELECT step FROM audit_log WHERE id > :i ORDER BY id", i=since_id)]
+
+
+def last_audit_id(db) -> int:
+    return query(db, "SELECT coalesce(max(id), 0) FROM audit_log")[0][0]
+
+
 def query(db, sql: str, **params: Any) -> list[Any]:
     with db.engine.connect() as conn:
         return list(conn.execute(text(sql), params))
@@ -38,7 +52,11 @@ def stored_events(db, batch_id: str | None = None) -> list[Any]:
 
 
 def nothing_written(db) -> None:
-    assert {t: n for t, n in counts(db).items() if t != "api_tokens"} == {t: 0 for t in TABLES if t != "api_tokens"}
+    """Nothing stored: every table empty but the tokens and the audit trail, which holds `refused` records only
+    (a refused request leaves its audit record, app/ingest/refusals.py)."""
+    kept = ("api_tokens", "audit_log")
+    assert {t: n for t, n in counts(db).items() if t not in kept} == {t: 0 for t in TABLES if t not in kept}
+    assert {step for (step,) in query(db, "SELECT DISTINCT step FROM audit_log")} <= {"refused"}
 
 
 def edit(ts: datetime | None = None, **kw: Any) -> dict[str, Any]:

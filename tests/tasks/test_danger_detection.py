@@ -25,7 +25,7 @@ from activity import danger
 from activity.danger import DangerThresholds, Detection
 from models.alerts import alert_channel, alert_document
 from models.danger_detection import detect_for_batch, store_detections
-from models.tables import AdminAlert, Alert, Batch, BatchJob, MetricSlot, NormalizedEvent
+from models.tables import AdminAlert, Alert, AuditRecord, Batch, BatchJob, MetricSlot, NormalizedEvent
 from tests.support.factories import auth, batch, event, now
 from tests.support.pipeline import stored_batch, wait_for, wait_processed
 from tests.support.webhooks import Receiver
@@ -271,6 +271,15 @@ def test_failing_rule_keeps_batch_and_other_rules(pipeline_client, make_token, d
     [admin] = admin_alerts(db, body["batch_id"])
     assert admin.kind == "job_failed" and admin.context["job"] == "detect_danger"
     assert "rule exploded" in admin.message and admin.correlation_id == body["correlation_id"]
+    # The failure record names the events involved and the processing state, and which rule failed.
+    with db.session() as s:
+        [failed] = s.scalars(select(AuditRecord).where(AuditRecord.step == "job_failed")).all()
+    assert failed.details["event_ids"] == [e["event_id"] for e in events]
+    assert failed.details["event_count"] == len(events)
+    assert failed.details["failed_rules"] == {"extended_debugging": "RuntimeError: rule exploded"}
+    assert failed.details["state"]["work_committed"] is True and failed.details["state"]["attempts"] == 1
+    assert failed.details["state"]["batch_status"] == "processing"
+    assert admin.context["event_count"] == len(events)
     # The other rules' alerts are stored; only the broken rule's are missing.
     assert {a.pattern: a.severity for a in stored_alerts(db)} == {"excessive_errors": "medium"}
 
@@ -592,3 +601,16 @@ def test_webhook_receives_signed_fresh_alert_only(pipeline_client, make_token, d
     assert item["alert"]["severity"] == "medium" and item["alert"]["recommendation"]
     # The stale alert was never sent.
     assert by_batch[stale_body["batch_id"]].stale is True and by_batch[stale_body["batch_id"]].deliveries == []
+
+
+def test_an_alert_withdrawn_by_a_replay_is_audited_as_a_replay(session, dev):
+    d = detection()
+    _store(session, dev, [d], d.window_end)
+    scope = (d.window_start - timedelta(hours=1), d.window_end + timedelta(hours=1))
+    written, _ = store_detections(session, dev, [], batch_id=uuid.uuid4(), correlation_id="c-replay",
+                                  now=d.window_end + timedelta(minutes=1), freshness=FRESH, scope=scope,
+                                  is_replay=True)
+    assert written == 1
+    [record] = session.scalars(select(AuditRecord).where(AuditRecord.step == "alert_withdrawn",
+                                                         AuditRecord.correlation_id == "c-replay")).all()
+    assert record.is_replay is True

@@ -202,6 +202,15 @@ def test_a_failing_danger_job_does_not_keep_the_batch_from_completing(
     [alert] = admin_alerts(db, bid)
     assert alert.kind == "job_failed"
     assert alert.context["job"] == "detect_danger" and "rule exploded" in alert.context["error"]
+    # The failure record names the events involved and the processing state (nothing of the job committed).
+    with db.session() as s:
+        [failed] = s.scalars(select(AuditRecord).where(AuditRecord.step == "job_failed")).all()
+        stored = [str(e) for e in s.scalars(select(NormalizedEvent.event_id).order_by(NormalizedEvent.seq))]
+    assert (failed.details["event_ids"], failed.details["event_count"]) == (stored, 3)
+    state = failed.details["state"]
+    assert (state["job_status"], state["attempts"], state["work_committed"]) == ("failed", 1, False)
+    assert state["batch_status"] in ("processing", "processed_with_errors") and state["quarantined_events"] == 0
+    assert failed.is_replay is False and alert.context["event_ids"] == stored
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(NormalizedEvent)) == 3
         days = s.scalars(select(MetricSlot)).all()

@@ -94,7 +94,7 @@ def test_requeue_quarantined_releases_and_replays_after_a_fix(pipeline_client, m
         assert s.scalars(select(QuarantinedEvent)).one().released_at is not None
 
 
-def test_a_failure_that_is_not_an_events_fault_is_not_quarantined(pipeline_client, make_token, db, monkeypatch):
+def test_a_failure_that_is_not_an_events_fault_is_processable(pipeline_client, make_token, db, monkeypatch):
     import tasks.pipeline
 
     # The job fails whatever its events are (a broken write, say): nothing to pin on an event.
