@@ -168,14 +168,14 @@ def test_the_same_developer_still_deduplicates_when_another_uses_the_ids(client,
     assert query(clean_db, "SELECT count(*) FROM raw_events WHERE event_id = :e", e=a1["event_id"]) == [(2,)]
 
 
-def test_a_resend_of_a_partly_rejected_batch_lists_its_duplicates_and_rejects_the_same_events(client, token,
-                                                                                             clean_db):
+def test_a_resend_of_a_partly_rejected_batch_replays_its_duplicates_and_rejections(client, token, clean_db):
     ok, again, bad = event(), event(), {"event_id": "not-a-uuid", "type": "file.save"}
     body = batch([ok, again, bad, dict(ok)])
     first = post(client, token, body).get_json()
     assert (first["accepted"], first["duplicates"], first["rejected"]) == (2, 1, 1)
     got = post(client, token, dict(body, sent_at=iso(now() + timedelta(seconds=5)))).get_json()
-    assert got["status"] == "duplicate"
-    assert (got["received"], got["accepted"], got["duplicates"], got["rejected"]) == (4, 0, 3, 1)
-    assert got["duplicate_event_ids"] == [ok["event_id"], again["event_id"], ok["event_id"]]
+    assert got["status"] == "duplicate" and got["replay_of_first_reply"] is True
+    # The first answer again: its counts, and a duplicate list that matches its count.
+    assert (got["received"], got["accepted"], got["duplicates"], got["rejected"]) == (4, 2, 1, 1)
+    assert got["duplicate_event_ids"] == first["duplicate_event_ids"] == [ok["event_id"]]
     assert [(e["index"], e["field"]) for e in got["errors"]] == [(e["index"], e["field"]) for e in first["errors"]]
