@@ -119,6 +119,16 @@ def batch_attributes(ctx: dict[str, Any]) -> dict[str, Any]:
             "correlation_id": str(ctx["correlation_id"]), "is_replay": bool(ctx.get("is_replay"))}
 
 
+def execution_attributes(ctx: dict[str, Any]) -> dict[str, Any]:
+    """An automation execution's span attributes (for the step tasks to come; see tasks/tracing.py)."""
+    attributes = {"execution.id": str(ctx["execution_id"]), "is_replay": bool(ctx.get("is_replay"))}
+    for key, name in (("workflow_id", "workflow.id"), ("step", "step.name"), ("correlation_id", "correlation_id"),
+                      ("developer_id", "developer.id")):
+        if ctx.get(key) is not None:
+            attributes[name] = str(ctx[key])
+    return attributes
+
+
 def annotate(attributes: dict[str, Any]) -> None:
     """Set attributes on the current span (nothing when tracing is off)."""
     if not _on:

@@ -32,15 +32,24 @@ def instrument_celery() -> None:
 
 def _annotate_task_span(args: Any = None, kwargs: Any = None, **_: object) -> None:
     # Pipeline tasks receive the batch's context as their first argument (or `ctx=`); maintenance tasks none.
-    ctx = next((a for a in (*(args or ()), *(kwargs or {}).values()) if isinstance(a, dict) and "batch_id" in a),
-               None)
+    contexts = [a for a in (*(args or ()), *(kwargs or {}).values()) if isinstance(a, dict)]
+    ctx = next((a for a in contexts if "batch_id" in a), None)
     if ctx is not None:
         tracing.annotate(tracing.batch_attributes(ctx))
+    # Hook for automations (not built yet): a step task that receives a context naming its execution gets the
+    # execution's attributes too. A step published by the previous step's task continues that trace through the
+    # message headers by itself; a step published later from PostgreSQL (a timer, a join, the relay) must store
+    # `tracing.current_traceparent()` with its row and publish inside `tracing.span(..., traceparent=...)`, as the
+    # outbox does (tasks/dispatch.py), so that a trigger and all of its steps stay one trace.
+    execution = next((a for a in contexts if "execution_id" in a), None)
+    if execution is not None:
+        tracing.annotate(tracing.execution_attributes(execution))
 
 
-def start_worker_tracing() -> None:
-    """A worker process's tracing, from its settings (prefork children and the solo pool: worker_process_init)."""
+def start_worker_tracing(service_name: str = "devpulse-worker") -> None:
+    """A worker process's tracing, from its settings (prefork children and the solo pool: worker_process_init;
+    the operator commands before they publish)."""
     from tasks.celery_app import app
 
-    if tracing.start("devpulse-worker", endpoint=app.conf.devpulse_settings.otel_exporter_otlp_endpoint):
+    if tracing.start(service_name, endpoint=app.conf.devpulse_settings.otel_exporter_otlp_endpoint):
         instrument_celery()

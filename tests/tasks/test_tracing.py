@@ -164,3 +164,16 @@ def test_a_replay_is_marked_on_its_spans_and_records(traced_client, spans, celer
     replayed = [rec for rec in trail if rec["is_replay"] and rec["step"] != "replay_requested"]
     assert {rec["step"] for rec in replayed} >= {"dispatched", "job_started", "job_finished", "completed"}
     assert all(rec["details"].get("trace_id") == hex_id for rec in replayed)
+
+
+def test_the_automation_hook_names_an_execution_on_its_step_span(spans):
+    """Automations are not built yet: a step task whose context names its execution gets these attributes."""
+    from core import tracing
+    from tasks.tracing import _annotate_task_span
+
+    with tracing.span("run/devpulse.automation_step"):
+        _annotate_task_span(args=({"execution_id": "e-1", "workflow_id": "w-1", "step": "notify",
+                                   "correlation_id": "c-1", "is_replay": True},))
+    span = _one(spans.get_finished_spans(), "run/devpulse.automation_step")
+    assert dict(span.attributes) == {"execution.id": "e-1", "workflow.id": "w-1", "step.name": "notify",
+                                     "correlation_id": "c-1", "is_replay": True}
