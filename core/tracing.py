@@ -13,7 +13,7 @@ record may be published later by another process (the relay), is the W3C `tracep
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -129,6 +129,12 @@ def execution_attributes(ctx: dict[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+def annotate_batch(ctx: dict[str, Any]) -> None:
+    """Set a batch's attributes on the current span (nothing, not even the dict, when tracing is off)."""
+    if _on:
+        annotate(batch_attributes(ctx))
+
+
 def annotate(attributes: dict[str, Any]) -> None:
     """Set attributes on the current span (nothing when tracing is off)."""
     if not _on:
@@ -140,15 +146,20 @@ def annotate(attributes: dict[str, Any]) -> None:
         span.set_attributes(attributes)
 
 
-@contextmanager
-def span(name: str, *, traceparent: str | None = None) -> Iterator[None]:
+# What `span` returns while tracing is off: reusable, so the off path makes no generator per call.
+_NO_SPAN = nullcontext()
+
+
+def span(name: str, *, traceparent: str | None = None) -> AbstractContextManager[None]:
     """A span of our own around a block (nothing when tracing is off).
 
     With `traceparent`, the span continues that trace (the request that wrote an outbox record), and the span
     current here, if any (the relay's task run), is kept as a link rather than the parent."""
-    if not _on:
-        yield
-        return
+    return _span(name, traceparent) if _on else _NO_SPAN
+
+
+@contextmanager
+def _span(name: str, traceparent: str | None) -> Iterator[None]:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -105,7 +105,7 @@ def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: b
                     log.info("outbox %s not published again: %s", outbox_id, served)
                     return None
                 ctx = start_dispatch(session, record, batch)
-                tracing.annotate(tracing.batch_attributes(ctx))
+                tracing.annotate_batch(ctx)
                 _publish(celery, ctx)
                 finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
             _log_dispatched(ctx)
@@ -124,7 +124,7 @@ def dispatch_fresh(db: Database, celery: Celery, outbox_id: int, developer_id: s
             with db.transaction() as session:
                 ctx = start_fresh_dispatch(session, outbox_id, developer_id, batch_id)
                 if ctx is not None:
-                    tracing.annotate(tracing.batch_attributes(ctx))
+                    tracing.annotate_batch(ctx)
                     _publish(celery, ctx)
                     finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
             if ctx is not None:
