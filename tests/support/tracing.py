@@ -22,20 +22,24 @@ def traced() -> Iterator[Any]:
     global _exporter
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from tasks.context import reset_database
+    from tasks.context import database, reset_database
     from tasks.tracing import instrument_celery
 
     if _exporter is None:  # one per process: a span processor cannot be taken off the provider again
         _exporter = InMemorySpanExporter()
     tracing.start("devpulse-test", exporter=_exporter)
     instrument_celery()
-    reset_database()  # the worker's next connections are made through the instrumented driver
+    # The in-process worker's next connections are made through the instrumented driver (and, after the block,
+    # through the plain one again). Rebuilt here, before any task runs, not by the first tasks concurrently.
+    reset_database()
+    database()
     _exporter.clear()
     try:
         yield _exporter
     finally:
         tracing.stop()
         reset_database()
+        database()
 
 
 class JsonLines(logging.Handler):
