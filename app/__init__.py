@@ -27,8 +27,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import data_cli, developers_cli, errors, observability, publisher, rate_limit, storage, tokens_cli
+    from app import (
+        data_cli,
+        developers_cli,
+        errors,
+        observability,
+        publisher,
+        rate_limit,
+        storage,
+        tokens_cli,
+        tracing,
+    )
 
+    tracing.init_app(app, settings)
     errors.init_app(app)
     storage.init_app(app, settings)
     publisher.init_app(app, settings)

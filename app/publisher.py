@@ -41,13 +41,13 @@ class Publisher:
                 self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="publisher")
             return self._executor
 
-    def submit(self, outbox_id: int, developer_id: str, batch_id: uuid.UUID) -> bool:
+    def submit(self, outbox_id: int, developer_id: str, batch_id: uuid.UUID, traceparent: str | None = None) -> bool:
         with self._lock:
             if self._backlog >= MAX_BACKLOG:
                 log.warning("publish backlog full; outbox %s left to the relay", outbox_id)
                 return False
             self._backlog += 1
-        self._pool().submit(self._run, outbox_id, developer_id, batch_id)
+        self._pool().submit(self._run, outbox_id, developer_id, batch_id, traceparent)
         return True
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
@@ -60,11 +60,11 @@ class Publisher:
             time.sleep(0.005)
         return False
 
-    def _run(self, outbox_id: int, developer_id: str, batch_id: uuid.UUID) -> None:
+    def _run(self, outbox_id: int, developer_id: str, batch_id: uuid.UUID, traceparent: str | None) -> None:
         from tasks.dispatch import dispatch_fresh
 
         try:
-            dispatch_fresh(self.db, self.celery, outbox_id, developer_id, batch_id)
+            dispatch_fresh(self.db, self.celery, outbox_id, developer_id, batch_id, traceparent)
         except Exception:  # events are safe in PostgreSQL; the relay retries
             log.warning("publish of outbox %s failed; the relay will retry", outbox_id, exc_info=True)
         finally:

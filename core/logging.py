@@ -2,7 +2,8 @@
 
 Fields: timestamp, level, event, correlation_id, batch_id, step, duration_ms
 (plus logger and any other `extra` given), so a batch can be followed across
-processes by grepping its correlation id.
+processes by grepping its correlation id. With tracing on (core/tracing.py), also
+trace_id: the trace the line was written in, to open it in the trace viewer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from core.tracing import current_trace_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 CORE_FIELDS = ("correlation_id", "batch_id", "step", "duration_ms")
@@ -41,6 +44,9 @@ class JsonFormatter(logging.Formatter):
             data.setdefault(key, value)
         for key in CORE_FIELDS:
             data.setdefault(key, None)
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            data.setdefault("trace_id", trace_id)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)

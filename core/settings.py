@@ -89,6 +89,9 @@ class Settings:
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True
+    # Tracing (core/tracing.py): OTLP/HTTP base URL of a collector or trace viewer, e.g. http://127.0.0.1:4318.
+    # Unset: tracing is off and nothing is instrumented.
+    otel_exporter_otlp_endpoint: str = ""
     # Danger-rule thresholds overridden by DANGER_<FIELD> variables (e.g. DANGER_EXCESSIVE_ERRORS_HIGH=50), by
     # lower-case field name. Numbers here; the names and their ranges are checked against the rules' own
     # thresholds when web and workers start (activity.danger.DangerThresholds.from_overrides).

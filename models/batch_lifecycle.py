@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.tracing import trace_fields
 from models.db import run_sql
 from models.tables import AuditRecord, Batch, BatchJob, BatchStatus, QuarantinedEvent
 
@@ -30,7 +31,7 @@ def audit(session: Session, step: str, *, batch_id: uuid.UUID | str | None, corr
           is_replay: bool = False, **details: Any) -> None:
     session.execute(insert(AuditRecord).values(
         step=step, batch_id=uuid.UUID(str(batch_id)) if batch_id else None, correlation_id=correlation_id,
-        is_replay=is_replay, details=details,
+        is_replay=is_replay, details={**details, **trace_fields()},
     ))
 
 
@@ -91,7 +92,7 @@ def start_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: str
     work stays fully durable. processing_started_at is clock_timestamp(), not now(): the header jobs wait here
     for each other's row lock, and now() (the start of a transaction) would let a job that waited longer
     appear to start before the batch began processing."""
-    details = {"developer_id": developer_id, "job": job, "task_id": task_id, "attempt": attempt}
+    details = {"developer_id": developer_id, "job": job, "task_id": task_id, "attempt": attempt, **trace_fields()}
     rows = run_sql(session, _START_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job,
                                       "task": task_id, "replay": is_replay, "correlation": correlation_id,
                                       "details": json.dumps(details)})
@@ -103,7 +104,7 @@ def finish_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: st
                correlation_id: str, is_replay: bool, outcome: dict[str, Any]) -> None:
     """A job run succeeded: the job `ok`, and a `job_finished` trail record with its outcome."""
     details = {"developer_id": developer_id, "job": job, "ok": True, "duration_ms": duration_ms,
-               "outcome": outcome}
+               "outcome": outcome, **trace_fields()}
     run_sql(session, _FINISH_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job, "status": "ok",
                                 "ms": duration_ms, "error": None, "correlation": correlation_id,
                                 "step": "job_finished", "replay": is_replay,

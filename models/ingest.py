@@ -20,6 +20,7 @@ from psycopg2.extras import Json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.tracing import current_trace_id, current_traceparent
 from models.db import dbapi_cursor
 from models.outbox import PUBLISH_GRACE
 from models.tables import Batch, RawEvent
@@ -145,6 +146,19 @@ INSERT INTO outbox (developer_id, batch_id, correlation_id, next_attempt_at)
 SELECT %(developer_id)s, %(batch_id)s::uuid, %(correlation_id)s, %(next_attempt_at)s WHERE %(publish)s
 RETURNING id
 """
+
+# The same with tracing on (core/tracing.py): each trail record names the trace, and the outbox record keeps the
+# request's traceparent for its publish. A separate text so that with tracing off the statement is unchanged.
+_FINISH_TRACED = (_FINISH
+                  .replace("SELECT %(correlation_id)s, %(batch_id)s::uuid, r.step, r.details, ",
+                           "SELECT %(correlation_id)s, %(batch_id)s::uuid, r.step,\n"
+                           "         r.details || jsonb_build_object('trace_id', %(trace_id)s::text), ")
+                  .replace("INSERT INTO outbox (developer_id, batch_id, correlation_id, next_attempt_at)\n"
+                           "SELECT %(developer_id)s, %(batch_id)s::uuid, %(correlation_id)s, %(next_attempt_at)s ",
+                           "INSERT INTO outbox (developer_id, batch_id, correlation_id, next_attempt_at, traceparent)\n"
+                           "SELECT %(developer_id)s, %(batch_id)s::uuid, %(correlation_id)s, %(next_attempt_at)s, "
+                           "%(traceparent)s "))
+assert "%(trace_id)s" in _FINISH_TRACED and "%(traceparent)s" in _FINISH_TRACED
 
 # The batch already stored under this id (a resend or a conflicting send), and the resend's audit record, in
 # the round trip that used to load the batch alone. `same`: the content matches (a duplicate, else a conflict).
@@ -290,8 +304,9 @@ def persist_batch(session: Session, prepared: PreparedBatch, *, with_batch: bool
     rejections = [r.as_dict() for r in prepared.rejections]
     first_reply = {"status": "partially_accepted" if rejections else "accepted", "errors": rejections,
                    "duplicate_event_ids": duplicate_ids, "stored_unprocessed": unprocessed}
+    trace_id = current_trace_id()
     with dbapi_cursor(session) as cursor:
-        cursor.execute(_FINISH, {
+        cursor.execute(_FINISH if trace_id is None else _FINISH_TRACED, {
             "developer_id": prepared.developer_id, "batch_id": batch_id, "correlation_id": prepared.correlation_id,
             "accepted": len(accepted), "duplicates": len(duplicate_ids),
             "first_ts": min(stored_ts) if stored_ts else None, "last_ts": max(stored_ts) if stored_ts else None,
@@ -302,6 +317,7 @@ def persist_batch(session: Session, prepared: PreparedBatch, *, with_batch: bool
             "publish": bool(accepted),
             # The web publishes it right after the response; the relay only takes it if that did not happen.
             "next_attempt_at": prepared.received_at + PUBLISH_GRACE,
+            "trace_id": trace_id, "traceparent": current_traceparent() if trace_id is not None else None,
         })
         row = cursor.fetchone()
     outbox_id = int(row[0]) if row is not None else None

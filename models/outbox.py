@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.retry import backoff_delay
+from core.tracing import current_traceparent, trace_fields
 from models.admin_alerts import raise_admin_alert
 from models.batch_lifecycle import audit
 from models.db import run_sql
@@ -155,7 +156,7 @@ def start_fresh_dispatch(session: Session, outbox_id: int, developer_id: str,
 
 def finish_dispatch(session: Session, outbox_id: int, ctx: dict[str, Any], task_ids: dict[str, str]) -> None:
     """The record is dispatched; the trail says so, with the task ids to look for in Flower."""
-    details = {"developer_id": ctx["developer_id"], "outbox_id": outbox_id, "task_ids": task_ids}
+    details = {"developer_id": ctx["developer_id"], "outbox_id": outbox_id, "task_ids": task_ids, **trace_fields()}
     run_sql(session, _FINISH, {"id": outbox_id, "correlation": ctx["correlation_id"], "batch": ctx["batch_id"],
                                "replay": bool(ctx["is_replay"]), "details": json.dumps(details)})
 
@@ -184,7 +185,8 @@ def record_failure(session: Session, outbox_id: int, error: str, *, max_attempts
 def enqueue(session: Session, developer_id: str, batch_id: uuid.UUID, correlation_id: str, *,
             is_replay: bool = False) -> int:
     """A new pending record for the developer's batch (sweeper, requeue, replay): the relay publishes it."""
-    record = Outbox(developer_id=developer_id, batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay)
+    record = Outbox(developer_id=developer_id, batch_id=batch_id, correlation_id=correlation_id, is_replay=is_replay,
+                    traceparent=current_traceparent())
     session.add(record)
     session.flush()
     return record.id

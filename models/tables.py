@@ -171,6 +171,9 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     dispatched_at: Mapped[datetime | None]
+    # The W3C traceparent of the request (or command) that wrote the record, so that its publish, by the web or
+    # later by the relay, continues that trace (core/tracing.py). NULL: tracing was off, or there was no trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 from kombu import Exchange, Queue
 
 from activity.danger import DangerThresholds
@@ -12,6 +12,7 @@ from core.settings import Settings
 from core.webhooks import admin_notifier
 from tasks.redis_transport import TRANSPORT, publish_only_backend_url
 from tasks.schedule import BEAT_SCHEDULE
+from tasks.tracing import start_worker_tracing
 
 QUEUES = ("aggregation", "normalization", "danger", "pipeline", "maintenance")
 
@@ -109,6 +110,11 @@ def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
     settings = app.conf.devpulse_settings
     if settings.log_json:
         json_logging.configure_logging(settings.log_level)
+
+
+# Tracing starts in each pool process after the fork (the span exporter's thread would not survive it); off
+# unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+worker_process_init.connect(lambda **_: start_worker_tracing(), weak=False)
 
 
 @task_prerun.connect

@@ -104,7 +104,10 @@ def _database() -> Database:
 def _publish(outbox_id: int) -> bool:
     from tasks.context import celery, database
     from tasks.dispatch import dispatch_record
+    from tasks.tracing import start_worker_tracing
 
+    # With tracing on, an operator's re-dispatch is one trace too: its publish is the root, the chord below it.
+    start_worker_tracing("devpulse-cli")
     return dispatch_record(database(), celery(), outbox_id)
 
 

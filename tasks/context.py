@@ -30,8 +30,11 @@ def celery() -> Celery:
 def database() -> Database:
     global _db
     if _db is None:
-        _db = Database()
-        _db.configure(settings().sqlalchemy_url, pool_size=2)
+        # Configured before it is published: with the threads pool, another task must not pick up a Database
+        # that is not configured yet.
+        db = Database()
+        db.configure(settings().sqlalchemy_url, pool_size=2)
+        _db = db
     return _db
 
 

@@ -11,10 +11,12 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from celery import Celery, chord, group
 
+from core import tracing
 from core.breakers import breakers
 from core.settings import Settings
 from models.db import Database
@@ -33,6 +35,8 @@ from models.outbox import (
 log = logging.getLogger("devpulse.canvas")
 
 HEADER_JOBS = ("aggregate", "normalize", "detect_danger")
+# The span around a publish of an outbox record (tracing on): Celery's own publish spans are its children.
+PUBLISH_SPAN = "outbox publish"
 
 
 def task_ids(ctx: dict[str, Any]) -> dict[str, str]:
@@ -87,35 +91,46 @@ def _publish(celery: Celery, ctx: dict[str, Any]) -> None:
 def dispatch_record(db: Database, celery: Celery, outbox_id: int, *, due_only: bool = False) -> bool:
     """Publish one pending outbox record through `celery`. Returns True if this call published it."""
     def attempt() -> dict[str, Any] | None:
-        with db.transaction() as session:
-            record = claim(session, outbox_id, due_only=due_only)
-            if record is None:
-                return None
-            batch = lock_batch(session, record)
-            served = already_served(batch, record)
-            if served is not None:
-                skip_dispatch(session, record, served)
-                log.info("outbox %s not published again: %s", outbox_id, served,
-                         extra={"batch_id": str(record.batch_id), "correlation_id": record.correlation_id,
-                                "step": "dispatch_skipped", "is_replay": record.is_replay})
-                return None
-            ctx = start_dispatch(session, record, batch)
-            _publish(celery, ctx)
-            finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
+        with ExitStack() as traced:
+            with db.transaction() as session:
+                record = claim(session, outbox_id, due_only=due_only)
+                if record is None:
+                    return None
+                # The publish continues the trace of the request that wrote the record (nothing if tracing is off).
+                traced.enter_context(tracing.span(PUBLISH_SPAN, traceparent=record.traceparent))
+                batch = lock_batch(session, record)
+                served = already_served(batch, record)
+                if served is not None:
+                    skip_dispatch(session, record, served)
+                    log.info("outbox %s not published again: %s", outbox_id, served,
+                             extra={"batch_id": str(record.batch_id), "correlation_id": record.correlation_id,
+                                    "step": "dispatch_skipped", "is_replay": record.is_replay})
+                    return None
+                ctx = start_dispatch(session, record, batch)
+                tracing.annotate_batch(ctx)
+                _publish(celery, ctx)
+                finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
+            _log_dispatched(ctx)
         return ctx
 
     return _publishing(db, celery, outbox_id, attempt) is True
 
 
-def dispatch_fresh(db: Database, celery: Celery, outbox_id: int, developer_id: str, batch_id: uuid.UUID) -> bool:
+def dispatch_fresh(db: Database, celery: Celery, outbox_id: int, developer_id: str, batch_id: uuid.UUID,
+                   traceparent: str | None = None) -> bool:
     """The web's publish of the record its own request has just committed: two statements around the publish
-    (models/outbox.py start_fresh_dispatch); anything unusual goes the general way (`dispatch_record`)."""
+    (models/outbox.py start_fresh_dispatch); anything unusual goes the general way (`dispatch_record`).
+    `traceparent`: the request's trace (the one stored on the record), continued by the publish."""
     def attempt() -> dict[str, Any] | None:
-        with db.transaction() as session:
-            ctx = start_fresh_dispatch(session, outbox_id, developer_id, batch_id)
+        with tracing.span(PUBLISH_SPAN, traceparent=traceparent):
+            with db.transaction() as session:
+                ctx = start_fresh_dispatch(session, outbox_id, developer_id, batch_id)
+                if ctx is not None:
+                    tracing.annotate_batch(ctx)
+                    _publish(celery, ctx)
+                    finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
             if ctx is not None:
-                _publish(celery, ctx)
-                finish_dispatch(session, outbox_id, ctx, task_ids(ctx))
+                _log_dispatched(ctx)
         return ctx
 
     published = _publishing(db, celery, outbox_id, attempt)
@@ -138,10 +153,14 @@ def _publishing(db: Database, celery: Celery, outbox_id: int,
         return False
     if ctx is None:
         return None
+    return True
+
+
+def _log_dispatched(ctx: dict[str, Any]) -> None:
+    # Written inside the publish's span, so that with tracing on the line carries its trace id.
     log.info("dispatched", extra={"batch_id": ctx["batch_id"], "developer_id": ctx["developer_id"],
                                   "correlation_id": ctx["correlation_id"], "step": "dispatched",
                                   "is_replay": bool(ctx["is_replay"]), "attempt": ctx["attempt"]})
-    return True
 
 
 def relay(db: Database, celery: Celery, limit: int = 50) -> dict[str, int]:

@@ -70,3 +70,16 @@ def test_flower_has_no_default_password() -> None:
     probe = flower.split(":", 1)[1].replace("celery -A tasks flower", "true")
     result = subprocess.run(["sh", "-c", probe], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert result.returncode != 0 and "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_compose_has_an_optional_trace_viewer_and_passes_the_endpoint_on():
+    """`--profile tracing` adds Jaeger; web and workers get OTEL_EXPORTER_OTLP_ENDPOINT (empty: tracing off)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    jaeger = compose["services"]["jaeger"]
+    assert jaeger["profiles"] == ["tracing"] and "all-in-one" in jaeger["image"]
+    for service in ("web", "worker"):
+        assert compose["services"][service]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
+            "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    assert all("profiles" not in spec for name, spec in compose["services"].items() if name != "jaeger")

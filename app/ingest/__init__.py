@@ -17,6 +17,7 @@ from app.observability import EVENTS
 from app.rate_limit import read_json_body_within_limits
 from app.settings import settings
 from app.storage import StorageUnavailable, storage
+from core import tracing
 from models.admin_alerts import log_admin_alert
 from models.ingest import PersistOutcome, PreparedBatch, StoredBatch, persist_batch
 
@@ -31,6 +32,9 @@ def ingest(prepared: PreparedBatch) -> tuple[dict[str, Any], int]:
     """
     g.ingest_batch = (prepared.developer_id, str(prepared.batch_id))
     ensure_may_ingest_for(prepared.developer_id)
+    if tracing.enabled():  # the request's span names its batch (a POST is never a replay)
+        tracing.annotate({"batch.id": str(prepared.batch_id), "developer.id": prepared.developer_id,
+                          "correlation_id": prepared.correlation_id, "is_replay": False})
 
     def work(session) -> PersistOutcome:
         return persist_batch(session, prepared, with_batch=False)
@@ -111,12 +115,14 @@ def _publish_after_response(outbox_id: int, developer_id: str, batch_id: uuid.UU
     if publish is None:
         return
     logger = current_app.logger
+    # The request's trace, taken while its span is current (None when tracing is off): the publish continues it.
+    traceparent = tracing.current_traceparent()
 
     @after_this_request
     def _schedule(response):
         def _run() -> None:
             try:
-                publish(outbox_id, developer_id, batch_id)
+                publish(outbox_id, developer_id, batch_id, traceparent)
             except Exception:  # events are safe in PostgreSQL; the relay retries
                 logger.warning("publish after commit failed; the outbox relay will retry", exc_info=True)
 
