@@ -24,11 +24,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     admin_notifier.configure(settings.admin_alert_webhook_url)
     # Validated at start-up (the workers use them): a bad DANGER_* value fails here with its name.
     DangerThresholds.from_overrides(settings.danger)
+    from app import alert_stream
+
+    alert_stream.check_settings(settings)
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from app import errors, observability, publisher, rate_limit, storage, tokens_cli
+    from app import errors, observability, publisher, rate_limit, serving, storage, tokens_cli
 
+    # Under gunicorn's gevent worker (the Procfile's), before anything opens a database connection.
+    serving.make_drivers_cooperative()
+    app.wsgi_app = serving.RequestSlots(app.wsgi_app, settings.web_request_slots)  # type: ignore[method-assign]
     errors.init_app(app)
     storage.init_app(app, settings)
     publisher.init_app(app, settings)
@@ -54,6 +60,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics_api.bp)
     app.register_blueprint(developer_settings_api.bp)
     app.register_blueprint(alerts_api.bp)
+    app.register_blueprint(alert_stream.bp)
     app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(openapi.bp)
     return app

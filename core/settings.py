@@ -58,6 +58,17 @@ class Settings:
     alert_webhook_url: str = ""
     alert_webhook_secret: str = ""
     admin_alert_webhook_url: str = ""
+    # Alert streams (SSE): each ends after this long (clients reconnect with Last-Event-ID), re-checks its token
+    # this often (a revoked token's stream ends within it; at most 60), and a token may hold this many at once.
+    stream_max_seconds: float = 300.0
+    stream_token_recheck_seconds: float = 30.0
+    stream_max_per_token: int = 5
+    # Open streams one web process serves at most (below gunicorn's --worker-connections, so that ingest
+    # connections always find room).
+    stream_max_per_process: int = 500
+    # Requests other than streams that one web process runs at once (the 4 threads of the former gthread
+    # worker): ingest keeps the concurrency, and so the database pool use, it was measured with.
+    web_request_slots: int = 4
     # Reliability
     db_retry_budget_ms: int = 300
     db_breaker_fail_max: int = 5

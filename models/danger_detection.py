@@ -24,6 +24,7 @@ from activity.danger import DangerThresholds, Detection, severity_rank
 from activity.sessions import still_running
 from core.breakers import is_connectivity_error
 from models.aggregation import lock_developer
+from models.alert_stream import mark_announced
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
@@ -108,6 +109,7 @@ def store_detections(
             matched.add(alert.alert_id)
             written += 1
             if not stale:
+                mark_announced(alert)
                 push.append(alert)
             continue
         matched.add(alert.alert_id)
@@ -130,6 +132,7 @@ def store_detections(
         alert.version += 1
         written += 1
         if news and not stale:
+            mark_announced(alert)
             push.append(alert)
     if scopes:
         for a in candidates:

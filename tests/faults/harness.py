@@ -35,6 +35,7 @@ from typing import Any
 import requests
 from sqlalchemy import text
 
+from app.serving import GUNICORN_WORKER_ARGS
 from core.settings import Settings
 from devstack.servers import EmbeddedPostgres, EmbeddedRedis, free_port, migrate
 from models.db import Database
@@ -167,9 +168,10 @@ class FaultStack:
         return svc
 
     # -- processes
-    def start_web(self, wait: float = 30.0) -> Service:
+    def start_web(self, wait: float = 30.0, *, serving: tuple[str, ...] = GUNICORN_WORKER_ARGS) -> Service:
+        """gunicorn as the Procfile runs it (`serving`: other worker arguments, e.g. the former gthread ones)."""
         svc = self._service("web", [
-            str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "4",
+            str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", *serving,
             "--timeout", "60", "--graceful-timeout", "2", "--no-control-socket", "app:create_app()",
         ])
         deadline = time.monotonic() + wait
