@@ -40,7 +40,8 @@ from models.tokens import Principal, principal_by_id
 
 bp = Blueprint("alert_stream", __name__)
 
-KEEPALIVE_SECONDS = 15.0
+# A client that went away is noticed only when a write fails: this bounds how long its slot stays taken.
+KEEPALIVE_SECONDS = 5.0
 # A read without a wake-up (one lost with Redis); and soon again while an older announcing transaction is open.
 POLL_SECONDS = 10.0
 HELD_BACK_POLL_SECONDS = 0.25

@@ -6,9 +6,10 @@ take no request thread from ingest. Two things make the rest of the app behave a
 - `make_drivers_cooperative`: psycopg2 is a C extension that gevent's monkey-patching cannot reach; with a
   wait callback (psycogreen) it yields to other greenlets while it waits for PostgreSQL instead of blocking
   the whole process. redis-py and kombu are pure Python on patched sockets and cooperate already.
-- `RequestSlots`: at most `slots` requests other than streams run the app at once per process (the 4 threads
-  of the former gthread worker), so ingest keeps the concurrency, and the database pool use, it was tuned with;
-  the others wait their turn as they waited for a thread before.
+- `RequestSlots`: at most `slots` requests run the app at once per process (the 4 threads of the former gthread
+  worker), so ingest keeps the concurrency, and the database pool use, it was tuned with; the others wait their
+  turn as they waited for a thread before. A slot is held while the app builds its response, not while the
+  response is written: a stream holds one only while it opens (token, lease, position), never while it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-STREAM_PATH_SUFFIX = "/alerts/stream"
 # How gunicorn serves the app: the Procfile's `web` line, the Dockerfile, docker-compose.yml, make bench and the
 # fault tests all run it so (tests/test_deployment_files.py keeps the text files in step with this).
 GUNICORN_WORKER_ARGS = ("--worker-class", "gevent", "--worker-connections", "1000")
@@ -38,7 +38,7 @@ def make_drivers_cooperative() -> bool:
 
 
 class RequestSlots:
-    """WSGI middleware: bounds the requests (streams excepted) that run the app at once in this process."""
+    """WSGI middleware: bounds the requests that run the app at once in this process."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], slots: int) -> None:
         self.app = app
@@ -46,9 +46,7 @@ class RequestSlots:
         self._slots = threading.BoundedSemaphore(slots)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").endswith(STREAM_PATH_SUFFIX):
-            return self.app(environ, start_response)
-        # Held while the app computes the response; writing it to the client (and the after-response work in
-        # close()) happens outside, so a slow reader holds no slot.
+        # Held while the app computes the response; writing it to the client (a stream's whole life, and the
+        # after-response work in close()) happens outside, so neither a slow reader nor a stream holds a slot.
         with self._slots:
             return self.app(environ, start_response)
