@@ -15,4 +15,4 @@ RUN pip install . && rm -rf build *.egg-info
 
 USER devpulse
 EXPOSE 8000 5555
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gevent", "--worker-connections", "1000", "--access-logfile", "-", "app:create_app()"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gthread", "--threads", "96", "--access-logfile", "-", "app:create_app()"]

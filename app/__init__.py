@@ -32,8 +32,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from app import errors, observability, publisher, rate_limit, serving, storage, tokens_cli
 
-    # Under gunicorn's gevent worker (the Procfile's), before anything opens a database connection.
-    serving.make_drivers_cooperative()
     app.wsgi_app = serving.RequestSlots(app.wsgi_app, settings.web_request_slots)  # type: ignore[method-assign]
     errors.init_app(app)
     storage.init_app(app, settings)

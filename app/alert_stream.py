@@ -10,8 +10,8 @@ channel: a read follows); a read every POLL_SECONDS covers a wake-up lost with R
 Bounded: each stream ends after `STREAM_MAX_SECONDS` (or the client's shorter `max_seconds`) with `event: end`,
 re-checks its token every `STREAM_TOKEN_RECHECK_SECONDS` (a revoked or expired token's stream ends), holds one of
 its token's `STREAM_MAX_PER_TOKEN` slots (429 beyond; app/stream_slots.py) and one of its process's
-`STREAM_MAX_PER_PROCESS` (503 beyond). Served by gevent, a stream is a greenlet, not a request thread
-(app/serving.py).
+`STREAM_MAX_PER_PROCESS` (503 beyond): a stream runs on a thread of the web's pool, never in one of the request
+slots ingest runs in (app/serving.py).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ MAX_TOKEN_RECHECK_SECONDS = 60.0
 
 
 class _OpenStreams:
-    """Streams open in this process (bounded below gunicorn's worker connections)."""
+    """Streams open in this process (bounded below gunicorn's threads, minus the request slots)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

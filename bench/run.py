@@ -2,7 +2,7 @@
 
 Phases (one run, one machine, everything on 127.0.0.1):
 
-A. Ingest (gunicorn 2 gevent workers, 4 request slots each, as the Procfile runs it; the Celery worker is NOT
+A. Ingest (gunicorn 2 workers, 4 request slots each, as the Procfile runs it; the Celery worker is NOT
    running yet, so the two cores are shared by gunicorn, PostgreSQL and the load generator only; the chords
    published meanwhile wait in Redis and are flushed before phase C):
    - ack latency p50/p99 at a fixed, open-loop request rate, measured from each request's scheduled time;
@@ -337,7 +337,7 @@ def machine_meta(stack: Any, quick: bool) -> dict[str, Any]:
         "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.platform(),
         "postgres": stack.pg_settings(),
         "redis": "embedded redis-server, no persistence (--save '' --appendonly no)",
-        "gunicorn": f"--workers {stack.web_workers} {' '.join(GUNICORN_WORKER_ARGS)} (request slots 4); textbook peer"
+        "gunicorn": f"--workers {stack.web_workers} {' '.join(GUNICORN_WORKER_ARGS)} (4 request slots); textbook peer"
                     f" --workers {stack.web_workers} --threads {stack.web_threads} (gthread)",
     }
 

@@ -158,8 +158,8 @@ class Stack:
     # -- processes -------------------------------------------------------------------------------------
     def _gunicorn(self, app: str, port: int, *, product: bool = True) -> list[str]:
         """The product's web settings, as the Procfile runs them (bench reports state them). The peer runs on
-        the same number of workers with `threads` threads each: the concurrency the product's request slots
-        give ingest (WEB_REQUEST_SLOTS), on the textbook's own gthread worker (it has no cooperative driver)."""
+        the same number of workers with `threads` threads each: the concurrency the product's request slots give
+        ingest (WEB_REQUEST_SLOTS, 4)."""
         from app.serving import GUNICORN_WORKER_ARGS
 
         serving = list(GUNICORN_WORKER_ARGS) if product else ["--threads", str(self.web_threads)]

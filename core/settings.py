@@ -63,11 +63,11 @@ class Settings:
     stream_max_seconds: float = 300.0
     stream_token_recheck_seconds: float = 30.0
     stream_max_per_token: int = 5
-    # Open streams one web process serves at most (below gunicorn's --worker-connections, so that ingest
-    # connections always find room).
-    stream_max_per_process: int = 500
-    # Requests other than streams that one web process runs at once (the 4 threads of the former gthread
-    # worker): ingest keeps the concurrency, and so the database pool use, it was measured with.
+    # Open streams one web process serves at most, each on a thread of its pool: with the slots below, keep it
+    # under gunicorn's --threads (96) so that streams never take the threads other requests need.
+    stream_max_per_process: int = 80
+    # Requests that run the app at once per web process (the 4 threads of the former 2 x 4 gthread web):
+    # ingest keeps the concurrency, and so the database pool use, it was measured with.
     web_request_slots: int = 4
     # Reliability
     db_retry_budget_ms: int = 300

@@ -1,7 +1,7 @@
 """The alert stream (SSE) on a real HTTP server, the real PostgreSQL and Redis: what it sends, resuming with
 Last-Event-ID, its bounded life, the token re-check and the per-token cap.
 
-Under the Procfile's gevent worker with 50 open streams and ingest alongside: tests/faults/test_alert_streams.py.
+Under the Procfile's gunicorn with 50 open streams and ingest alongside: tests/faults/test_alert_streams.py.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Alert streams cannot starve ingest: gunicorn as the Procfile runs it (gevent), real processes on loopback.
+"""Alert streams cannot starve ingest: gunicorn as the Procfile runs it, real processes on loopback.
 
 1. 50 alert streams held open (10 developers x 5, each token at its cap; a 6th is refused with 429 by whichever
    worker takes it), then the same quick ingest load as before they opened: every batch acknowledged, ingest p99
    within its normal latency, and an alert announced meanwhile reaches all 5 streams of its developer.
    Under the former gthread worker (2 workers x 4 threads) the 9th stream already waited for a thread and
    ingest got no answer at all.
-2. A/B: the same quick ingest load against the former gthread worker and the gevent one, back to back in one
-   process, alternating (A B A B) on the shared 2-core machine; printed as FAULT-RESULT lines.
+2. A/B: the same quick ingest load against the former serving (2 workers x 4 threads) and the Procfile's
+   (2 workers x 96 threads, 4 request slots each), back to back in one process, alternating (A B A B A B) on the
+   shared 2-core machine; printed as FAULT-RESULT lines.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests.faults.harness import (
 from tests.support.alerts import base_time, seed
 from tests.support.sse import Stream
 
-GTHREAD = ("--threads", "4")  # the web's serving before gevent (Procfile of 2026-11-27)
+FORMER = ("--threads", "4")  # the web's serving before the streams had their own threads
 STREAM_DEVELOPERS = [f"dev-stream-{i}" for i in range(10)]
 STREAMS_PER_DEVELOPER = 5  # STREAM_MAX_PER_TOKEN's default
 
@@ -125,21 +126,24 @@ def test_fifty_open_alert_streams_leave_ingest_latency_alone(fault_stack):
 
 
 @pytest.mark.fault
-def test_ingest_latency_gthread_then_gevent_back_to_back(fault_stack):
-    """The former serving (gthread, 2 x 4 threads) against the Procfile's (gevent, 4 request slots per worker):
-    the same quick load, alternating, one process. Reported; only a gross regression fails the test."""
+def test_ingest_latency_former_then_current_serving_back_to_back(fault_stack):
+    """The former serving against the Procfile's: the same quick load, alternating, in one process. Reported;
+    only a gross regression fails the test (the machine is shared)."""
     stack = fault_stack()
     ledger = Ledger()
-    rounds: dict[str, list[float]] = {"gthread": [], "gevent": []}
-    for name in ("gthread", "gevent", "gthread", "gevent"):
-        stack.start_web(serving=GTHREAD if name == "gthread" else GUNICORN_WORKER_ARGS)
+    rounds: dict[str, list[float]] = {"former": [], "current": []}
+    for name in ("former", "current") * 3:
+        stack.start_web(serving=FORMER if name == "former" else GUNICORN_WORKER_ARGS)
         try:
             quick_load(stack, ledger, threads=2, per_thread=5)
-            rounds[name] += quick_load(stack, ledger, threads=4, per_thread=30)
+            rounds[name] += quick_load(stack, ledger, threads=4, per_thread=20)
         finally:
             stack.kill("web")
-    g, e = _summary(rounds["gthread"]), _summary(rounds["gevent"])
+    f, c = _summary(rounds["former"]), _summary(rounds["current"])
+    # No worker ran (ingest alone): the batches are acknowledged and stored, not processed.
     figures = check_store(stack, ledger)
-    report("ingest_ab_gthread_vs_gevent", figures, None, gthread=g, gevent=e, samples_each=len(rounds["gevent"]))
-    assert e["p50_ms"] <= 1.5 * g["p50_ms"] + 5, (g, e)
-    assert e["p99_ms"] <= 2.0 * g["p99_ms"] + 50, (g, e)
+    assert figures.ack == figures.stored // 10 == len(ledger.acked_sent()) and figures.dup == 0
+    print(f"\nFAULT-RESULT ingest_ab_former_vs_current_serving ack={figures.ack} stored={figures.stored} "
+          f"former={f} current={c} samples_each={len(rounds['current'])}".replace(" '", "'"), flush=True)
+    assert c["p50_ms"] <= 1.5 * f["p50_ms"] + 10, (f, c)
+    assert c["p99_ms"] <= 2.0 * f["p99_ms"] + 50, (f, c)
