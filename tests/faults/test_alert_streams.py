@@ -121,8 +121,9 @@ def test_fifty_open_alert_streams_leave_ingest_latency_alone(fault_stack):
     b, d = _summary(before), _summary(during)
     report("alert_streams_50_open", figures, None, ingest_before=b, ingest_during=d,
            alert_to_5_streams_s=round(delivery_s, 3))
-    # "Its normal latency": the same load's p99 before the streams opened, with room for a shared 2-core machine.
-    assert d["p99_ms"] <= max(2.5 * b["p99_ms"], b["p99_ms"] + 100), (b, d)
+    # "Its normal latency": the same load's p99 before the streams opened, with room for a shared 2-core machine
+    # (three runs gave 341/253, 267/224 and 278/65 ms before/during). Starved, ingest would get no answer at all.
+    assert d["p99_ms"] <= max(3 * b["p99_ms"], b["p99_ms"] + 250), (b, d)
 
 
 @pytest.mark.fault
@@ -145,5 +146,7 @@ def test_ingest_latency_former_then_current_serving_back_to_back(fault_stack):
     assert figures.ack == figures.stored // 10 == len(ledger.acked_sent()) and figures.dup == 0
     print(f"\nFAULT-RESULT ingest_ab_former_vs_current_serving ack={figures.ack} stored={figures.stored} "
           f"former={f} current={c} samples_each={len(rounds['current'])}".replace(" '", "'"), flush=True)
-    assert c["p50_ms"] <= 1.5 * f["p50_ms"] + 10, (f, c)
-    assert c["p99_ms"] <= 2.0 * f["p99_ms"] + 50, (f, c)
+    # On this shared machine one run's p50 moved by 2x either way between identical configurations (README): the
+    # test fails only on what noise cannot explain (e.g. requests serialized behind streams, or a lost slot).
+    assert c["p50_ms"] <= 3 * f["p50_ms"] + 25, (f, c)
+    assert c["p99_ms"] <= 3 * f["p99_ms"] + 100, (f, c)
