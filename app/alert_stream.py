@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, g, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
@@ -69,7 +69,9 @@ class _OpenStreams:
             self.count -= 1
 
 
-open_streams = _OpenStreams()
+def _open_streams() -> _OpenStreams:
+    """This app's count (one app per gunicorn worker process; dict.setdefault is atomic)."""
+    return current_app.extensions.setdefault("devpulse.open_streams", _OpenStreams())
 
 
 def check_settings(cfg: Settings) -> None:
@@ -129,11 +131,16 @@ def stream_alerts(developer_id: str) -> Response:
     lifetime = _lifetime(cfg)
     resume = _resume_position(developer_id)
     principal: Principal = g.principal
+    open_streams = _open_streams()
     if not open_streams.enter(cfg.stream_max_per_process):
         raise ApiError(503, "streams_busy", "This server holds as many alert streams as it serves; retry shortly.",
                        [{"field": "_streams", "message": "the process's stream limit is reached"}],
                        headers={"Retry-After": "5"})
-    stream = _Stream(cfg, developer_id, principal, lifetime)
+    try:
+        stream = _Stream(cfg, developer_id, principal, lifetime, open_streams)
+    except BaseException:
+        open_streams.leave()
+        raise
     try:
         try:
             acquired = stream.slot.acquire()
@@ -162,8 +169,10 @@ def stream_alerts(developer_id: str) -> Response:
 class _Stream:
     """One open stream: its lease, its Redis subscription and its place in this process's count."""
 
-    def __init__(self, cfg: Settings, developer_id: str, principal: Principal, lifetime: float) -> None:
+    def __init__(self, cfg: Settings, developer_id: str, principal: Principal, lifetime: float,
+                 open_streams: _OpenStreams) -> None:
         self.cfg = cfg
+        self.open_streams = open_streams
         self.developer_id = developer_id
         self.principal = principal
         self.lifetime = lifetime
@@ -185,7 +194,7 @@ class _Stream:
         finally:
             self.pubsub.close()
             self.client.close()
-            open_streams.leave()
+            self.open_streams.leave()
 
     def events(self) -> Iterator[str]:
         started = time.monotonic()

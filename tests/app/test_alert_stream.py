@@ -176,6 +176,18 @@ def test_streams_per_token_are_capped_and_a_closed_one_frees_its_slot(serve, mak
         stream.close()
 
 
+def test_a_process_serves_at_most_its_stream_limit(serve, make_token, clean_db):
+    port = serve(stream_max_per_process=2)
+    held = [Stream(port, f"dev-{i}", make_token(f"dev-{i}"), query="?max_seconds=1.5") for i in range(2)]
+    assert [s.status for s in held] == [200, 200]
+    busy = Stream(port, "dev-9", make_token("dev-9"), query="?max_seconds=1")
+    assert busy.status == 503 and busy.response.getheader("Retry-After")
+    assert busy.body["error"]["code"] == "streams_busy" and busy.body["error"]["details"][0]["field"] == "_streams"
+    for stream in held:
+        stream.join(5)
+    assert Stream(port, "dev-9", make_token("dev-9"), query="?max_seconds=0.5").status == 200  # freed as they ended
+
+
 def test_stream_is_only_for_the_developer(serve, make_token, clean_db):
     port = serve()
     stream = Stream(port, "dev-1", make_token("dev-2"), query="?max_seconds=1")
