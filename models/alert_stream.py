@@ -48,8 +48,11 @@ class StreamPosition:
         match = _POSITION_RE.match(text.strip())
         if match is None:
             return None
+        txid = int(match.group(1))
+        if txid >= 1 << 63:  # not a bigint: no transaction ever had it
+            return None
         try:
-            return cls(int(match.group(1)), uuid.UUID(match.group(2)))
+            return cls(txid, uuid.UUID(match.group(2)))
         except ValueError:
             return None
 

@@ -18,7 +18,8 @@ def _ids(rows) -> list[str]:
 def test_positions_round_trip_and_reject_garbage():
     position = StreamPosition(123456789, uuid.uuid4())
     assert StreamPosition.parse(str(position)) == position
-    for garbage in ("", "abc", "12-not-a-uuid", f"-1-{uuid.uuid4()}", f"1-{uuid.uuid4()}x"):
+    for garbage in ("", "abc", "12-not-a-uuid", f"-1-{uuid.uuid4()}", f"1-{uuid.uuid4()}x",
+                    f"{1 << 63}-{uuid.uuid4()}"):
         assert StreamPosition.parse(garbage) is None
 
 
