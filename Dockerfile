@@ -15,4 +15,4 @@ RUN pip install . && rm -rf build *.egg-info
 
 USER devpulse
 EXPOSE 8000 5555
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--worker-class", "app.web_worker.BoundedThreadWorker", "app:create_app()"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "app.web_worker.BoundedThreadWorker", "--threads", "96", "app:create_app()"]

@@ -24,6 +24,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     admin_notifier.configure(settings.admin_alert_webhook_url)
     # Validated at start-up (the workers use them): a bad DANGER_* value fails here with its name.
     DangerThresholds.from_overrides(settings.danger)
+    from app import alert_stream
+
+    alert_stream.check_settings(settings)
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest endpoint caps bodies itself (also when gzipped)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -34,12 +37,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         observability,
         publisher,
         rate_limit,
+        serving,
         storage,
         tokens_cli,
         tracing,
     )
 
     tracing.init_app(app, settings)
+    app.wsgi_app = serving.RequestSlots(app.wsgi_app, settings.web_request_slots)  # type: ignore[method-assign]
     errors.init_app(app)
     storage.init_app(app, settings)
     publisher.init_app(app, settings)
@@ -77,6 +82,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics_api.bp)
     app.register_blueprint(developer_settings_api.bp)
     app.register_blueprint(alerts_api.bp)
+    app.register_blueprint(alert_stream.bp)
     app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(export_api.bp)
     app.register_blueprint(admin_developers_api.bp)

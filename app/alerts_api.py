@@ -1,17 +1,12 @@
-"""Alerts for the developer: list (by priority), acknowledge, and a Server-Sent Events stream."""
+"""Alerts for the developer: list (by priority), acknowledge, the events behind one (stream: app/alert_stream.py)."""
 
 from __future__ import annotations
 
-import json
-import math
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
@@ -20,15 +15,12 @@ from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.event_pages import event_view, next_cursor, page_params
 from app.query_params import time_param
-from app.settings import settings
 from app.storage import storage
-from models.alerts import acknowledge, alert_channel, alert_document, list_alerts
+from models.alerts import acknowledge, alert_document, list_alerts
 from models.event_reader import stored_event_rows, to_event
 from models.tables import Alert
 
 bp = Blueprint("alerts_api", __name__)
-
-STREAM_KEEPALIVE_SECONDS = 15.0
 
 
 @bp.get("/api/developers/<developer_id>/alerts")
@@ -61,50 +53,6 @@ def ack_alert(developer_id: str, alert_id: str):
         raise ApiError(404, "alert_not_found", f"No alert {aid} for developer '{developer_id}'.",
                        [{"field": "alert_id", "message": "not found"}])
     return jsonify(view)
-
-
-@bp.get("/api/developers/<developer_id>/alerts/stream")
-@require_token
-def stream_alerts(developer_id: str):
-    """New, non-stale alerts pushed as they are detected (`event: alert`, data = the alert JSON)."""
-    ensure_may_act_for(developer_id)
-    cfg = settings()
-    raw_max = request.args.get("max_seconds", "") or "0"  # lets a client bound the stream (0: unbounded)
-    try:
-        max_seconds = float(raw_max)
-    except ValueError:
-        max_seconds = math.nan
-    if not (math.isfinite(max_seconds) and max_seconds >= 0):
-        raise ApiError(400, "invalid_parameter", "'max_seconds' must be a finite number of seconds >= 0.",
-                       [{"field": "max_seconds", "message": f"got '{raw_max[:20]}'"}])
-    client = redis.Redis.from_url(cfg.redis_url, socket_connect_timeout=2)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(alert_channel(developer_id))
-    except redis.RedisError as exc:
-        raise ApiError(503, "stream_unavailable", "The alert stream is unavailable; poll the alerts list.",
-                       [{"field": "_redis", "message": str(exc)[:200]}], headers={"Retry-After": "5"}) from exc
-
-    def events() -> Iterator[str]:
-        started = last_sent = time.monotonic()
-        yield ": connected\n\n"
-        try:
-            while not max_seconds or time.monotonic() - started < max_seconds:
-                message = pubsub.get_message(timeout=0.5)
-                if message and message.get("type") == "message":
-                    data = message["data"].decode("utf-8") if isinstance(message["data"], bytes) else message["data"]
-                    alert_id = json.loads(data).get("alert_id", "")
-                    yield f"event: alert\nid: {alert_id}\ndata: {data}\n\n"
-                    last_sent = time.monotonic()
-                elif time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
-                    yield ": keep-alive\n\n"
-                    last_sent = time.monotonic()
-        finally:
-            pubsub.close()
-            client.close()
-
-    return Response(stream_with_context(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @bp.get("/api/alerts/<alert_id>/events")

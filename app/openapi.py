@@ -375,10 +375,23 @@ def build_spec() -> dict[str, Any]:
         "parameters": [_path_param("developer_id"), _path_param("alert_id", "uuid")],
         "responses": {**_ok("Alert", "The acknowledged alert"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts/stream", operations={"get": {
-        "summary": "Server-Sent Events: new non-stale alerts as they are detected", "security": secured,
-        "parameters": [_path_param("developer_id")],
+        "summary": "Server-Sent Events: alerts announced (new or escalated, not stale) after the stream's position",
+        "description": "Each alert is `event: alert` with `id: <txid>-<alert_id>`; the first block carries the "
+                       "position the stream opened at. Send the last id received as `Last-Event-ID` when "
+                       "reconnecting: every alert announced since is sent first. The stream ends with `event: end` "
+                       "(reason max_seconds, token_revoked, slot_lost or unavailable); at most STREAM_MAX_PER_TOKEN "
+                       "open streams per token (429 beyond).",
+        "security": secured,
+        "parameters": [
+            _path_param("developer_id"),
+            _query("max_seconds", "end the stream after this long (0 or absent: the server's STREAM_MAX_SECONDS, "
+                                  "which also caps it)", type="number", minimum=0),
+            _query("last_event_id", "as the Last-Event-ID header, for clients that cannot set it"),
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "the `id` of the last block received: resume after it"},
+        ],
         "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
-                      **_errors(401, 403, 404)}}})
+                      **_errors(400, 401, 403, 404, 429, 503)}}})
     spec.path(path="/healthz", operations={"get": {"summary": "Process alive",
                                                     "responses": {"200": {"description": "ok"}}}})
     spec.path(path="/readyz", operations={"get": {"summary": "PostgreSQL, broker, migrations at head",

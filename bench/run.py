@@ -2,9 +2,9 @@
 
 Phases (one run, one machine, everything on 127.0.0.1):
 
-A. Ingest (gunicorn 2 workers x 4 threads; the Celery worker is NOT running yet, so the two cores are
-   shared by gunicorn, PostgreSQL and the load generator only; the chords published meanwhile wait in Redis
-   and are flushed before phase C):
+A. Ingest (gunicorn 2 workers, 4 request slots each, as the Procfile runs it; the Celery worker is NOT
+   running yet, so the two cores are shared by gunicorn, PostgreSQL and the load generator only; the chords
+   published meanwhile wait in Redis and are flushed before phase C):
    - ack latency p50/p99 at a fixed, open-loop request rate, measured from each request's scheduled time;
    - max sustained events/s with 8 closed-loop keep-alive clients.
    Then, still without the Celery worker, the same two 100-event measurements (same rate, n, clients and
@@ -42,6 +42,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from app.serving import GUNICORN_WORKER_ARGS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVELOPERS = 50
@@ -348,7 +350,8 @@ def machine_meta(stack: Any, quick: bool) -> dict[str, Any]:
         "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.platform(),
         "postgres": stack.pg_settings(),
         "redis": "embedded redis-server, no persistence (--save '' --appendonly no)",
-        "gunicorn": f"--workers {stack.web_workers} --threads {stack.web_threads} (gthread)",
+        "gunicorn": f"--workers {stack.web_workers} {' '.join(GUNICORN_WORKER_ARGS)} (4 request slots); textbook peer"
+                    f" --workers {stack.web_workers} --threads {stack.web_threads} (gthread)",
     }
 
 

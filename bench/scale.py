@@ -2,7 +2,7 @@
 and end-to-end latency stay flat when the database holds a large history?
 
 One run, one machine, everything on 127.0.0.1, the stack of `make bench` (embedded PostgreSQL with fsync on,
-Redis, gunicorn 2 x 4, a Celery worker with concurrency 2; no beat, see below):
+Redis, gunicorn 2 workers x 4 request slots, a Celery worker with concurrency 2; no beat, see below):
 
 1. Empty database: for one fresh developer, the end-to-end latency phase (100-event batches at 2/s, the
    worker running; bench/e2e.py's e2e_latency, POST -> batches.completed_at), then the ingest-latency phase

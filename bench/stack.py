@@ -160,10 +160,14 @@ class Stack:
         return env
 
     # -- processes -------------------------------------------------------------------------------------
-    def _gunicorn(self, app: str, port: int) -> list[str]:
-        """The product's web settings (bench reports state them): the peer runs with exactly the same ones."""
-        return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(self.web_workers),
-                "--threads", str(self.web_threads), "--worker-class", "app.web_worker.BoundedThreadWorker",
+    def _gunicorn(self, app: str, port: int, *, product: bool = True) -> list[str]:
+        """The product's web settings, as the Procfile runs them (bench reports state them). The peer runs on
+        the same number of workers with `threads` threads each: the concurrency the product's request slots give
+        ingest (WEB_REQUEST_SLOTS, 4)."""
+        from app.serving import GUNICORN_WORKER_ARGS
+
+        serving = list(GUNICORN_WORKER_ARGS) if product else ["--threads", str(self.web_threads)]
+        return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(self.web_workers), *serving,
                 "--log-level", "warning", app]
 
     def _wait_answers(self, proc: Proc, port: int, path: str) -> None:
@@ -199,8 +203,8 @@ class Stack:
         from devstack.servers import free_port
 
         self.peer_port = free_port()
-        self.peer = Proc("peer", self._gunicorn("bench.peers.textbook:create_app()", self.peer_port), self.env(),
-                         self.dir / "peer.log")
+        argv = self._gunicorn("bench.peers.textbook:create_app()", self.peer_port, product=False)
+        self.peer = Proc("peer", argv, self.env(), self.dir / "peer.log")
         self._wait_answers(self.peer, self.peer_port, "/healthz")
 
     def stop_peer(self) -> None:

@@ -68,6 +68,17 @@ class Settings:
     # Per-developer rate cap: alerts announced (SSE + webhook) per developer in any hour; the rest are stored only.
     alert_notify_max_per_hour: int = 60
     admin_alert_webhook_url: str = ""
+    # Alert streams (SSE): each ends after this long (clients reconnect with Last-Event-ID), re-checks its token
+    # this often (a revoked token's stream ends within it; at most 60), and a token may hold this many at once.
+    stream_max_seconds: float = 300.0
+    stream_token_recheck_seconds: float = 30.0
+    stream_max_per_token: int = 5
+    # Open streams one web process serves at most, each on a thread of its pool: with the slots below, keep it
+    # under gunicorn's --threads (96) so that streams never take the threads other requests need.
+    stream_max_per_process: int = 80
+    # Requests that run the app at once per web process (the 4 threads of the former 2 x 4 gthread web):
+    # ingest keeps the concurrency, and so the database pool use, it was measured with.
+    web_request_slots: int = 4
     # Reliability
     db_retry_budget_ms: int = 300
     db_breaker_fail_max: int = 5

@@ -26,6 +26,7 @@ from core.breakers import is_connectivity_error
 from core.settings import Settings
 from models.aggregation import lock_developer
 from models.alert_notifications import record_notification
+from models.alert_stream import mark_announced
 from models.alerts import alert_document
 from models.batch_lifecycle import audit
 from models.coalescing import covered_by, mark_covered, merge_spans, waiting_batches
@@ -111,6 +112,7 @@ def store_detections(
             matched.add(alert.alert_id)
             written += 1
             if not stale:
+                mark_announced(alert)
                 push.append(alert)
             continue
         matched.add(alert.alert_id)
@@ -133,6 +135,7 @@ def store_detections(
         alert.version += 1
         written += 1
         if news and not stale:
+            mark_announced(alert)
             push.append(alert)
     if scopes:
         for a in candidates:

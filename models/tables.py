@@ -317,12 +317,17 @@ class Alert(Base):
     deliveries: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     # Bumped by every change: receivers deduplicate notifications by (alert_id, version).
     version: Mapped[int] = mapped_column(Integer, server_default="1")
+    # The transaction that last announced the alert (new or escalated, not stale): the alert stream's order
+    # (models/alert_stream.py). NULL: never announced (stale, or stored before revision 0010).
+    announced_txid: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("severity IN ('low','medium','high','critical')", name="severity"),
         CheckConstraint("status IN ('open','acknowledged','withdrawn')", name="status"),
         Index("uq_alerts_episode", "developer_id", "pattern", "episode_key", unique=True),
         Index("ix_alerts_developer_detected", "developer_id", "detected_at"),
+        Index("ix_alerts_announced", "developer_id", "announced_txid", "alert_id",
+              postgresql_where=text("announced_txid IS NOT NULL")),
     )
 
 

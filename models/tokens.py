@@ -62,6 +62,16 @@ def find_principal(session: Session, token: str, now: datetime | None = None, *,
                      expires_at=row.expires_at, ingest_for_all=row.ingest_for_all)
 
 
+def principal_by_id(session: Session, token_id: int, now: datetime | None = None) -> Principal | None:
+    """The token's principal while it is still valid (not revoked, not expired): long-lived requests re-check."""
+    now = now or datetime.now(UTC)
+    row = session.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    return Principal(token_id=row.id, developer_id=row.developer_id, is_admin=row.is_admin,
+                     expires_at=row.expires_at)
+
+
 def revoke_token(session: Session, token: str) -> bool:
     row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar_one_or_none()
     if row is None:

@@ -83,3 +83,28 @@ def test_compose_has_an_optional_trace_viewer_and_passes_the_endpoint_on():
         assert compose["services"][service]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
             "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
     assert all("profiles" not in spec for name, spec in compose["services"].items() if name != "jaeger")
+
+
+def test_every_way_of_running_the_web_serves_as_the_procfile_does():
+    """The Procfile, the Dockerfile, compose, make bench and the fault tests run gunicorn with the same worker
+    arguments (the bench measures what production runs), and streams can never take every thread."""
+    import inspect
+
+    from app.serving import GUNICORN_WORKER_ARGS, WEB_THREADS
+    from bench.stack import Stack
+    from core.settings import Settings
+    from tests.faults.harness import FaultStack
+
+    web = _procfile()["web"]
+    assert " ".join(GUNICORN_WORKER_ARGS) in web
+    quoted = ", ".join(f'"{a}"' for a in GUNICORN_WORKER_ARGS)
+    assert quoted in (ROOT / "Dockerfile").read_text()
+    compose = re.sub(r"\s+", " ", (ROOT / "docker-compose.yml").read_text())
+    assert quoted in compose
+    stack = Stack.__new__(Stack)
+    stack.web_workers, stack.web_threads = 2, 4
+    argv = stack._gunicorn("app:create_app()", 1)
+    assert " ".join(GUNICORN_WORKER_ARGS) in " ".join(argv)
+    assert inspect.signature(FaultStack.start_web).parameters["serving"].default == GUNICORN_WORKER_ARGS
+    defaults = Settings()
+    assert defaults.stream_max_per_process + defaults.web_request_slots < WEB_THREADS

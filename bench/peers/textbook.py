@@ -16,7 +16,8 @@ It exists only so that `make bench` can report the product's ingest figures besi
   one batch visible to the next SELECT;
 - 202 with the accepted / duplicate counts. No Celery, no outbox, no after-commit work.
 
-Run by bench/stack.py as `gunicorn --workers 2 --threads 4 'bench.peers.textbook:create_app()'`.
+Run by bench/stack.py as `gunicorn --workers 2 --threads 4 'bench.peers.textbook:create_app()'` (the
+product's ingest concurrency: its 4 request slots per worker).
 """
 
 from __future__ import annotations

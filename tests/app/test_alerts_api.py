@@ -1,5 +1,6 @@
-"""The developer's alerts API (list by priority, filters, acknowledge) and the SSE stream on a real HTTP
-server, on the real PostgreSQL and Redis.
+"""The developer's alerts API (list by priority, filters, acknowledge), on the real PostgreSQL and Redis.
+
+The SSE stream is in tests/app/test_alert_stream.py.
 
 The signed webhook's retries and circuit breaker are in tests/tasks/test_alert_delivery.py; the end-to-end
 pushes (a batch through the pipeline to the stream and to the webhook) live in
@@ -8,19 +9,14 @@ tests/tasks/test_danger_detection.py, next to the in-process worker they need.
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.support.alerts import base_time, notification, seed
+from tests.support.alerts import base_time, seed
 from tests.support.factories import auth, iso
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -140,84 +136,3 @@ def test_ack_errors(client, make_token, clean_db):
     r = client.post(f"/api/developers/dev-2/alerts/{alert['alert_id']}/ack", headers=auth(other))
     assert r.status_code == 404
     assert listed(client, token)[0]["status"] == "open"
-
-
-# ----------------------------------------------------------------------------------------------------------- SSE
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-def read_stream(port: int, path: str, token: str, on_connected: Any) -> tuple[int, list[str], float]:
-    """Open the stream, call on_connected() after the first line, read to the end; (status, lines, seconds)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    started = time.monotonic()
-    conn.request("GET", path, headers=auth(token))
-    response = conn.getresponse()
-    lines: list[str] = []
-    try:
-        if response.status != 200:
-            return response.status, [response.read().decode()], time.monotonic() - started
-        assert response.getheader("Content-Type", "").startswith("text/event-stream")
-        assert response.getheader("Cache-Control") == "no-cache"
-        while line := response.readline():
-            lines.append(line.decode("utf-8").rstrip("\r\n"))
-            if len(lines) == 1:
-                on_connected()
-        return response.status, lines, time.monotonic() - started
-    finally:
-        conn.close()
-
-
-def test_stream_pushes_the_developers_alerts_as_sse(live_server, make_token, clean_db):
-    from tasks.alert_delivery import push
-
-    token = make_token("dev-1")
-    mine = seed(clean_db, "dev-1", "excessive_errors", "high", base_time())
-    theirs = seed(clean_db, "dev-2", "excessive_errors", "high", base_time())
-    records = [notification(clean_db, "dev-2", [theirs]), notification(clean_db, "dev-1", [mine])]
-    pushed_at: list[float] = []
-
-    def publish() -> None:
-        pushed_at.append(time.monotonic())
-        push(records)
-
-    status, lines, seconds = read_stream(live_server, "/api/developers/dev-1/alerts/stream?max_seconds=2",
-                                         token, publish)
-    assert status == 200
-    assert lines[0] == ": connected"
-    events = "\n".join(lines[1:]).strip().split("\n\n")
-    [only] = events  # the message is the alert document (keys in the order PostgreSQL's jsonb keeps them)
-    name, ident, data = only.split("\n")
-    assert (name, ident) == ("event: alert", f"id: {mine['alert_id']}")
-    assert data.startswith("data: ") and json.loads(data[len("data: "):]) == mine
-    assert 1.9 <= seconds < 4  # max_seconds bounds the stream
-
-
-def test_stream_is_only_for_the_developer(live_server, make_token, clean_db):
-    other = make_token("dev-2")
-    status, body, _ = read_stream(live_server, "/api/developers/dev-1/alerts/stream?max_seconds=1", other,
-                                  lambda: None)
-    assert status == 403 and "forbidden_developer" in body[0]
-    status, body, _ = read_stream(live_server, "/api/developers/dev-1/alerts/stream?max_seconds=1", "bogus",
-                                  lambda: None)
-    assert status == 401
-
-
-@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1"])
-def test_stream_rejects_a_bad_max_seconds(client, make_token, clean_db, value):
-    token = make_token("dev-1")
-    r = client.get(f"/api/developers/dev-1/alerts/stream?max_seconds={value}", headers=auth(token))
-    if r.status_code != 400:
-        r.close()  # never read an (unbounded) stream
-    assert r.status_code == 400
-    error = r.get_json()["error"]
-    assert error["code"] == "invalid_parameter" and error["details"][0]["field"] == "max_seconds"

@@ -35,6 +35,7 @@ from typing import Any
 import requests
 from sqlalchemy import text
 
+from app.serving import GUNICORN_WORKER_ARGS
 from core.settings import Settings
 from devstack.servers import EmbeddedPostgres, EmbeddedRedis, free_port, migrate
 from models.db import Database
@@ -47,7 +48,6 @@ QUEUES = "aggregation,normalization,danger,pipeline,maintenance"
 INGEST_PATH = "/api/workflow/events/orchestrate"
 DEVELOPER = "dev-fault"
 # The Procfile's web worker class (request read deadlines, app/web_worker.py), as deployed.
-WEB_WORKER_CLASS = "app.web_worker.BoundedThreadWorker"
 TERMINAL = ("processed", "processed_with_errors", "failed")
 
 # Short timeouts so every recovery path (relay backoff, breaker half-open, sweeper) fits in seconds.
@@ -173,11 +173,11 @@ class FaultStack:
         return svc
 
     # -- processes
-    def start_web(self, wait: float = 30.0) -> Service:
+    def start_web(self, wait: float = 30.0, *, serving: tuple[str, ...] = GUNICORN_WORKER_ARGS) -> Service:
+        """gunicorn as the Procfile runs it (`serving`: other worker arguments, e.g. the former gthread ones)."""
         svc = self._service("web", [
-            str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "4",
-            "--worker-class", WEB_WORKER_CLASS, "--timeout", "60", "--graceful-timeout", "2", "--no-control-socket",
-            "app:create_app()",
+            str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", *serving,
+            "--timeout", "60", "--graceful-timeout", "2", "--no-control-socket", "app:create_app()",
         ])
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

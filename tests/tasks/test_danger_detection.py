@@ -536,7 +536,9 @@ def test_sse_pushes_fresh_alert_within_a_second_and_never_a_stale_one(live_serve
     stale, fresh = by_batch[stale_batch], by_batch[fresh_batch]
     assert stale.stale is True and fresh.stale is False
     # Exactly one push: the fresh alert. The stale one (processed first) never arrived.
-    assert [(name, ident) for _, name, ident, _ in reader.events] == [("alert", str(fresh.alert_id))]
+    assert [name for _, name, _, _ in reader.events] == ["alert", "end"]  # `end`: max_seconds reached
+    assert reader.events[0][2].endswith(f"-{fresh.alert_id}")  # its stream position: <txid>-<alert id>
+    assert reader.events[1][3] == {"reason": "max_seconds"}
     received, _, _, data = reader.events[0]
     assert data == {**alert_document(fresh), "deliveries": []}
     latency = (received - fresh.detected_at).total_seconds()
