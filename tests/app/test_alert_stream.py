@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from app.alert_stream import KEEPALIVE_SECONDS
 from core.settings import SettingsError
 from models.tokens import revoke_token
-from tests.support.alerts import base_time, seed
+from tests.support.alerts import base_time, notification, seed
 from tests.support.factories import auth
 from tests.support.sse import Stream
 
@@ -68,8 +68,9 @@ def test_stream_sends_the_developers_alerts_announced_after_it_opened(serve, mak
     assert first["comments"] == ["connected"] and first["retry"] == "2000" and first["id"]
     mine = seed(clean_db, "dev-1", "excessive_errors", "high", base_time())
     theirs = seed(clean_db, "dev-2", "excessive_errors", "high", base_time())
+    records = [notification(clean_db, "dev-2", [theirs]), notification(clean_db, "dev-1", [mine])]
     sent = time.monotonic()
-    push([theirs, mine])  # the wake-up; what is sent is read from PostgreSQL
+    push(records)  # the wake-up (the notification records' publish); what is sent is read from PostgreSQL
     stream.wait(lambda s: s.alerts(), timeout=5)
     assert time.monotonic() - sent < 1.0
     stream.join(10)
