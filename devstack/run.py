@@ -216,6 +216,22 @@ def flower_basic_auth(env: dict[str, str]) -> str:
     return value
 
 
+def secret_key(env: dict[str, str]) -> str:
+    """SECRET_KEY when set; else one generated once into var/secret-key (0600): dashboard sessions then survive a
+    restart and are shared by the gunicorn workers."""
+    if env.get("SECRET_KEY"):
+        return env["SECRET_KEY"]
+    path = VAR / "secret-key"
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        value = ""
+    if len(value) < 32:
+        value = secrets.token_hex(32)
+        _private_file(path, value + "\n")
+    return value
+
+
 def celery_app_problem(env: dict[str, str]) -> str | None:
     """None if `celery -A tasks` finds its app, else the reason it does not."""
     probe = "from celery.app.utils import find_app; find_app('tasks')"
@@ -244,6 +260,7 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         "devpulse is running" if processes else "devpulse servers are running (no processes: --no-procs)",
         "",
         f"  API            {api}" + ("" if "web" in processes else "   (web not started)"),
+        f"  Dashboard      {api}/login   (paste the dev token, or the admin token for the operator view)",
         f"  API docs       {api}/docs   (metrics: {api}/metrics)",
         f"  developer      {DEVELOPER}",
         f"  dev token      {developer}",
@@ -390,6 +407,8 @@ def run(argv: list[str]) -> int:
             redis = EmbeddedRedis(VAR / "redis", int(env.get("DEVPULSE_REDIS_PORT") or 63799), durable=True)
             env["REDIS_URL"] = start_redis(redis)
         env["FLOWER_BASIC_AUTH"] = flower_basic_auth(env)
+        env["SECRET_KEY"] = secret_key(env)
+        env.setdefault("FLOWER_URL", f"http://127.0.0.1:{env['FLOWER_PORT']}")
         database_url = Settings(database_url=env["DATABASE_URL"]).sqlalchemy_url
         print("devstack: alembic upgrade head", flush=True)
         migrate(database_url)
