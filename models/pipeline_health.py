@@ -54,5 +54,5 @@ def known_developers(session: Session, limit: int = 200) -> list[str]:
                                                       ApiToken.revoked_at.is_(None))
     with_batches = select(Batch.developer_id).where(Batch.updated_at >= recent)
     union = with_tokens.union(with_batches).subquery()
-    rows = session.execute(select(union.c[0]).order_by(union.c[0]).limit(limit)).scalars()
-    return [str(developer) for developer in rows]
+    rows: list[str] = list(session.execute(select(union.c[0]).order_by(union.c[0]).limit(limit)).scalars())
+    return rows

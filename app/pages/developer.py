@@ -7,6 +7,7 @@ the very reads the JSON API serves, never a second copy of a query.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -90,7 +91,10 @@ def developer_page_data(s: Session, developer_id: str, day_param: Any) -> dict[s
     first = today - timedelta(days=29)
     days_b = metric_buckets(s, developer_id, "day", timezone=tz, start=midnight(first),
                             end=midnight(today + timedelta(days=1)))
-    hours = [day_start + timedelta(hours=i) for i in range(int((day_end - day_start) / timedelta(hours=1)))]
+    # The API's hour buckets are UTC hours: those starting within the local day (a +05:30 zone's day holds the
+    # UTC hours from 19:00 to 18:00, shown as 00:30 to 23:30 local).
+    first_hour = day_start + (datetime.min.replace(tzinfo=UTC) - day_start) % timedelta(hours=1)
+    hours = [first_hour + timedelta(hours=i) for i in range(math.ceil((day_end - first_hour) / timedelta(hours=1)))]
     return {
         "developer_id": developer_id, "timezone": tz, "today": today, "day": day,
         "summary_today": today_b[0].values if today_b else EMPTY,
