@@ -16,7 +16,7 @@ import requests
 from models.db import Database
 from models.tokens import create_token
 from tests.support.browser import check_page, log_in
-from tests.support.factories import auth, batch, event, iso
+from tests.support.factories import auth, batch, event
 from tests.support.pipeline import wait_for
 
 ZONE = "Asia/Kolkata"  # +05:30: local days and the UTC hours of the API do not line up
