@@ -33,7 +33,7 @@
                      backgroundColor: "#2f6fb3" }]
       },
       options: { responsive: true, maintainAspectRatio: false, animation: false,
-                 plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } }
+                 plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, title: { display: true, text: label } } } }
     });
   }
   chart("hours-chart", "hours-data", "Active minutes", 60);

@@ -203,3 +203,22 @@ def test_every_page_is_accessible_and_fits(live_url, db, page, width, screenshot
                        ("/operator", "operator"), (f"/operator?batch={batch_id}", "operator-batch")):
         page.goto(f"{live_url}{path}")
         check_page(page, screenshot_dir, name)
+
+
+def test_screenshots_for_the_readme(live_url, db, page, screenshot_dir: Path):
+    """docs/screenshots/developer.png and operator.png (`make screenshots`): a week of work and an alert."""
+    developer, token = new_developer(db, base=live_url, timezone="Europe/Berlin")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for days_ago in range(6, -1, -1):
+        for start_hour in (2, 5) if days_ago else (1,):
+            body = a_day_of_work(developer, now - timedelta(days=days_ago, hours=start_hour - days_ago % 3))
+            processed(live_url, token, post(live_url, token, body))
+    failures = [event("build.result", now - timedelta(minutes=4, seconds=-8 * i), success=False) for i in range(25)]
+    processed(live_url, token, post(live_url, token, batch(failures, developer_id=developer)))
+    log_in(page, live_url, token)
+    page.locator("#alerts li").first.wait_for()
+    page.screenshot(path=str(screenshot_dir / "developer.png"), full_page=True)
+    page.click("text=Log out")
+    log_in(page, live_url, admin_token(db))
+    page.goto(f"{live_url}/operator")
+    page.screenshot(path=str(screenshot_dir / "operator.png"), full_page=True)
