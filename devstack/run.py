@@ -201,6 +201,23 @@ def create_tokens(database_url: str) -> tuple[str, str]:
     return tokens["developer"], tokens["admin"]
 
 
+def login_link(database_url: str, developer_token: str) -> str:
+    """The secret of a one-time dashboard login link for the dev token (single use, 10 minutes)."""
+    from datetime import UTC, datetime
+
+    from models.db import Database
+    from models.login_links import create_login_link
+    from models.tokens import hash_token
+
+    db = Database()
+    db.configure(database_url)
+    try:
+        with db.transaction() as session:
+            return create_login_link(session, hash_token(developer_token), datetime.now(UTC))
+    finally:
+        db.dispose()
+
+
 def flower_basic_auth(env: dict[str, str]) -> str:
     """FLOWER_BASIC_AUTH when set; else a generated password kept in var/flower-auth (0600): Flower has no default."""
     if env.get("FLOWER_BASIC_AUTH"):
@@ -243,7 +260,8 @@ def celery_app_problem(env: dict[str, str]) -> str | None:
     return lines[-1] if lines else f"exit code {result.returncode}"
 
 
-def banner(env: dict[str, str], developer: str, admin: str, processes: list[str], skipped: str | None) -> str:
+def banner(env: dict[str, str], developer: str, admin: str, processes: list[str], skipped: str | None,
+           link: str = "") -> str:
     api = f"http://127.0.0.1:{env['PORT']}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     batch_id = str(uuid.uuid4())
@@ -260,7 +278,8 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         "devpulse is running" if processes else "devpulse servers are running (no processes: --no-procs)",
         "",
         f"  API            {api}" + ("" if "web" in processes else "   (web not started)"),
-        f"  Dashboard      {api}/login   (paste the dev token, or the admin token for the operator view)",
+        f"  Dashboard      {api}/login/link/{link}",
+        "                 (one use, 10 minutes; or paste a token at /login: the admin's opens the operator view)",
         f"  API docs       {api}/docs   (metrics: {api}/metrics)",
         f"  developer      {DEVELOPER}",
         f"  dev token      {developer}",
@@ -413,6 +432,7 @@ def run(argv: list[str]) -> int:
         print("devstack: alembic upgrade head", flush=True)
         migrate(database_url)
         developer, admin = create_tokens(database_url)
+        link = login_link(database_url, developer)
         env_file = write_env_file(env, developer, admin)
         prepare_metrics_dir(env)
 
@@ -421,7 +441,7 @@ def run(argv: list[str]) -> int:
             skipped = celery_app_problem(env)
             if skipped:
                 processes = [p for p in processes if p not in CELERY_PROCESSES]
-        text = banner(env, developer, admin, processes, skipped)
+        text = banner(env, developer, admin, processes, skipped, link)
         if not processes:
             print(text, flush=True)
             while True:  # until a signal raises _Stop

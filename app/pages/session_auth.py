@@ -4,6 +4,7 @@ SHA-256 (never the token, never anything JavaScript can read); every page POST c
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -13,6 +14,8 @@ from flask_wtf.csrf import CSRFError
 
 from app.auth import SESSION_TOKEN_KEY, principal_for_hash
 from app.pages import bp, csrf
+from app.storage import storage
+from models.login_links import redeem_login_link
 from models.tokens import Principal, hash_token
 
 
@@ -78,10 +81,27 @@ def login() -> ResponseReturnValue:
     if principal is None:
         error = "token: missing" if not token else "token: unknown, revoked or expired"
         return render_template("login.html", error=error, next=request.form.get("next", "")), 401
+    return _start_session(hash_token(token), request.form.get("next"))
+
+
+def _start_session(token_hash: str, next_page: str | None) -> ResponseReturnValue:
     session.clear()  # a fresh session (and CSRF secret) at every login
-    session[SESSION_TOKEN_KEY] = hash_token(token)
+    session[SESSION_TOKEN_KEY] = token_hash
     session.permanent = True
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(_safe_next(next_page))
+
+
+@bp.route("/login/link/<secret>", methods=["GET", "POST"])
+def login_link(secret: str) -> ResponseReturnValue:
+    """A one-time link (`make run` prints one). GET only shows a button: a link previewer that fetches the URL
+    must not use it up; the POST (with its CSRF token) redeems it."""
+    if request.method == "GET":
+        return render_template("login_link.html")
+    token_hash = storage().transaction(lambda s: redeem_login_link(s, secret, datetime.now(UTC)))
+    if token_hash is None or principal_for_hash(token_hash) is None:
+        return render_template("login.html", next="",
+                               error="link: unknown, already used or expired; paste a token instead"), 401
+    return _start_session(token_hash, None)
 
 
 @bp.post("/logout")

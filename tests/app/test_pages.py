@@ -115,3 +115,24 @@ def test_login_next_never_leaves_the_site(client, token):
     response = client.post("/login", data={"token": token, "next": "//evil.example/",
                                            "csrf_token": csrf_from(page.get_data(as_text=True))})
     assert response.headers["Location"].endswith("/dashboard")
+
+
+def test_a_login_link_works_once_and_expires(client, token, clean_db):
+    from datetime import UTC, datetime, timedelta
+
+    from models.login_links import create_login_link
+    from models.tokens import hash_token
+
+    with clean_db.transaction() as s:
+        fresh = create_login_link(s, hash_token(token), datetime.now(UTC))
+        old = create_login_link(s, hash_token(token), datetime.now(UTC) - timedelta(minutes=11))
+    page = client.get(f"/login/link/{fresh}")
+    assert page.status_code == 200 and client.get("/dashboard").status_code == 302  # GET alone logs nobody in
+    csrf = csrf_from(page.get_data(as_text=True))
+    assert client.post(f"/login/link/{fresh}", data={"csrf_token": csrf}).status_code == 302
+    assert client.get("/dashboard").status_code == 200
+    csrf = csrf_from(client.get(f"/login/link/{fresh}").get_data(as_text=True))
+    again = client.post(f"/login/link/{fresh}", data={"csrf_token": csrf})
+    assert again.status_code == 401 and "link: unknown, already used or expired" in again.get_data(as_text=True)
+    csrf = csrf_from(client.get(f"/login/link/{old}").get_data(as_text=True))
+    assert client.post(f"/login/link/{old}", data={"csrf_token": csrf}).status_code == 401
