@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench bench-scale soak lint migrate clean venv
+.PHONY: run test bench bench-scale soak lint migrate clean venv vendor browser screenshots
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,29 @@ run: $(STAMP)
 
 ## make test: the whole suite against real PostgreSQL and Redis (embedded throwaway ones unless
 ## DATABASE_URL / REDIS_URL are set).
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make browser: Debian's chromium for the browser tests (tests/browser/, Playwright with executable_path);
+## installed with apt when missing and we are root; never `playwright install` (no browser download).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium; \
+	else echo "make: the browser tests need $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
+
+## make vendor: rebuild the vendored browser files from the versions pinned in package.json / package-lock.json
+## (npm registry): Chart.js for the dashboard, axe-core for the accessibility checks of the browser tests.
+vendor:
+	npm ci --no-audit --no-fund
+	cp node_modules/chart.js/dist/chart.umd.js app/static/vendor/chart.umd.js
+	cp node_modules/chart.js/LICENSE.md app/static/vendor/chart.js-LICENSE.md
+	cp node_modules/axe-core/axe.min.js tests/browser/vendor/axe.min.js
+	cp node_modules/axe-core/LICENSE tests/browser/vendor/axe-core-LICENSE
+
+## make screenshots: regenerate docs/screenshots/*.png (developer and operator views) from the browser tests.
+screenshots: $(STAMP) browser
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/browser -q -p no:randomly -k screenshots
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

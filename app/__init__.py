@@ -54,6 +54,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     developers_cli.init_app(app)
     observability.init_app(app)
 
+    from app import pages
+
+    pages.init_app(app, settings)
+
     @app.before_request
     def _correlation_id() -> None:
         incoming = request.headers.get("X-Correlation-ID", "")

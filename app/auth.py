@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
-from flask import g, request
+from flask import g, request, session
 
 from app.errors import ApiError
 from app.storage import storage
 from models.erasure import developer_known
-from models.tokens import Principal, find_principal, hash_token
+from models.tokens import Principal, find_principal_by_hash, hash_token
 
 # Token lookups are cached briefly so the hot path does not pay a round trip per
 # request; a revoked token stops working within this many seconds.
@@ -45,8 +45,44 @@ def _token_from_header(header: str) -> str | None:
     return None
 
 
+# The dashboard's signed session cookie keeps the token's SHA-256 under this key (app/pages/session_auth.py).
+SESSION_TOKEN_KEY = "token_sha256"
+
+
+def principal_for_hash(key: str) -> Principal | None:
+    """The principal of the token with this SHA-256, through the short cache (None: unknown, revoked, expired)."""
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    principal = storage().transaction(lambda s: find_principal_by_hash(s, key, record_use=True))
+    keep = TOKEN_CACHE_SECONDS
+    if principal is not None and principal.expires_at is not None:
+        # Never serve a token from the cache past its own expiry.
+        keep = min(keep, (principal.expires_at - datetime.now(UTC)).total_seconds())
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[key] = (now + keep, principal)
+    return principal
+
+
+def _session_principal() -> Principal | None:
+    """A dashboard session stands in for the header on reads only (GET, e.g. the page's alert EventSource, which
+    cannot send headers): a request that changes anything must carry the token itself, so a cross-site form can
+    never act with the cookie."""
+    if request.method not in ("GET", "HEAD") or not request.cookies:
+        return None
+    key = session.get(SESSION_TOKEN_KEY)
+    return principal_for_hash(key) if isinstance(key, str) else None
+
+
 def current_principal() -> Principal:
     header = request.headers.get("Authorization", "")
+    if not header and (from_session := _session_principal()) is not None:
+        g.principal = from_session
+        return from_session
     if not header:
         raise ApiError(401, "missing_token", "The Authorization header is required: 'Bearer <token>'.",
                        [{"field": "Authorization", "message": "missing"}],
@@ -56,22 +92,7 @@ def current_principal() -> Principal:
         raise ApiError(401, "invalid_token", "The Authorization header must be 'Bearer <token>'.",
                        [{"field": "Authorization", "message": "malformed"}],
                        headers={"WWW-Authenticate": 'Bearer realm="devpulse"'})
-    key = hash_token(token)
-    now = time.monotonic()
-    with _cache_lock:
-        cached = _cache.get(key)
-    if cached is not None and cached[0] > now:
-        principal = cached[1]
-    else:
-        principal = storage().transaction(lambda s: find_principal(s, token, record_use=True))
-        keep = TOKEN_CACHE_SECONDS
-        if principal is not None and principal.expires_at is not None:
-            # Never serve a token from the cache past its own expiry.
-            keep = min(keep, (principal.expires_at - datetime.now(UTC)).total_seconds())
-        with _cache_lock:
-            if len(_cache) > 10_000:
-                _cache.clear()
-            _cache[key] = (now + keep, principal)
+    principal = principal_for_hash(hash_token(token))
     if principal is None:
         raise ApiError(401, "invalid_token", "The token is unknown, revoked or expired.",
                        [{"field": "Authorization", "message": "unknown, revoked or expired token"}],

@@ -40,7 +40,7 @@ class SettingsUpdateSchema(Schema):
 _schema = SettingsUpdateSchema()
 
 
-def _view(session: Session, developer_id: str) -> dict[str, Any]:
+def settings_view(session: Session, developer_id: str) -> dict[str, Any]:
     prefs = preferences(session, developer_id)
     return {"developer_id": developer_id, "timezone": prefs.timezone,
             "idle_timeout_seconds": prefs.idle_timeout_seconds,
@@ -51,7 +51,7 @@ def _view(session: Session, developer_id: str) -> dict[str, Any]:
 @require_token
 def get_settings(developer_id: str) -> ResponseReturnValue:
     ensure_may_act_for(developer_id)
-    return jsonify(storage().transaction(lambda s: _view(s, developer_id)))
+    return jsonify(storage().transaction(lambda s: settings_view(s, developer_id)))
 
 
 @bp.put("/api/developers/<developer_id>/settings")
@@ -63,25 +63,31 @@ def put_settings(developer_id: str) -> ResponseReturnValue:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "The body must be a JSON object.",
                        [{"field": "_schema", "message": "expected a JSON object"}])
+    update = load_settings_update(body)
+    return jsonify(storage().transaction(lambda s: apply_settings(s, developer_id, update)))
+
+
+def load_settings_update(body: dict[str, Any]) -> dict[str, Any]:
+    """The validated update (the API's JSON body or the dashboard's form); 400 `invalid_settings` naming fields."""
     try:
-        update = _schema.load(body)
+        return _schema.load(body)
     except ValidationError as exc:
         details = [{"field": f, "message": m} for f, m in flatten_errors(exc.messages)]
         raise ApiError(400, "invalid_settings", "; ".join(f"{d['field']}: {d['message']}" for d in details),
                        details) from exc
 
-    def work(session: Session) -> dict[str, Any]:
-        row = session.get(DeveloperSettings, developer_id, with_for_update=True)
-        if row is None:
-            row = DeveloperSettings(developer_id=developer_id, timezone="UTC", idle_timeout_seconds=300)
-            session.add(row)
-        changed = any(getattr(row, key) != value for key, value in update.items())
-        for key, value in update.items():
-            setattr(row, key, value)
-        row.updated_at = datetime.now(UTC)
-        session.flush()
-        if changed:
-            request_recompute(session, developer_id)
-        return _view(session, developer_id)
 
-    return jsonify(storage().transaction(work))
+def apply_settings(session: Session, developer_id: str, update: dict[str, Any]) -> dict[str, Any]:
+    """Store the update; a change that alters derived rows starts a background recompute of the history."""
+    row = session.get(DeveloperSettings, developer_id, with_for_update=True)
+    if row is None:
+        row = DeveloperSettings(developer_id=developer_id, timezone="UTC", idle_timeout_seconds=300)
+        session.add(row)
+    changed = any(getattr(row, key) != value for key, value in update.items())
+    for key, value in update.items():
+        setattr(row, key, value)
+    row.updated_at = datetime.now(UTC)
+    session.flush()
+    if changed:
+        request_recompute(session, developer_id)
+    return settings_view(session, developer_id)

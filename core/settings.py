@@ -97,6 +97,13 @@ class Settings:
     # Operations
     # `user:password` for Flower; no default (make run generates one, docker compose requires it).
     flower_basic_auth: str = ""
+    # Signs the dashboard's session cookie (app/pages/); empty: a random key per process, so sessions end at a
+    # restart and do not carry between gunicorn workers (`make run` generates one into var/secret-key).
+    secret_key: str = ""
+    # Mark the dashboard's session cookie Secure (set it when the site is served over HTTPS).
+    session_cookie_secure: bool = False
+    # Where the operator view links to Flower.
+    flower_url: str = "http://127.0.0.1:5555"
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True

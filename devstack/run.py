@@ -201,6 +201,23 @@ def create_tokens(database_url: str) -> tuple[str, str]:
     return tokens["developer"], tokens["admin"]
 
 
+def login_link(database_url: str, developer_token: str) -> str:
+    """The secret of a one-time dashboard login link for the dev token (single use, 10 minutes)."""
+    from datetime import UTC, datetime
+
+    from models.db import Database
+    from models.login_links import create_login_link
+    from models.tokens import hash_token
+
+    db = Database()
+    db.configure(database_url)
+    try:
+        with db.transaction() as session:
+            return create_login_link(session, hash_token(developer_token), datetime.now(UTC))
+    finally:
+        db.dispose()
+
+
 def flower_basic_auth(env: dict[str, str]) -> str:
     """FLOWER_BASIC_AUTH when set; else a generated password kept in var/flower-auth (0600): Flower has no default."""
     if env.get("FLOWER_BASIC_AUTH"):
@@ -216,6 +233,22 @@ def flower_basic_auth(env: dict[str, str]) -> str:
     return value
 
 
+def secret_key(env: dict[str, str]) -> str:
+    """SECRET_KEY when set; else one generated once into var/secret-key (0600): dashboard sessions then survive a
+    restart and are shared by the gunicorn workers."""
+    if env.get("SECRET_KEY"):
+        return env["SECRET_KEY"]
+    path = VAR / "secret-key"
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        value = ""
+    if len(value) < 32:
+        value = secrets.token_hex(32)
+        _private_file(path, value + "\n")
+    return value
+
+
 def celery_app_problem(env: dict[str, str]) -> str | None:
     """None if `celery -A tasks` finds its app, else the reason it does not."""
     probe = "from celery.app.utils import find_app; find_app('tasks')"
@@ -227,7 +260,8 @@ def celery_app_problem(env: dict[str, str]) -> str | None:
     return lines[-1] if lines else f"exit code {result.returncode}"
 
 
-def banner(env: dict[str, str], developer: str, admin: str, processes: list[str], skipped: str | None) -> str:
+def banner(env: dict[str, str], developer: str, admin: str, processes: list[str], skipped: str | None,
+           link: str = "") -> str:
     api = f"http://127.0.0.1:{env['PORT']}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     batch_id = str(uuid.uuid4())
@@ -244,6 +278,8 @@ def banner(env: dict[str, str], developer: str, admin: str, processes: list[str]
         "devpulse is running" if processes else "devpulse servers are running (no processes: --no-procs)",
         "",
         f"  API            {api}" + ("" if "web" in processes else "   (web not started)"),
+        f"  Dashboard      {api}/login/link/{link}",
+        "                 (one use, 10 minutes; or paste a token at /login: the admin's opens the operator view)",
         f"  API docs       {api}/docs   (metrics: {api}/metrics)",
         f"  developer      {DEVELOPER}",
         f"  dev token      {developer}",
@@ -390,10 +426,13 @@ def run(argv: list[str]) -> int:
             redis = EmbeddedRedis(VAR / "redis", int(env.get("DEVPULSE_REDIS_PORT") or 63799), durable=True)
             env["REDIS_URL"] = start_redis(redis)
         env["FLOWER_BASIC_AUTH"] = flower_basic_auth(env)
+        env["SECRET_KEY"] = secret_key(env)
+        env.setdefault("FLOWER_URL", f"http://127.0.0.1:{env['FLOWER_PORT']}")
         database_url = Settings(database_url=env["DATABASE_URL"]).sqlalchemy_url
         print("devstack: alembic upgrade head", flush=True)
         migrate(database_url)
         developer, admin = create_tokens(database_url)
+        link = login_link(database_url, developer)
         env_file = write_env_file(env, developer, admin)
         prepare_metrics_dir(env)
 
@@ -402,7 +441,7 @@ def run(argv: list[str]) -> int:
             skipped = celery_app_problem(env)
             if skipped:
                 processes = [p for p in processes if p not in CELERY_PROCESSES]
-        text = banner(env, developer, admin, processes, skipped)
+        text = banner(env, developer, admin, processes, skipped, link)
         if not processes:
             print(text, flush=True)
             while True:  # until a signal raises _Stop

@@ -37,6 +37,8 @@ _DELETES = (
     ("activity_breakdowns", "developer_id = :d"),
     ("alerts", "developer_id = :d"),
     ("developer_settings", "developer_id = :d"),
+    # Before the tokens: a login link is known by the hash of the token it logs in with.
+    ("login_links", "token_hash IN (SELECT token_hash FROM api_tokens WHERE developer_id = :d)"),
     ("api_tokens", "developer_id = :d"),
     ("admin_alerts", "context->>'developer_id' = :d"),
 )

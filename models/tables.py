@@ -331,6 +331,21 @@ class Alert(Base):
     )
 
 
+class LoginLink(Base):
+    """A one-time dashboard login link (`make run` prints one): single use, short-lived; only hashes are kept."""
+
+    __tablename__ = "login_links"
+
+    # SHA-256 of the link's secret (the secret is only in the printed URL).
+    link_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # SHA-256 of the token the link logs in with, as api_tokens keeps it.
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+    # NULL until redeemed; a redeemed link never works again.
+    used_at: Mapped[datetime | None]
+
+
 class AlertNotification(Base):
     """The outbox of developer alerts: written in the transaction that stores the alert changes it announces (one
     record per detection run, i.e. per developer and batch), then delivered from here: each alert published on

@@ -52,8 +52,14 @@ def create_token(
 
 def find_principal(session: Session, token: str, now: datetime | None = None, *,
                    record_use: bool = False) -> Principal | None:
+    return find_principal_by_hash(session, hash_token(token), now, record_use=record_use)
+
+
+def find_principal_by_hash(session: Session, token_hash: str, now: datetime | None = None, *,
+                           record_use: bool = False) -> Principal | None:
+    """The principal of a token known only by its hash (what a dashboard session keeps, never the token)."""
     now = now or datetime.now(UTC)
-    row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar_one_or_none()
+    row = session.execute(select(ApiToken).where(ApiToken.token_hash == token_hash)).scalar_one_or_none()
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     if record_use:

@@ -160,3 +160,13 @@ def make_token(clean_db: Database):
             return create_token(s, developer_id, admin=admin, ingest_for_all=ingest_for_all)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def celery_worker(celery_app):
+    """A real Celery worker (threads pool, in this process) on the suite's Redis and PostgreSQL: no eager mode."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker

@@ -21,6 +21,7 @@ TABLES = (
     "raw_events",
     "batches",
     "api_tokens",
+    "login_links",
 )
 
 

@@ -7,19 +7,11 @@ no eager mode, so chord semantics are the real ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-
-@pytest.fixture(scope="session")
-def celery_worker(celery_app) -> Iterator[Any]:
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=30) as worker:
-        yield worker
+# `celery_worker` (the session's one in-process worker) is in tests/conftest.py: the browser tests use it too.
 
 
 @pytest.fixture
