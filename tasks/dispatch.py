@@ -17,6 +17,7 @@ from celery import Celery, chord, group
 
 from core.breakers import breakers
 from core.settings import Settings
+from models.batch_lifecycle import HEADER_JOBS
 from models.db import Database
 from models.outbox import (
     already_served,
@@ -31,8 +32,6 @@ from models.outbox import (
 )
 
 log = logging.getLogger("devpulse.canvas")
-
-HEADER_JOBS = ("aggregate", "normalize", "detect_danger")
 
 
 def task_ids(ctx: dict[str, Any]) -> dict[str, str]:

@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import text
 
 from tests.faults.harness import (
+    DEFAULT_RECOVERY,
     FaultStack,
     Ledger,
     assert_exact,
@@ -108,3 +109,58 @@ def test_redis_flushed_mid_chord_sweeper_completes_batches(fault_stack):
     if queued:
         # Messages were lost with the flush: only the sweeper can have brought those batches back.
         assert recovered["sweeper_requeued"] > 0, recovered
+
+
+RECOVERY_TARGET_S = 60.0
+
+
+@pytest.mark.fault
+def test_worker_killed_with_default_settings_recovered_within_a_minute(fault_stack):
+    """As deployed (STUCK_AFTER_SECONDS, time limits and visibility timeout at their defaults): the jobs the
+    killed worker was running are found by their leases running out, not by a fixed age."""
+    stack = fault_stack(**DEFAULT_RECOVERY)
+    stack.start_web()
+    stack.start_beat()
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    stack.kill("worker")
+    at_kill = _in_flight(stack)
+    assert at_kill["unfinished_batches"] > 0 and at_kill["running_jobs"] > 0, at_kill
+    stack.start_worker()
+    fault_end = time.monotonic()
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    report("worker_killed_defaults", figures, done - fault_end, **at_kill, **_recovered_by(stack))
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+    assert done - fault_end <= RECOVERY_TARGET_S, f"recovered after {done - fault_end:.1f} s"
+
+
+@pytest.mark.fault
+def test_redis_flushed_with_default_settings_recovered_within_a_minute(fault_stack):
+    """As deployed: Redis loses every message (FLUSHALL) while header jobs run and others wait in the queues."""
+    stack = fault_stack(**DEFAULT_RECOVERY)
+    stack.start_web()
+    stack.start_beat()
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    client = stack.redis_client()
+    try:
+        queued = sum(int(client.llen(q)) for q in ("aggregation", "normalization", "danger", "pipeline"))
+        assert client.flushall()
+    finally:
+        client.close()
+    fault_end = time.monotonic()
+    at_flush = _in_flight(stack)
+    assert at_flush["unfinished_batches"] > 0, at_flush
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    report("redis_flushall_defaults", figures, done - fault_end, queued_messages_lost=queued, **at_flush,
+           **_recovered_by(stack))
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+    assert done - fault_end <= RECOVERY_TARGET_S, f"recovered after {done - fault_end:.1f} s"
