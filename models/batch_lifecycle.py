@@ -68,20 +68,22 @@ class JobStart:
 
 # The bookkeeping of a job, one round trip each. As separate ORM statements (batch processing, job running,
 # trail, covered?, then job ok, trail) it took about 15% of the worker's CPU samples (bench/profile.py). The
-# statements run in order: the UPDATE waits for the batch's row lock, held by a dispatch until it commits,
-# before anything else is written, so the trail keeps `dispatched` before `job_started`; FOR SHARE waits for
-# it too when the batch is already processing, so a run never reads a dispatch count that is being replaced.
+# statements run in order: the first waits for the batch's row lock, held by a dispatch until it commits (its
+# messages may arrive first), before anything is read or written, so the trail keeps `dispatched` before
+# `job_started` and a run never judges its attempt by a dispatch count that is being replaced. (The header jobs
+# of a batch take the lock in turn, for a few milliseconds each; the lock is the one the UPDATE takes anyway.)
 # A run of an older dispatch attempt (its messages came back after the batch was dispatched again) writes
 # nothing. The job's lease starts here; a run that finds the previous one still `running` (neither finished
 # nor retried: its worker died) counts a lost run.
 _START_JOB = """
 SET LOCAL synchronous_commit TO OFF;
+SELECT 1 FROM batches WHERE developer_id = %(developer)s AND batch_id = %(batch)s FOR NO KEY UPDATE;
 UPDATE batches SET status = 'processing', processing_started_at = clock_timestamp(), updated_at = now()
 WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND status IN ('persisted', 'dispatched')
   AND dispatch_count = %(attempt)s;
 WITH current_attempt AS (
   SELECT 1 FROM batches
-  WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND dispatch_count = %(attempt)s FOR SHARE
+  WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND dispatch_count = %(attempt)s
 ), job AS (
   INSERT INTO batch_jobs (developer_id, batch_id, job, status, attempts, task_id, is_replay, started_at,
                           dispatch_attempt, lease_expires_at, retries, lost_runs)

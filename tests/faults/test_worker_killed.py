@@ -5,7 +5,8 @@ The header jobs are made slow deterministically: several 1000-event batches of o
 while no worker runs, so every aggregation recomputes over thousands of events. The fault is injected
 as soon as the first `job_started` audit row appears, i.e. while header jobs are running and the rest
 are still queued. Recovery comes from acks_late redelivery (visibility_timeout = 3 x TASK_TIME_LIMIT)
-or, sooner, from beat's stuck-batch sweeper (STUCK_AFTER_SECONDS=5, every 30 s); either way each batch
+or, sooner, from beat's sweeper (leases, the broker's marker; STUCK_AFTER_SECONDS=5 here, every 10 s), and in
+the `with_default_settings` tests as deployed, within a minute; either way each batch
 ends `processed` exactly once (one `completed` audit row), metrics exact, no alert twice.
 """
 

@@ -39,3 +39,19 @@ def pipeline_client(app, celery_worker):
 
     app.test_client_class = ClosingClient
     return app.test_client()
+
+
+@pytest.fixture
+def quiet_broker(celery_app, redis_url) -> Iterator[Any]:
+    """The suite's Redis as the sweeper sees it after a quiet spell: its marker in place (nothing was lost) and
+    the header queues empty. Yields a client to change that."""
+    import redis
+
+    from tasks.broker_watch import HEADER_QUEUES, MARKER
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*HEADER_QUEUES)
+    client.set(MARKER, "1")
+    yield client
+    client.delete(*HEADER_QUEUES)
+    client.close()

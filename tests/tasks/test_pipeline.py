@@ -321,7 +321,7 @@ def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(
 
     # A batch that never completed is marked failed, with an admin alert.
     pending = persist_body(db, batch(three_events()))
-    pending_ctx = {**ctx, "batch_id": str(pending.batch.batch_id)}
+    pending_ctx = {**ctx, "batch_id": str(pending.batch.batch_id), "attempt": 0}  # its dispatch count
     errback.apply_async(args=(None, "WorkerLostError: killed", None), kwargs={"ctx": pending_ctx}).get(timeout=15)
     with db.session() as s:
         failed = stored_batch(s, pending.batch.batch_id)
@@ -347,7 +347,9 @@ def dispatch_without_publishing(db, outbox_id: int) -> None:
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
+def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app, quiet_broker):
+    """Nothing queued nor held by a worker: a batch dispatched a lease ago that has not started is lost; one
+    dispatched a moment ago may still be on its way."""
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -357,10 +359,9 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
     for outcome in (stuck, fresh):
         dispatch_without_publishing(db, outcome.outbox_id)
     with db.transaction() as s:
-        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
-                  {"age": settings.stuck_after_seconds + 5, "id": stuck.batch.batch_id})
-        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
-                  {"age": settings.stuck_after_seconds - 60, "id": fresh.batch.batch_id})
+        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age),"
+                       " dispatched_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
+                  {"age": settings.job_lease_seconds + 5, "id": stuck.batch.batch_id})
 
     # The beat task: redispatch_stuck, then the relay publishes the new outbox record.
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
@@ -385,7 +386,7 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):
+def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db, quiet_broker):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -394,7 +395,8 @@ def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):
     dispatch_without_publishing(db, stuck.outbox_id)
     with db.transaction() as s:
         s.execute(text("UPDATE batches SET status = 'processing', processing_started_at = now(), "
-                       "updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
+                       "updated_at = now() - make_interval(secs => :age),"
+                       " dispatched_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
                   {"age": settings.stuck_after_seconds + 5, "id": stuck.batch.batch_id})
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
     assert wait_processed(db, str(stuck.batch.batch_id)) == "processed"

@@ -4,11 +4,10 @@ dispatch attempt (models/batch_lifecycle.py): real PostgreSQL and Redis, the swe
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
-import pytest
-import redis
 from sqlalchemy import select, text
 
 from models.batch_lifecycle import complete_batch, fail_batch, finish_job, start_job
@@ -78,19 +77,6 @@ def _requeued(db, batch_id) -> list[dict]:
                                                                         AuditRecord.step == "requeued"))]
 
 
-@pytest.fixture
-def broker(celery_app, redis_url):
-    """The suite's Redis with the sweeper's marker in place and the header queues empty, as after a quiet spell."""
-    from tasks.broker_watch import HEADER_QUEUES, MARKER
-
-    client = redis.Redis.from_url(redis_url)
-    client.delete(*HEADER_QUEUES)
-    client.set(MARKER, "1")
-    yield client
-    client.delete(*HEADER_QUEUES)
-    client.close()
-
-
 # -- fencing by attempt ---------------------------------------------------------------------------------------
 
 
@@ -128,6 +114,29 @@ def test_a_run_of_an_old_attempt_writes_nothing_and_its_late_finish_is_refused(c
     assert _job(db, bid, "aggregate").status == "ok"
 
 
+def test_a_run_whose_messages_arrive_before_its_dispatch_commits_waits_for_it(clean_db):
+    """The publish happens inside the dispatch's transaction: a fast worker must not judge its attempt by the
+    dispatch count that transaction is replacing."""
+    from models.outbox import enqueue, lock_batch
+
+    db = clean_db
+    bid, _ = _dispatched(db)
+    with db.transaction() as s:
+        b = stored_batch(s, bid)
+        outbox_id = enqueue(s, b.developer_id, b.batch_id, b.correlation_id)
+    started = {}
+    with db.transaction() as s:
+        record = claim(s, outbox_id)
+        ctx = start_dispatch(s, record, lock_batch(s, record))
+        worker = threading.Thread(target=lambda: started.setdefault("run", _start(db, ctx, "aggregate")))
+        worker.start()
+        time.sleep(0.5)  # the messages are out, the dispatch not yet committed
+        finish_dispatch(s, record.id, ctx, task_ids(ctx))
+    worker.join(10)
+    assert started["run"].current
+    assert _job(db, bid, "aggregate").dispatch_attempt == 2
+
+
 def test_a_redelivered_run_counts_as_lost_and_a_retry_does_not(clean_db):
     db = clean_db
     _, ctx = _dispatched(db)
@@ -142,7 +151,7 @@ def test_a_redelivered_run_counts_as_lost_and_a_retry_does_not(clean_db):
 # -- the sweeper ----------------------------------------------------------------------------------------------
 
 
-def test_a_job_whose_lease_ran_out_is_dispatched_again_one_alive_is_not(clean_db, broker):
+def test_a_job_whose_lease_ran_out_is_dispatched_again_one_alive_is_not(clean_db, quiet_broker):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -153,7 +162,7 @@ def test_a_job_whose_lease_ran_out_is_dispatched_again_one_alive_is_not(clean_db
     with db.transaction() as s:
         s.execute(text("UPDATE batch_jobs SET lease_expires_at = now() - interval '1 second' WHERE batch_id = :b"),
                   {"b": lost})
-    broker.lpush("aggregation", "a message of someone's backlog")  # busy queues: only leases speak
+    quiet_broker.lpush("aggregation", "a message of someone's backlog")  # busy queues: only leases speak
     assert sweep_stuck_batches() == [str(lost)]
     assert [d["reason"] for d in _requeued(db, lost)] == ["lease_expired"]
     with db.session() as s:
@@ -161,7 +170,7 @@ def test_a_job_whose_lease_ran_out_is_dispatched_again_one_alive_is_not(clean_db
     assert sweep_stuck_batches() == []  # once: the old attempt's expired lease says nothing about the new one
 
 
-def test_a_broker_that_lost_its_messages_gets_every_batch_in_flight_again(clean_db, broker):
+def test_a_broker_that_lost_its_messages_gets_every_batch_in_flight_again(clean_db, quiet_broker):
     from tasks.broker_watch import MARKER
     from tasks.maintenance import sweep_stuck_batches
 
@@ -169,15 +178,15 @@ def test_a_broker_that_lost_its_messages_gets_every_batch_in_flight_again(clean_
     waiting, _ = _dispatched(db, age=1)
     running, ctx = _dispatched(db, age=1)
     _start(db, ctx, "aggregate")
-    broker.lpush("aggregation", "x")
+    quiet_broker.lpush("aggregation", "x")
     assert sweep_stuck_batches() == []
-    broker.delete(MARKER)  # FLUSHALL, or a restart without persistence
+    quiet_broker.delete(MARKER)  # FLUSHALL, or a restart without persistence
     assert sorted(sweep_stuck_batches()) == sorted([str(waiting), str(running)])
     assert [d["reason"] for d in _requeued(db, waiting)] == ["broker_lost"]
     assert sweep_stuck_batches() == []
 
 
-def test_with_nothing_queued_nor_held_a_batch_not_started_is_lost_behind_a_backlog_it_waits(clean_db, broker):
+def test_with_nothing_queued_nor_held_a_batch_not_started_is_lost_behind_a_backlog_it_waits(clean_db, quiet_broker):
     from tasks.broker_watch import HEADER_QUEUES
     from tasks.maintenance import sweep_stuck_batches
 
@@ -185,21 +194,21 @@ def test_with_nothing_queued_nor_held_a_batch_not_started_is_lost_behind_a_backl
     old, _ = _dispatched(db, age=400)
     _, held_ctx = _dispatched(db, age=400)
     fresh, _ = _dispatched(db, age=1)
-    broker.lpush("danger", "a message of a long queue")
+    quiet_broker.lpush("danger", "a message of a long queue")
     assert sweep_stuck_batches() == []  # a backlog: waiting, even after STUCK_AFTER_SECONDS
-    broker.delete(*HEADER_QUEUES)
+    quiet_broker.delete(*HEADER_QUEUES)
     # A worker holds one of `held`'s messages (reserved, not started yet), as kombu's Redis transport keeps it.
     message = {"headers": {"id": task_ids(held_ctx)["normalize"]}, "body": ""}
-    broker.hset("unacked", "tag-1", json.dumps([message, "normalization", "normalization"]))
+    quiet_broker.hset("unacked", "tag-1", json.dumps([message, "normalization", "normalization"]))
     try:
         assert sweep_stuck_batches() == [str(old)]
     finally:
-        broker.hdel("unacked", "tag-1")
+        quiet_broker.hdel("unacked", "tag-1")
     assert [d["reason"] for d in _requeued(db, old)] == ["messages_lost"]
     assert _requeued(db, fresh) == []
 
 
-def test_a_batch_whose_callback_was_lost_is_completed_from_its_jobs_once(clean_db, broker):
+def test_a_batch_whose_callback_was_lost_is_completed_from_its_jobs_once(clean_db, quiet_broker):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -207,7 +216,7 @@ def test_a_batch_whose_callback_was_lost_is_completed_from_its_jobs_once(clean_d
     for job in JOBS:
         _start(db, ctx, job)
         assert _finish(db, ctx, job)
-    broker.lpush("aggregation", "x")
+    quiet_broker.lpush("aggregation", "x")
     assert sweep_stuck_batches() == []  # finished just now: the callback may still come
     with db.transaction() as s:
         s.execute(text("UPDATE batch_jobs SET finished_at = now() - interval '1 minute' WHERE batch_id = :b"),
