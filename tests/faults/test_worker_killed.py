@@ -59,7 +59,10 @@ def _recovered_by(stack: FaultStack) -> dict[str, int]:
     with stack.db.engine.connect() as c:
         requeued = c.execute(text("SELECT count(*) FROM audit_log WHERE step = 'requeued'")).scalar_one()
         retried_jobs = c.execute(text("SELECT count(*) FROM batch_jobs WHERE attempts > 1")).scalar_one()
-    return {"sweeper_requeued": int(requeued), "jobs_run_twice": int(retried_jobs)}
+        reasons = c.execute(text("SELECT details->>'reason', count(*) FROM audit_log WHERE step = 'requeued'"
+                                 " GROUP BY 1 ORDER BY 1")).all()
+    return {"sweeper_requeued": int(requeued), "jobs_run_twice": int(retried_jobs),
+            "requeue_reasons": ",".join(f"{reason}:{n}" for reason, n in reasons) or "-"}
 
 
 @pytest.mark.fault
@@ -126,6 +129,7 @@ def test_worker_killed_with_default_settings_recovered_within_a_minute(fault_sta
     _store_big_batches(stack, ledger)
     stack.start_worker()
     wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    killed = time.monotonic()
     stack.kill("worker")
     at_kill = _in_flight(stack)
     assert at_kill["unfinished_batches"] > 0 and at_kill["running_jobs"] > 0, at_kill
@@ -134,7 +138,8 @@ def test_worker_killed_with_default_settings_recovered_within_a_minute(fault_sta
 
     done = wait_terminal(stack, list(ledger.acked), 150)
     figures = check_store(stack, ledger)
-    report("worker_killed_defaults", figures, done - fault_end, **at_kill, **_recovered_by(stack))
+    report("worker_killed_defaults", figures, done - fault_end, since_kill_s=round(done - killed, 1), **at_kill,
+           **_recovered_by(stack))
     assert_exact(figures, expect_ack=BIG_BATCHES)
     assert done - fault_end <= RECOVERY_TARGET_S, f"recovered after {done - fault_end:.1f} s"
 

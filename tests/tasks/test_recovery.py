@@ -244,3 +244,12 @@ def test_the_heartbeat_keeps_a_long_job_s_lease(clean_db, celery_app):
         time.sleep(settings().job_lease_seconds / 4 * 1.6)
     renewed = _job(db, bid, "aggregate").lease_expires_at
     assert renewed > first
+
+
+def test_every_beat_task_expires_within_its_period():
+    """While the workers are down, beat's runs must not pile up in the queue: each expires after its period."""
+    from tasks.schedule import BEAT_SCHEDULE
+
+    assert BEAT_SCHEDULE
+    for name, entry in BEAT_SCHEDULE.items():
+        assert 0 < entry["options"]["expires"] <= entry["schedule"], name
