@@ -46,10 +46,11 @@ def _is(developer_id: str, batch_id: uuid.UUID) -> ColumnElement[bool]:
 def job_finished(session: Session, developer_id: str, batch_id: uuid.UUID, job: str, ok: bool, duration_ms: int,
                  error: str | None = None, *, attempt: int) -> bool:
     """Record a job run's end; False (nothing written) when a newer dispatch attempt of the batch exists."""
+    newest = select(Batch.dispatch_count).where(_is(developer_id, batch_id)).scalar_subquery()
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result has rowcount
         update(BatchJob)
         .where(BatchJob.developer_id == developer_id, BatchJob.batch_id == batch_id, BatchJob.job == job,
-               BatchJob.dispatch_attempt == attempt)
+               BatchJob.dispatch_attempt == attempt, newest <= attempt)
         .values(status="ok" if ok else "failed", finished_at=func.now(), duration_ms=duration_ms, error=error,
                 lease_expires_at=None)
     )
@@ -73,17 +74,18 @@ class JobStart:
 # `job_started` and a run never judges its attempt by a dispatch count that is being replaced. (The header jobs
 # of a batch take the lock in turn, for a few milliseconds each; the lock is the one the UPDATE takes anyway.)
 # A run of an older dispatch attempt (its messages came back after the batch was dispatched again) writes
-# nothing. The job's lease starts here; a run that finds the previous one still `running` (neither finished
-# nor retried: its worker died) counts a lost run.
+# nothing. (A run of a newer attempt than the committed count is a publish whose commit was lost: it runs, and
+# the relay then finds its record served, models/outbox.py already_served.) The job's lease starts here; a run
+# that finds the previous one still `running` (neither finished nor retried: its worker died) counts a lost run.
 _START_JOB = """
 SET LOCAL synchronous_commit TO OFF;
 SELECT 1 FROM batches WHERE developer_id = %(developer)s AND batch_id = %(batch)s FOR NO KEY UPDATE;
 UPDATE batches SET status = 'processing', processing_started_at = clock_timestamp(), updated_at = now()
 WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND status IN ('persisted', 'dispatched')
-  AND dispatch_count = %(attempt)s;
+  AND dispatch_count <= %(attempt)s;
 WITH current_attempt AS (
   SELECT 1 FROM batches
-  WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND dispatch_count = %(attempt)s
+  WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND dispatch_count <= %(attempt)s
 ), job AS (
   INSERT INTO batch_jobs (developer_id, batch_id, job, status, attempts, task_id, is_replay, started_at,
                           dispatch_attempt, lease_expires_at, retries, lost_runs)
@@ -111,6 +113,8 @@ WITH done AS (
   UPDATE batch_jobs SET status = %(status)s, finished_at = now(), duration_ms = %(ms)s, error = %(error)s,
                         lease_expires_at = NULL
   WHERE developer_id = %(developer)s AND batch_id = %(batch)s AND job = %(job)s AND dispatch_attempt = %(attempt)s
+    AND (SELECT dispatch_count FROM batches
+         WHERE developer_id = %(developer)s AND batch_id = %(batch)s) <= %(attempt)s
   RETURNING 1
 ), trail AS (
   INSERT INTO audit_log (correlation_id, batch_id, step, is_replay, details)
@@ -152,7 +156,7 @@ def start_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: str
 def finish_job(session: Session, developer_id: str, batch_id: uuid.UUID, job: str, *, duration_ms: int,
                correlation_id: str, is_replay: bool, outcome: dict[str, Any], attempt: int) -> bool:
     """A job run succeeded: the job `ok`, and a `job_finished` trail record with its outcome. False (nothing
-    written) when the run belongs to an older dispatch attempt than the batch's latest run of the job."""
+    written) when a newer dispatch attempt of the batch exists, or a newer run of the job."""
     details = {"developer_id": developer_id, "job": job, "ok": True, "duration_ms": duration_ms,
                "outcome": outcome, "attempt": attempt}
     rows = run_sql(session, _FINISH_JOB, {"developer": developer_id, "batch": str(batch_id), "job": job,
@@ -177,7 +181,7 @@ def complete_batch(session: Session, developer_id: str, batch_id: uuid.UUID, res
     Returns the new status, or None when nothing changed.
     """
     batch = session.execute(select(Batch).where(_is(developer_id, batch_id)).with_for_update()).scalar_one_or_none()
-    if batch is None or batch.dispatch_count != attempt:
+    if batch is None or batch.dispatch_count > attempt:
         return None
     failures = [r for r in results if isinstance(r, dict) and not r.get("ok")]
     status = BatchStatus.PROCESSED_WITH_ERRORS if failures else BatchStatus.PROCESSED
@@ -200,7 +204,7 @@ def fail_batch(session: Session, developer_id: str, batch_id: uuid.UUID, error: 
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE's result has rowcount
         update(Batch)
         .where(_is(developer_id, batch_id), Batch.status.in_((BatchStatus.PERSISTED, *BatchStatus.in_flight())),
-               Batch.dispatch_count == attempt)
+               Batch.dispatch_count <= attempt)
         .values(status=BatchStatus.FAILED, last_error=error[:2000], completed_at=func.now(), updated_at=func.now())
     )
     if result.rowcount:
