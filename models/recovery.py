@@ -24,10 +24,11 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models.batch_lifecycle import HEADER_JOBS
-from models.tables import Batch, BatchJob, BatchStatus, Outbox
+from models.tables import Batch, BatchJob, BatchStatus, BrokerMarker, Outbox
 
 Candidate = tuple[Batch, str, dict[str, Any]]
 
@@ -40,6 +41,17 @@ class BrokerView:
     idle: bool = False  # the header queues are empty
     # (batch_id, dispatch attempt) of every message a worker holds (reserved or running, not acknowledged).
     reserved: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+
+
+def remembered_marker(session: Session, name: str = "broker") -> str | None:
+    """The token the sweeper left in the broker, locked until the caller commits (sweeps take turns)."""
+    return session.execute(select(BrokerMarker.token).where(BrokerMarker.name == name).with_for_update()
+                           ).scalar_one_or_none()
+
+
+def remember_marker(session: Session, token: str, name: str = "broker") -> None:
+    stmt = insert(BrokerMarker).values(name=name, token=token)
+    session.execute(stmt.on_conflict_do_update(index_elements=[BrokerMarker.name], set_={"token": token}))
 
 
 def _not_pending() -> Any:

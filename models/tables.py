@@ -340,6 +340,16 @@ class AdminAlert(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class BrokerMarker(Base):
+    """The token of the marker key the sweeper keeps in the broker (tasks/broker_watch.py); one row per broker."""
+
+    __tablename__ = "broker_markers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+
+
 class AuditRecord(Base):
     """Append-only trail; sealed into a hash chain by a periodic task.
 

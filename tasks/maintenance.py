@@ -9,7 +9,7 @@ from models.audit_chain import seal_pending
 from models.batch_lifecycle import complete_batch
 from models.operations import requeue, requeue_selected
 from models.recompute import pending_developers, recompute_chunk
-from models.recovery import lost_batches, orphaned_completions
+from models.recovery import lost_batches, orphaned_completions, remember_marker, remembered_marker
 from tasks.broker_watch import look
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, celery, database, settings, thresholds
@@ -45,7 +45,11 @@ def sweep_stuck_batches() -> list[str]:
                 completed.append(str(batch.batch_id))
     if completed:
         log.warning("completed %d batch(es) whose callback was lost", len(completed), extra={"step": "sweeper"})
-    broker = look(config)
+    with db.transaction() as session:  # sweeps take turns on the remembered marker
+        remembered = remembered_marker(session)
+        broker, token = look(config, remembered)
+        if token is not None and token != remembered:
+            remember_marker(session, token)
     rows = requeue_selected(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
                             lambda session: lost_batches(session, broker, lease=lease), requested_by="sweeper")
     rows += requeue(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),

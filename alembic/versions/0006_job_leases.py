@@ -1,4 +1,5 @@
-"""Job leases and dispatch attempts on batch_jobs (recovery by silence, fencing by attempt, a cap on lost runs)
+"""Job leases and dispatch attempts on batch_jobs (recovery by silence, fencing by attempt, a cap on lost runs);
+the broker marker the sweeper remembers
 
 Revision ID: 0006
 Revises: 0005
@@ -26,8 +27,17 @@ def upgrade() -> None:
     op.add_column("batch_jobs", sa.Column("retries", sa.Integer(), server_default="0", nullable=False))
     # Runs in a row that started and never finished (their worker died): capped (JOB_MAX_LOST_RUNS).
     op.add_column("batch_jobs", sa.Column("lost_runs", sa.Integer(), server_default="0", nullable=False))
+    # The token of the marker key the sweeper keeps in the broker (tasks/broker_watch.py): a broker without it
+    # lost its contents. Remembered here, so the broker's first use is not taken for a loss.
+    op.create_table(
+        "broker_markers",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("token", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("broker_markers")
     for column in ("lost_runs", "retries", "lease_expires_at", "dispatch_attempt"):
         op.drop_column("batch_jobs", column)

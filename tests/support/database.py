@@ -20,6 +20,7 @@ TABLES = (
     "raw_events",
     "batches",
     "api_tokens",
+    "broker_markers",
 )
 
 

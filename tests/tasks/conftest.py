@@ -42,16 +42,19 @@ def pipeline_client(app, celery_worker):
 
 
 @pytest.fixture
-def quiet_broker(celery_app, redis_url) -> Iterator[Any]:
-    """The suite's Redis as the sweeper sees it after a quiet spell: its marker in place (nothing was lost) and
-    the header queues empty. Yields a client to change that."""
+def quiet_broker(clean_db, celery_app, redis_url) -> Iterator[Any]:
+    """The suite's Redis as the sweeper sees it after a quiet spell: its marker in place and remembered (nothing
+    was lost), the header queues empty. Yields a client to change that."""
     import redis
 
+    from models.recovery import remember_marker
     from tasks.broker_watch import HEADER_QUEUES, MARKER
 
     client = redis.Redis.from_url(redis_url)
     client.delete(*HEADER_QUEUES)
-    client.set(MARKER, "1")
+    client.set(MARKER, "quiet")
+    with clean_db.transaction() as session:
+        remember_marker(session, "quiet")
     yield client
     client.delete(*HEADER_QUEUES)
     client.close()

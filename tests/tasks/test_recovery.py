@@ -194,8 +194,8 @@ def test_a_broker_that_lost_its_messages_gets_every_batch_in_flight_again(clean_
 def test_with_nothing_queued_nor_held_a_batch_not_started_is_lost_behind_a_backlog_it_waits(clean_db, redis_url):
     """What the sweeper sees in Redis, and what it concludes. Asked of a Redis database no worker consumes: the
     suite's worker would drain a queue as soon as anything is pushed to it."""
-    from models.recovery import lost_batches
-    from tasks.broker_watch import look
+    from models.recovery import BrokerView, lost_batches
+    from tasks.broker_watch import MARKER, look
 
     db = clean_db
     old, _ = _dispatched(db, age=400)
@@ -211,16 +211,21 @@ def test_with_nothing_queued_nor_held_a_batch_not_started_is_lost_behind_a_backl
             return [str(b.batch_id) for b, _, _ in lost_batches(s, view, lease=timedelta(seconds=20))]
 
     try:
-        assert look(settings).lost  # no marker yet: as after a FLUSHALL
+        first, token = look(settings, None)  # the broker's first use: no loss
+        assert first is not None and not first.lost and token
+        assert look(settings, token)[0].lost is False
+        client.delete(MARKER)  # FLUSHALL, or a restart without persistence
+        assert look(settings, token) == (BrokerView(lost=True, idle=True), token)
+        assert look(settings, token)[0].lost is False  # the marker is back
         client.lpush("danger", "a message of a long queue")
-        busy = look(settings)
+        busy, _ = look(settings, token)
         assert (busy.lost, busy.idle) == (False, False)
         assert lost(busy) == []  # a backlog: waiting, even after STUCK_AFTER_SECONDS
         client.delete("danger")
         # A worker holds one of the second batch's messages (reserved, not started yet), as kombu keeps it.
         message = {"headers": {"id": task_ids(held_ctx)["normalize"]}, "body": ""}
         client.hset("unacked", "tag-1", json.dumps([message, "normalization", "normalization"]))
-        quiet = look(settings)
+        quiet, _ = look(settings, token)
         assert quiet.idle and quiet.reserved == {(held_ctx["batch_id"], held_ctx["attempt"])}
         assert lost(quiet) == [str(old)]  # not the one held, nor the one dispatched a moment ago (`fresh`)
         assert fresh
