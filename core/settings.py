@@ -56,7 +56,14 @@ class Settings:
     outbox_max_attempts: int = 8
     outbox_base_delay_seconds: float = 2.0
     outbox_max_delay_seconds: float = 300.0
+    # The sweeper's backstop: an in-flight batch this old that later batches have overtaken is re-dispatched.
     stuck_after_seconds: int = 300
+    # A running job's lease: renewed by its worker every quarter of it; one that ran out means the run was lost
+    # (its worker died) and the batch is re-dispatched. Also how long a finished batch may wait for its callback.
+    job_lease_seconds: int = 20
+    # Runs of one job in a row that may lose their worker (e.g. killed out of memory) before the job is given up:
+    # its batch's events are quarantined for it and an admin alert is raised.
+    job_max_lost_runs: int = 3
     task_soft_time_limit: int = 60
     task_time_limit: int = 90
     task_max_retries: int = 5

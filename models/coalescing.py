@@ -49,13 +49,15 @@ def mark_covered(session: Session, batches: list[Batch], job: str, by: Batch) ->
     """Record that `by`'s run of `job` did these batches' work (their tasks will find nothing left to do)."""
     if not batches:
         return
+    # Covered for the batch's current dispatch attempt: a later replay of it (a newer attempt) runs the job itself.
     rows = [{"developer_id": b.developer_id, "batch_id": b.batch_id, "job": job, "status": "ok", "attempts": 0,
-             "covered_by": by.batch_id, "finished_at": func.clock_timestamp(), "duration_ms": 0} for b in batches]
+             "covered_by": by.batch_id, "finished_at": func.clock_timestamp(), "duration_ms": 0,
+             "dispatch_attempt": b.dispatch_count} for b in batches]
     stmt = insert(BatchJob).values(rows)
     session.execute(stmt.on_conflict_do_update(
         index_elements=[BatchJob.developer_id, BatchJob.batch_id, BatchJob.job],
         set_={"status": "ok", "covered_by": stmt.excluded.covered_by, "finished_at": func.clock_timestamp(),
-              "error": None},
+              "error": None, "dispatch_attempt": stmt.excluded.dispatch_attempt, "lease_expires_at": None},
     ))
 
 

@@ -243,10 +243,10 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
                        overtaken: bool = False) -> list[tuple[Batch, str, dict[str, Any]]]:
     """(batch, reason, audit details) for each batch to re-dispatch, each batch once.
 
-    `overtaken` (the sweeper): an in-flight batch counts as stuck only when the pipeline has moved past it
-    (batches dispatched later have completed since) or has completed nothing at all for `stuck_for`. Under a
-    backlog a batch waits in the queue longer than `stuck_for` without being lost; dispatching it again
-    would only add work to the backlog.
+    `overtaken` (the sweeper's backstop): an in-flight batch counts as stuck only when the pipeline has moved
+    past it (batches dispatched later have completed since). Under a backlog, or while the workers are down, a
+    batch waits in the queue longer than `stuck_for` without being lost; dispatching it again would only add
+    work to the backlog.
 
     Batches that already have a pending outbox record are left alone (the relay will publish it);
     a dead-letter record counts only if no later record exists for its batch.
@@ -264,11 +264,12 @@ def requeue_candidates(session: Session, *, stuck_for: timedelta | None = None, 
                  .where(Batch.status.in_(BatchStatus.in_flight()),
                         Batch.updated_at < datetime.now(UTC) - stuck_for, not_pending)
                  .order_by(Batch.updated_at).limit(limit))
-        if overtaken:
-            frontier = pipeline_frontier(session, stuck_for)
-            if frontier is not None:
-                query = query.where(Batch.updated_at < frontier - OVERTAKEN_MARGIN)
-        for batch in session.execute(locked(query)).scalars():
+        frontier = pipeline_frontier(session, stuck_for) if overtaken else None
+        if frontier is not None:
+            query = query.where(Batch.updated_at < frontier - OVERTAKEN_MARGIN)
+        # An idle pipeline (nothing completed) overtook nothing: the sweeper's evidence rules
+        # (models/recovery.py) tell a lost batch there from one waiting behind stopped workers.
+        for batch in ([] if overtaken and frontier is None else session.execute(locked(query)).scalars()):
             found.setdefault((batch.developer_id, batch.batch_id),
                              (batch, f"stuck in {batch.status} for {_ago(batch.updated_at)}",
                               {"reason": "stuck", "stuck_for_seconds": stuck_for.total_seconds()}))
@@ -300,12 +301,20 @@ def requeue(db: Database, publish: Publish, *, stuck_for: timedelta | None = Non
             requested_by: str = "cli", overtaken: bool = False) -> list[ActionRow]:
     """Re-dispatch stuck, failed and/or dead-lettered batches through a NEW pending outbox record
     (a dead-letter record stays as history)."""
+    return requeue_selected(db, publish, lambda session: requeue_candidates(
+        session, stuck_for=stuck_for, failed=failed, dead_letter=dead_letter, limit=limit, lock=not dry_run,
+        overtaken=overtaken), dry_run=dry_run, requested_by=requested_by)
+
+
+def requeue_selected(db: Database, publish: Publish,
+                     select_batches: Callable[[Session], list[tuple[Batch, str, dict[str, Any]]]], *,
+                     dry_run: bool = False, requested_by: str = "cli") -> list[ActionRow]:
+    """Re-dispatch the batches `select_batches` returns (locked, with a reason and audit details), each through a
+    new pending outbox record written with a `requeued` audit record, then published."""
     rows: list[ActionRow] = []
     queued: list[ActionRow] = []
     with db.transaction() as session:
-        for batch, reason, details in requeue_candidates(session, stuck_for=stuck_for, failed=failed,
-                                                         dead_letter=dead_letter, limit=limit, lock=not dry_run,
-                                                         overtaken=overtaken):
+        for batch, reason, details in select_batches(session):
             if dry_run:
                 rows.append(ActionRow.of(batch, reason, "would requeue"))
                 continue

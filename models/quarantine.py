@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from activity.catalog import KNOWN_EVENT_TYPES
 from models.admin_alerts import raise_admin_alert
 from models.batch_lifecycle import audit
+from models.db import dbapi_cursor
 from models.tables import QuarantinedEvent, RawEvent
 
 log = logging.getLogger("devpulse.quarantine")
@@ -135,3 +136,20 @@ def release(session: Session, *, limit: int = 1000) -> dict[uuid.UUID, list[uuid
                                                        QuarantinedEvent.batch_id.in_(list(released)))
                         .values(released_at=datetime.now(UTC)))
     return released
+
+
+_QUARANTINE_BATCH = """
+INSERT INTO quarantined_events (developer_id, event_id, batch_id, job, error)
+SELECT developer_id, event_id, batch_id, %(job)s, %(error)s FROM raw_events
+WHERE developer_id = %(developer)s AND batch_id = %(batch)s
+ON CONFLICT (developer_id, event_id) WHERE released_at IS NULL DO NOTHING
+"""
+
+
+def quarantine_batch(session: Session, *, developer_id: str, batch_id: uuid.UUID, job: str, error: str) -> int:
+    """Quarantine every event of a batch for `job`, when its runs kill the worker (no probing is possible: a probe
+    would kill it too). Events already quarantined (for any job) stay as they are. Returns how many were added."""
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(_QUARANTINE_BATCH, {"developer": developer_id, "batch": str(batch_id), "job": job,
+                                           "error": error[:1000]})
+        return int(cursor.rowcount)

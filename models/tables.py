@@ -201,6 +201,15 @@ class BatchJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # The batch whose run of this job also did this batch's work (models/coalescing.py); NULL when it ran itself.
     covered_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The batch's dispatch attempt (batches.dispatch_count) this row's run belongs to: an older attempt's late
+    # finish or callback changes nothing (models/batch_lifecycle.py).
+    dispatch_attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    # While running, renewed by the worker's heartbeat; a lease that ran out means the run was lost. NULL otherwise.
+    lease_expires_at: Mapped[datetime | None]
+    # Celery's retry count of the run that last started (a retry is no lost run; a redelivery is).
+    retries: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Runs in a row that started and never finished (their worker died), capped by JOB_MAX_LOST_RUNS.
+    lost_runs: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
@@ -391,6 +400,16 @@ class AdminAlert(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     context: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+
+
+class BrokerMarker(Base):
+    """The token of the marker key the sweeper keeps in the broker (tasks/broker_watch.py); one row per broker."""
+
+    __tablename__ = "broker_markers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
 
 

@@ -19,6 +19,7 @@ from celery import Celery, chord, group
 from core import tracing
 from core.breakers import breakers
 from core.settings import Settings
+from models.batch_lifecycle import HEADER_JOBS
 from models.db import Database
 from models.outbox import (
     already_served,
@@ -34,7 +35,6 @@ from models.outbox import (
 
 log = logging.getLogger("devpulse.canvas")
 
-HEADER_JOBS = ("aggregate", "normalize", "detect_danger")
 # The span around a publish of an outbox record (tracing on): Celery's own publish spans are its children.
 PUBLISH_SPAN = "outbox publish"
 

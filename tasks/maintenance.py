@@ -7,9 +7,12 @@ import logging
 from datetime import timedelta
 
 from models.audit_chain import seal_pending
-from models.operations import requeue
+from models.batch_lifecycle import complete_batch
+from models.operations import requeue, requeue_selected
 from models.recompute import pending_developers, recompute_chunk
+from models.recovery import lost_batches, orphaned_completions, remember_marker, remembered_marker
 from tasks.alert_delivery import relay as relay_alerts
+from tasks.broker_watch import look
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, celery, database, settings, thresholds
 from tasks.dispatch import dispatch_record, relay
@@ -36,15 +39,37 @@ def relay_alert_notifications() -> dict[str, int]:
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.sweep_stuck_batches", ignore_result=True)
 def sweep_stuck_batches() -> list[str]:
-    """The same re-dispatch as `celery -A tasks requeue --stuck-for` (a stuck replay stays a replay), for
-    batches the pipeline has moved past: under a backlog a queued batch is waiting, not lost."""
-    db, app_ = database(), celery()
-    rows = requeue(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
-                   stuck_for=timedelta(seconds=settings().stuck_after_seconds), requested_by="sweeper",
-                   overtaken=True)
+    """Recover batches whose messages are lost, told by evidence (models/recovery.py): a job's lease ran out,
+    the broker lost its contents, or nothing is queued or held for a batch that has not started. A batch whose
+    jobs all finished but whose callback never came is completed from their recorded outcomes. Backstop: the
+    same re-dispatch as `celery -A tasks requeue --stuck-for` for batches the pipeline has moved past (under a
+    backlog, or while the workers are down, a queued batch is waiting, not lost). A re-dispatch is a new
+    attempt: whatever the old one still does is ignored (fenced by attempt)."""
+    db, app_, config = database(), celery(), settings()
+    lease = timedelta(seconds=config.job_lease_seconds)
+    completed = []
+    with db.transaction() as session:
+        for orphan in orphaned_completions(session, lease=lease):
+            batch = orphan.batch
+            if complete_batch(session, batch.developer_id, batch.batch_id, orphan.results, batch.correlation_id,
+                              orphan.is_replay, attempt=batch.dispatch_count):
+                completed.append(str(batch.batch_id))
+    if completed:
+        log.warning("completed %d batch(es) whose callback was lost", len(completed), extra={"step": "sweeper"})
+    with db.transaction() as session:  # sweeps take turns on the remembered marker
+        remembered = remembered_marker(session)
+        broker, token = look(config, remembered)
+        if token is not None and token != remembered:
+            remember_marker(session, token)
+    rows = requeue_selected(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
+                            lambda session: lost_batches(session, broker, lease=lease), requested_by="sweeper")
+    rows += requeue(db, lambda outbox_id: dispatch_record(db, app_, outbox_id),
+                    stuck_for=timedelta(seconds=config.stuck_after_seconds), requested_by="sweeper",
+                    overtaken=True)
     if rows:
-        log.warning("re-dispatched %d stuck batch(es)", len(rows), extra={"step": "sweeper"})
-    return [row.batch_id for row in rows]
+        log.warning("re-dispatched %d lost batch(es): %s", len(rows), "; ".join(sorted({r.reason for r in rows})),
+                    extra={"step": "sweeper"})
+    return completed + [row.batch_id for row in rows]
 
 
 @app.task(base=DevpulseTask, name="devpulse.maintenance.seal_audit_log", ignore_result=True)

@@ -36,11 +36,12 @@ from models.batch_lifecycle import (
 from models.danger_detection import detect_for_batch
 from models.developer_settings import preferences
 from models.normalization import normalize_batch
-from models.quarantine import isolate
+from models.quarantine import isolate, quarantine_batch
 from models.tables import Batch
 from tasks.alert_delivery import push as push_alerts
 from tasks.celery_app import app
 from tasks.context import DevpulseTask, database, settings, thresholds
+from tasks.heartbeat import heartbeat
 from tasks.telemetry import TASK_OUTCOMES, observe_completion
 
 log = logging.getLogger("devpulse.pipeline")
@@ -60,32 +61,45 @@ def _log_extra(ctx: dict[str, Any], step: str, **more: Any) -> dict[str, Any]:
             **more}
 
 
+class Superseded(Exception):
+    """The batch was dispatched again while this run worked: its work is rolled back, the newer attempt's stands."""
+
+
 def run_job(
     task: DevpulseTask, job: str, ctx: dict[str, Any], work: JobFunction,
     after_commit: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one header job; `work` may return "error" (a partial failure, committed work kept) and
-    "notify" (items for `after_commit`, run only once the work is committed)."""
+    "notify" (items for `after_commit`, run only once the work is committed).
+
+    A run of an older dispatch attempt than the batch's latest does nothing (fenced by attempt); the run holds a
+    lease, renewed by the heartbeat while it works, so a run whose worker died is found by its silence."""
     batch_id = uuid.UUID(ctx["batch_id"])
     developer_id: str = ctx["developer_id"]
     is_replay = bool(ctx.get("is_replay"))
+    attempt = int(ctx["attempt"])
     db = database()
     started = time.monotonic()
     try:
         with db.transaction() as session:
             # Another batch's run already did this job's work (models/coalescing.py): done, no second transaction.
             found = start_job(session, developer_id, batch_id, job, task_id=task.request.id, is_replay=is_replay,
-                              correlation_id=ctx["correlation_id"], attempt=task.request.retries + 1)
-            covering = None if is_replay else found
-            if covering is not None:
+                              correlation_id=ctx["correlation_id"], attempt=attempt, retries=task.request.retries,
+                              lease_seconds=settings().job_lease_seconds)
+            covering = None if is_replay else found.covered_by
+            if found.current and covering is not None:
                 duration_ms = int((time.monotonic() - started) * 1000)
                 finish_job(session, developer_id, batch_id, job, duration_ms=duration_ms,
                            correlation_id=ctx["correlation_id"], is_replay=is_replay,
-                           outcome={"covered_by": str(covering)})
+                           outcome={"covered_by": str(covering)}, attempt=attempt)
+        if not found.current:
+            return _superseded(job, ctx)
         if covering is not None:
             TASK_OUTCOMES.labels(job, "ok").inc()
             return {"job": job, "ok": True, "duration_ms": duration_ms, "covered_by": str(covering)}
-        with db.transaction() as session:
+        if found.lost_runs >= settings().job_max_lost_runs:
+            return _give_up_lost(job, ctx, found.lost_runs, started)
+        with heartbeat.held(developer_id, batch_id, job, attempt), db.transaction() as session:
             batch = find_batch(session, developer_id, batch_id)
             if batch is None:
                 raise LookupError(f"batch {batch_id} of developer {developer_id} does not exist")
@@ -94,10 +108,11 @@ def run_job(
             failed_rules = outcome.pop("failed_rules", None)
             notify = outcome.pop("notify", None)
             duration_ms = int((time.monotonic() - started) * 1000)
-            if not error:
-                # Recorded in the work's own transaction: one commit less per job on the critical path.
-                finish_job(session, developer_id, batch_id, job, duration_ms=duration_ms,
-                           correlation_id=ctx["correlation_id"], is_replay=is_replay, outcome=outcome)
+            # Recorded in the work's own transaction: one commit less per job on the critical path.
+            if not error and not finish_job(session, developer_id, batch_id, job, duration_ms=duration_ms,
+                                            correlation_id=ctx["correlation_id"], is_replay=is_replay,
+                                            outcome=outcome, attempt=attempt):
+                raise Superseded
         if after_commit is not None and notify:
             try:
                 after_commit(notify)
@@ -109,6 +124,8 @@ def run_job(
         log.info("job %s ok", job, extra=_log_extra(ctx, job, duration_ms=duration_ms))
         TASK_OUTCOMES.labels(job, "ok").inc()
         return {"job": job, "ok": True, "duration_ms": duration_ms, **outcome}
+    except Superseded:
+        return _superseded(job, ctx)
     except SoftTimeLimitExceeded as exc:
         return _give_up(task, job, ctx, exc, started)
     except Exception as exc:
@@ -117,6 +134,41 @@ def run_job(
             raise task.retry(exc=exc, countdown=_retry_delay(task.request.retries),
                              max_retries=settings().task_max_retries) from exc
         return _give_up(task, job, ctx, exc, started)
+
+
+def _superseded(job: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    """This run's dispatch attempt is not the batch's latest: it changes nothing (its chord's callback neither)."""
+    log.info("job %s of attempt %s superseded by a newer dispatch", job, ctx["attempt"], extra=_log_extra(ctx, job))
+    TASK_OUTCOMES.labels(job, "superseded").inc()
+    return {"job": job, "ok": True, "superseded": True}
+
+
+def _give_up_lost(job: str, ctx: dict[str, Any], lost_runs: int, started: float) -> dict[str, Any]:
+    """The job's last `lost_runs` runs killed their worker (out of memory, most likely): it is not run again. The
+    batch's events are quarantined for this job (so later batches do not trip on them; `celery -A tasks requeue
+    --quarantined` releases and replays them after a fix), the job is failed and an admin alert raised; the batch
+    still completes (`processed_with_errors`)."""
+    batch_id = uuid.UUID(ctx["batch_id"])
+    developer_id: str = ctx["developer_id"]
+    error = f"job {job} lost its worker {lost_runs} times in a row (killed, e.g. out of memory); not run again"
+    duration_ms = int((time.monotonic() - started) * 1000)
+    log.error("job %s given up: %s", job, error, extra=_log_extra(ctx, job))
+    TASK_OUTCOMES.labels(job, "failed").inc()
+    with database().transaction() as session:
+        if not job_finished(session, developer_id, batch_id, job, False, duration_ms, error, attempt=ctx["attempt"]):
+            return _superseded(job, ctx)
+        quarantined = quarantine_batch(session, developer_id=developer_id, batch_id=batch_id, job=job, error=error)
+        audit(session, "job_failed", batch_id=batch_id, correlation_id=ctx["correlation_id"],
+              is_replay=bool(ctx.get("is_replay")), developer_id=developer_id, job=job, error=error,
+              lost_runs=lost_runs, quarantined=quarantined)
+        raise_admin_alert(session, "job_lost_worker",
+                          f"Job {job} of batch {batch_id} killed its worker {lost_runs} times in a row; "
+                          f"{quarantined} event(s) quarantined for {job}. Fix the cause, then "
+                          "`celery -A tasks requeue --quarantined`",
+                          batch_id=batch_id, correlation_id=ctx["correlation_id"],
+                          context={"developer_id": developer_id, "job": job, "step": job, "lost_runs": lost_runs,
+                                   "attempt": ctx["attempt"], "quarantined": quarantined})
+    return {"job": job, "ok": False, "error": error}
 
 
 def _work_or_quarantine(session: Session, batch: Batch, job: str, ctx: dict[str, Any],
@@ -170,7 +222,9 @@ def _give_up(task: DevpulseTask, job: str, ctx: dict[str, Any], exc: BaseExcepti
     TASK_OUTCOMES.labels(job, "failed").inc()
     try:
         with database().transaction() as session:
-            job_finished(session, developer_id, batch_id, job, False, duration_ms, error)
+            if not job_finished(session, developer_id, batch_id, job, False, duration_ms, error,
+                                attempt=ctx["attempt"]):
+                return _superseded(job, ctx)
             audit(session, "job_failed", batch_id=batch_id, correlation_id=ctx["correlation_id"],
                   is_replay=bool(ctx.get("is_replay")), developer_id=developer_id, job=job, error=error,
                   attempts=attempts, **involved)
@@ -225,7 +279,7 @@ def detect_danger(self: DevpulseTask, ctx: dict[str, Any]) -> dict[str, Any]:
 def mark_batch_processed(self: DevpulseTask, results: list[dict[str, Any]], ctx: dict[str, Any]) -> str | None:
     with database().transaction() as session:
         status = complete_batch(session, ctx["developer_id"], uuid.UUID(ctx["batch_id"]), results,
-                                ctx["correlation_id"], bool(ctx.get("is_replay")))
+                                ctx["correlation_id"], bool(ctx.get("is_replay")), attempt=ctx["attempt"])
     log.info("batch %s", status or "unchanged", extra=_log_extra(ctx, "completed", status=status))
     if status is not None:
         observe_completion(ctx.get("received_at"), bool(ctx.get("is_replay")))
@@ -245,7 +299,7 @@ def mark_batch_failed(request: Any, exc: Any, traceback: Any, ctx: dict[str, Any
         return
     with database().transaction() as session:
         if fail_batch(session, ctx["developer_id"], uuid.UUID(ctx["batch_id"]), error, ctx["correlation_id"],
-                      bool(ctx.get("is_replay"))):
+                      bool(ctx.get("is_replay")), attempt=ctx["attempt"]):
             raise_admin_alert(session, "batch_failed", f"Batch {ctx['batch_id']} failed: {error}",
                               batch_id=ctx["batch_id"], correlation_id=ctx["correlation_id"],
                               context={"developer_id": ctx["developer_id"], "step": "canvas", "error": error})

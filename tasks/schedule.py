@@ -16,7 +16,9 @@ def _every(task: str, seconds: float) -> dict[str, Any]:
 BEAT_SCHEDULE = {
     "outbox-relay": _every("relay_outbox", 2.0),
     "alert-notification-relay": _every("relay_alert_notifications", 2.0),
-    "sweep-stuck-batches": _every("sweep_stuck_batches", 30.0),
+    # Lost batches are found by evidence (leases, the broker's marker and queues): looking often is cheap, and
+    # recovery takes at most a lease plus this period.
+    "sweep-stuck-batches": _every("sweep_stuck_batches", 10.0),
     "seal-audit-log": _every("seal_audit_log", 10.0),
     "recompute-developers": _every("recompute_developers", 5.0),
 }

@@ -67,6 +67,9 @@ FAULT_ENV = {
     "TASK_TIME_LIMIT": "20",
     "TASK_SOFT_TIME_LIMIT": "15",
 }
+# The recovery settings FAULT_ENV shortens, at their defaults: for the tests that measure recovery as deployed.
+DEFAULT_RECOVERY = {name: getattr(Settings(), name)
+                    for name in ("stuck_after_seconds", "task_time_limit", "task_soft_time_limit")}
 # Inherited variables that would point a child at other servers or change its behaviour.
 _SETTINGS_ENV = {f.name.upper() for f in fields(Settings)}
 _DROP_ENV = {"PROMETHEUS_MULTIPROC_DIR", "ADMIN_ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET"}
@@ -189,10 +192,10 @@ class FaultStack:
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn not ready within {wait}s:\n{svc.tail()}")
 
-    def start_worker(self) -> Service:
+    def start_worker(self, app: str = "tasks") -> Service:
         # No mingle/gossip: a fresh worker starts consuming a second sooner; neither matters here.
         return self._service("worker", [
-            str(BIN / "celery"), "-A", "tasks", "worker", "-Q", QUEUES, "-c", "2", "-P", "prefork",
+            str(BIN / "celery"), "-A", app, "worker", "-Q", QUEUES, "-c", "2", "-P", "prefork",
             "--loglevel", "WARNING", "-n", f"fault{self._generation}@%h", "--without-mingle", "--without-gossip",
         ])
 

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.faults.harness import (
+    DEFAULT_RECOVERY,
     FaultStack,
     Ledger,
     Load,
@@ -39,8 +40,6 @@ FAULT_SECONDS = float(os.environ.get("SOAK_FAULT_SECONDS", "10"))
 # the default leaves room to drain the backlog each fault leaves (SOAK_RATE=10 on a bigger machine).
 RATE = float(os.environ.get("SOAK_RATE", "5"))
 DEVELOPERS = [f"soak-dev-{i}" for i in range(int(os.environ.get("SOAK_DEVELOPERS", "30")))]
-# Longer than a normal queue wait under this load, so the sweeper re-dispatches lost chords, not queued ones.
-STUCK_AFTER = int(os.environ.get("SOAK_STUCK_AFTER_SECONDS", "15"))
 FIRST_FAULT_AT = min(20.0, FAULT_EVERY / 3)
 KINDS = ("redis", "postgres", "worker")
 
@@ -107,8 +106,9 @@ def _unfinished_received_before(stack: FaultStack, wall: float) -> int | None:
 @pytest.mark.soak
 @pytest.mark.timeout(int(SOAK_MINUTES * 60 + 900))
 def test_soak_steady_load_with_rotating_faults(fault_stack):
-    # Durable: an immediate shutdown is a crash, and acknowledged commits must survive it.
-    stack = fault_stack(durable_postgres=True, stuck_after_seconds=STUCK_AFTER)
+    # Durable: an immediate shutdown is a crash, and acknowledged commits must survive it. Recovery settings at
+    # their defaults (STUCK_AFTER_SECONDS, time limits, hence the visibility timeout): recovery as deployed.
+    stack = fault_stack(durable_postgres=True, **DEFAULT_RECOVERY)
     stack.start_web()
     stack.start_worker()
     stack.start_beat()

@@ -5,7 +5,8 @@ The header jobs are made slow deterministically: several 1000-event batches of o
 while no worker runs, so every aggregation recomputes over thousands of events. The fault is injected
 as soon as the first `job_started` audit row appears, i.e. while header jobs are running and the rest
 are still queued. Recovery comes from acks_late redelivery (visibility_timeout = 3 x TASK_TIME_LIMIT)
-or, sooner, from beat's stuck-batch sweeper (STUCK_AFTER_SECONDS=5, every 30 s); either way each batch
+or, sooner, from beat's sweeper (leases, the broker's marker; STUCK_AFTER_SECONDS=5 here, every 10 s), and in
+the `with_default_settings` tests as deployed, within a minute; either way each batch
 ends `processed` exactly once (one `completed` audit row), metrics exact, no alert twice.
 """
 
@@ -18,6 +19,7 @@ import requests
 from sqlalchemy import text
 
 from tests.faults.harness import (
+    DEFAULT_RECOVERY,
     FaultStack,
     Ledger,
     assert_exact,
@@ -45,6 +47,11 @@ def _first_job_started(stack: FaultStack) -> bool:
         return bool(c.execute(text("SELECT 1 FROM audit_log WHERE step = 'job_started' LIMIT 1")).first())
 
 
+def _marker_remembered(stack: FaultStack) -> bool:
+    with stack.db.engine.connect() as c:
+        return bool(c.execute(text("SELECT 1 FROM broker_markers")).first())
+
+
 def _in_flight(stack: FaultStack) -> dict[str, int]:
     with stack.db.engine.connect() as c:
         running = c.execute(text("SELECT count(*) FROM batch_jobs WHERE status = 'running'")).scalar_one()
@@ -57,7 +64,10 @@ def _recovered_by(stack: FaultStack) -> dict[str, int]:
     with stack.db.engine.connect() as c:
         requeued = c.execute(text("SELECT count(*) FROM audit_log WHERE step = 'requeued'")).scalar_one()
         retried_jobs = c.execute(text("SELECT count(*) FROM batch_jobs WHERE attempts > 1")).scalar_one()
-    return {"sweeper_requeued": int(requeued), "jobs_run_twice": int(retried_jobs)}
+        reasons = c.execute(text("SELECT details->>'reason', count(*) FROM audit_log WHERE step = 'requeued'"
+                                 " GROUP BY 1 ORDER BY 1")).all()
+    return {"sweeper_requeued": int(requeued), "jobs_run_twice": int(retried_jobs),
+            "requeue_reasons": ",".join(f"{reason}:{n}" for reason, n in reasons) or "-"}
 
 
 @pytest.mark.fault
@@ -108,3 +118,64 @@ def test_redis_flushed_mid_chord_sweeper_completes_batches(fault_stack):
     if queued:
         # Messages were lost with the flush: only the sweeper can have brought those batches back.
         assert recovered["sweeper_requeued"] > 0, recovered
+
+
+RECOVERY_TARGET_S = 60.0
+
+
+@pytest.mark.fault
+def test_worker_killed_with_default_settings_recovered_within_a_minute(fault_stack):
+    """As deployed (STUCK_AFTER_SECONDS, time limits and visibility timeout at their defaults): the jobs the
+    killed worker was running are found by their leases running out, not by a fixed age."""
+    stack = fault_stack(**DEFAULT_RECOVERY)
+    stack.start_web()
+    stack.start_beat()
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    killed = time.monotonic()
+    stack.kill("worker")
+    at_kill = _in_flight(stack)
+    assert at_kill["unfinished_batches"] > 0 and at_kill["running_jobs"] > 0, at_kill
+    stack.start_worker()
+    fault_end = time.monotonic()
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    report("worker_killed_defaults", figures, done - fault_end, since_kill_s=round(done - killed, 1), **at_kill,
+           **_recovered_by(stack))
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+    assert done - fault_end <= RECOVERY_TARGET_S, f"recovered after {done - fault_end:.1f} s"
+
+
+@pytest.mark.fault
+def test_redis_flushed_with_default_settings_recovered_within_a_minute(fault_stack):
+    """As deployed: Redis loses every message (FLUSHALL) while header jobs run and others wait in the queues, in a
+    deployment that has run before (the sweeper's marker is in place)."""
+    stack = fault_stack(**DEFAULT_RECOVERY)
+    stack.start_web()
+    stack.start_beat()
+    stack.start_worker()
+    wait_for(lambda: _marker_remembered(stack), 60, "the sweeper's first look at the broker")
+    stack.kill("worker")
+    ledger = Ledger()
+    _store_big_batches(stack, ledger)
+    stack.start_worker()
+    wait_for(lambda: _first_job_started(stack), 60, "a header job started", interval=0.02)
+    client = stack.redis_client()
+    try:
+        queued = sum(int(client.llen(q)) for q in ("aggregation", "normalization", "danger", "pipeline"))
+        assert client.flushall()
+    finally:
+        client.close()
+    fault_end = time.monotonic()
+    at_flush = _in_flight(stack)
+    assert at_flush["unfinished_batches"] > 0, at_flush
+
+    done = wait_terminal(stack, list(ledger.acked), 150)
+    figures = check_store(stack, ledger)
+    report("redis_flushall_defaults", figures, done - fault_end, queued_messages_lost=queued, **at_flush,
+           **_recovered_by(stack))
+    assert_exact(figures, expect_ack=BIG_BATCHES)
+    assert done - fault_end <= RECOVERY_TARGET_S, f"recovered after {done - fault_end:.1f} s"

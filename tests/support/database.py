@@ -22,6 +22,7 @@ TABLES = (
     "batches",
     "api_tokens",
     "login_links",
+    "broker_markers",
 )
 
 

@@ -7,6 +7,7 @@ no eager mode, so chord semantics are the real ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,3 +32,22 @@ def pipeline_client(app, celery_worker):
 
     app.test_client_class = ClosingClient
     return app.test_client()
+
+
+@pytest.fixture
+def quiet_broker(clean_db, celery_app, redis_url) -> Iterator[Any]:
+    """The suite's Redis as the sweeper sees it after a quiet spell: its marker in place and remembered (nothing
+    was lost), the header queues empty. Yields a client to change that."""
+    import redis
+
+    from models.recovery import remember_marker
+    from tasks.broker_watch import HEADER_QUEUES, MARKER
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*HEADER_QUEUES)
+    client.set(MARKER, "quiet")
+    with clean_db.transaction() as session:
+        remember_marker(session, "quiet")
+    yield client
+    client.delete(*HEADER_QUEUES)
+    client.close()

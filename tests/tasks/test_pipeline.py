@@ -275,11 +275,11 @@ def test_complete_batch_twice(db, clean_db):
     results = [{"job": "aggregate", "ok": True}, {"job": "normalize", "ok": True},
                {"job": "detect_danger", "ok": False, "error": "RuntimeError: x"}]
     with db.transaction() as s:
-        assert complete_batch(s, "dev-1", bid, results, "c-1", False) == "processed_with_errors"
+        assert complete_batch(s, "dev-1", bid, results, "c-1", False, attempt=0) == "processed_with_errors"
     with db.session() as s:
         first = stored_batch(s, bid)
     with db.transaction() as s:
-        assert complete_batch(s, "dev-1", bid, results, "c-1", False) is None
+        assert complete_batch(s, "dev-1", bid, results, "c-1", False, attempt=0) is None
     with db.session() as s:
         second = stored_batch(s, bid)
         completed = s.scalars(select(AuditRecord).where(AuditRecord.batch_id == bid,
@@ -330,7 +330,7 @@ def test_the_errback_marks_a_pending_batch_failed_but_never_a_completed_one(
 
     # A batch that never completed is marked failed, with an admin alert.
     pending = persist_body(db, batch(three_events()))
-    pending_ctx = {**ctx, "batch_id": str(pending.batch.batch_id)}
+    pending_ctx = {**ctx, "batch_id": str(pending.batch.batch_id), "attempt": 0}  # its dispatch count
     errback.apply_async(args=(None, "WorkerLostError: killed", None), kwargs={"ctx": pending_ctx}).get(timeout=15)
     with db.session() as s:
         failed = stored_batch(s, pending.batch.batch_id)
@@ -356,7 +356,9 @@ def dispatch_without_publishing(db, outbox_id: int) -> None:
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
+def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app, quiet_broker):
+    """Nothing queued nor held by a worker: a batch dispatched a lease ago that has not started is lost; one
+    dispatched a moment ago may still be on its way."""
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -366,10 +368,9 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
     for outcome in (stuck, fresh):
         dispatch_without_publishing(db, outcome.outbox_id)
     with db.transaction() as s:
-        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
-                  {"age": settings.stuck_after_seconds + 5, "id": stuck.batch.batch_id})
-        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
-                  {"age": settings.stuck_after_seconds - 60, "id": fresh.batch.batch_id})
+        s.execute(text("UPDATE batches SET updated_at = now() - make_interval(secs => :age),"
+                       " dispatched_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
+                  {"age": settings.job_lease_seconds + 5, "id": stuck.batch.batch_id})
 
     # The beat task: redispatch_stuck, then the relay publishes the new outbox record.
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
@@ -394,7 +395,7 @@ def test_the_sweeper_redispatches_stuck_batches(clean_db, celery_app):
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):
+def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db, quiet_broker):
     from tasks.maintenance import sweep_stuck_batches
 
     db = clean_db
@@ -403,7 +404,8 @@ def test_the_sweeper_picks_up_a_batch_stuck_in_processing(clean_db):
     dispatch_without_publishing(db, stuck.outbox_id)
     with db.transaction() as s:
         s.execute(text("UPDATE batches SET status = 'processing', processing_started_at = now(), "
-                       "updated_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
+                       "updated_at = now() - make_interval(secs => :age),"
+                       " dispatched_at = now() - make_interval(secs => :age) WHERE batch_id = :id"),
                   {"age": settings.stuck_after_seconds + 5, "id": stuck.batch.batch_id})
     assert sweep_stuck_batches() == [str(stuck.batch.batch_id)]
     assert wait_processed(db, str(stuck.batch.batch_id)) == "processed"
