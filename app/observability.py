@@ -51,7 +51,7 @@ class _DatabaseGauges:
             pass
         yield pending
         states = GaugeMetricFamily("devpulse_circuit_breaker_state",
-                                   "1 for the current state of each named breaker (this process)",
+                                   "1 for the current state of each named breaker (shared through Redis)",
                                    labels=["name", "state"])
         for b in breakers.describe():
             for state in BREAKER_STATES:
@@ -125,7 +125,8 @@ def readyz():
 @bp.get("/api/admin/circuit-breakers")
 @require_admin
 def list_breakers():
-    return jsonify({"circuit_breakers": breakers.describe(), "scope": "this process", "pid": os.getpid()})
+    return jsonify({"circuit_breakers": breakers.describe(), "scope": "shared by all processes (Redis)",
+                    "pid": os.getpid()})
 
 
 @bp.post("/api/admin/circuit-breakers/<name>/reset")
@@ -139,6 +140,7 @@ def reset_breaker(name: str):
 
 def init_app(app: Flask) -> None:
     cfg = settings(app)
+    breakers.configure(cfg.redis_url)  # breaker state shared with every other web and worker process
     # Every breaker exists from the start, so operators see all of them, tripped or not.
     breakers.get("database", fail_max=cfg.db_breaker_fail_max, reset_timeout=cfg.db_breaker_reset_timeout)
     breakers.get("broker", fail_max=3, reset_timeout=5)

@@ -184,8 +184,9 @@ def test_admin_lists_the_breakers_and_resets_one(client, admin):
     assert {"database", "broker", "webhook"} <= set(listed)
     assert listed["database"]["state"] == "closed"
     assert set(listed["database"]) == {"name", "state", "failure_count", "fail_max", "reset_timeout",
-                                       "last_failure_at", "last_failure"}
-    assert r.get_json()["scope"] == "this process"
+                                       "last_failure_at", "last_failure", "source"}
+    assert listed["database"]["source"] == "redis"
+    assert r.get_json()["scope"] == "shared by all processes (Redis)"
 
     webhook = breakers.get("webhook")
     for _ in range(webhook.fail_max):
