@@ -105,21 +105,31 @@ class Breaker(pybreaker.CircuitBreaker):
         try:
             yield
         except BaseException as exc:
-            if self.is_system_error(exc):
-                for listener in self.listeners:
-                    listener.failure(self, exc)
-                if self.shared_state.failed(exc, self.fail_max, ticket):
-                    raise pybreaker.CircuitBreakerError(
-                        "Trial call failed, circuit breaker opened" if ticket
-                        else "Failures threshold reached, circuit breaker opened") from exc
-            elif ticket is not None:
-                self.shared_state.succeeded(ticket)
+            self._failed(exc, ticket)
             raise
         self.shared_state.succeeded(ticket)
 
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self.guard():
-            return func(*args, **kwargs)
+        # The same as `with self.guard(): return func(...)`, without a generator per call (the ingest path).
+        ticket = self.shared_state.admit(float(self.reset_timeout), self.trial_seconds)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            self._failed(exc, ticket)
+            raise
+        self.shared_state.succeeded(ticket)
+        return result
+
+    def _failed(self, exc: BaseException, ticket: str | None) -> None:
+        if self.is_system_error(exc):
+            for listener in self.listeners:
+                listener.failure(self, exc)
+            if self.shared_state.failed(exc, self.fail_max, ticket):
+                raise pybreaker.CircuitBreakerError(
+                    "Trial call failed, circuit breaker opened" if ticket
+                    else "Failures threshold reached, circuit breaker opened") from exc
+        elif ticket is not None:
+            self.shared_state.succeeded(ticket)  # the server answered: the trial closes the breaker
 
     @property
     def current_state(self) -> str:
