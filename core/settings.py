@@ -67,6 +67,8 @@ class Settings:
     # Operations
     # `user:password` for Flower; no default (make run generates one, docker compose requires it).
     flower_basic_auth: str = ""
+    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>` (Prometheus: `authorization`).
+    metrics_token: str = ""
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True
