@@ -133,6 +133,7 @@ class Shared:
         self.reset = self.client.register_script(_RESET)
         self.open = self.client.register_script(_OPEN)
         self._offline_until = 0.0
+        self._down = False  # reported unreachable (one warning per outage, one line when it answers again)
         self._lock = threading.Lock()
 
     @property
@@ -141,11 +142,18 @@ class Shared:
 
     def went_offline(self, exc: BaseException) -> None:
         with self._lock:
-            was_online = self.online
+            report, self._down = not self._down, True
             self._offline_until = time.monotonic() + self.OFFLINE_SECONDS
-        if was_online:
+        if report:
             log.warning("circuit breakers: Redis is unreachable (%s); each process keeps its own breaker state "
                         "until it answers again", type(exc).__name__)
+
+    def answered(self) -> None:
+        if self._down:
+            with self._lock:
+                report, self._down = self._down, False
+            if report:
+                log.warning("circuit breakers: Redis answers again; breaker state is shared again")
 
     def close(self) -> None:
         self.client.close()
@@ -181,11 +189,12 @@ class BreakerState(pybreaker.CircuitBreakerStorage):
     def _run(self, shared: Shared, script: Any, args: list[Any]) -> list[Any] | None:
         try:
             got = script(keys=self.keys, args=args)
-            return list(got) if isinstance(got, list | tuple) else [got]
         except (redis.RedisError, OSError) as exc:
             shared.went_offline(exc)
             self.source = "this process"
             return None
+        shared.answered()
+        return list(got) if isinstance(got, list | tuple) else [got]
 
     def _adopt(self, state: Any, failures: Any, opened_at: Any) -> None:
         with self._lock:
@@ -209,6 +218,7 @@ class BreakerState(pybreaker.CircuitBreakerStorage):
                 shared.went_offline(exc)
                 self.source = "this process"
                 return
+            shared.answered()
             values = {_text(k): v for k, v in data.items()}
             with self._lock:
                 self.local = Snapshot(

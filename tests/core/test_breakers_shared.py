@@ -170,7 +170,8 @@ def test_a_failed_trial_opens_the_breaker_again_for_everyone(registries, name):
 # -------------------------------------------------------------------------------------------- Redis unreachable
 
 
-def test_the_protected_call_never_fails_or_waits_because_redis_is_down(own_redis, name):
+def test_the_protected_call_never_fails_or_waits_because_redis_is_down(own_redis, name, caplog):
+    caplog.set_level("WARNING", logger="devpulse.breakers")
     registry = BreakerRegistry()
     registry.configure(own_redis.url())
     breaker = registry.get(name, fail_max=3, reset_timeout=0.5)
@@ -189,10 +190,17 @@ def test_the_protected_call_never_fails_or_waits_because_redis_is_down(own_redis
         time.sleep(0.6)
         assert breaker.call(_ok) == "ok"  # the local trial closes it
         assert breaker.current_state == "closed"
+        shared = breaker.shared_state.shared
+        assert shared is not None
+        shared._offline_until = 0  # the 5 s pause is over, Redis still down: tried again, no second warning
+        assert breaker.current_state == "closed"
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1 and "Redis is unreachable" in warnings[0], warnings
         # Redis back (empty): after its offline pause the breaker uses the shared state again.
         own_redis.start()
-        breaker.shared_state.shared._offline_until = 0  # type: ignore[union-attr]  # skip the 5 s pause
+        shared._offline_until = 0  # skip the 5 s pause
         _trip(breaker)
+        assert "Redis answers again" in caplog.records[-1].getMessage()
         other = BreakerRegistry()
         other.configure(own_redis.url())
         assert other.get(name, fail_max=3, reset_timeout=0.5).current_state == "open"
