@@ -397,8 +397,9 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/readyz", operations={"get": {"summary": "PostgreSQL, broker, migrations at head",
                                                    "responses": {"200": {"description": "ready"},
                                                                  "503": {"description": "not ready"}}}})
-    spec.path(path="/metrics", operations={"get": {"summary": "Prometheus metrics",
-                                                    "responses": {"200": {"description": "text format"}}}})
+    spec.path(path="/metrics", operations={"get": {"summary": "Prometheus metrics (Bearer METRICS_TOKEN when set)",
+                                                    "responses": {"200": {"description": "text format"},
+                                                                  **_errors(401)}}})
     spec.path(path="/api/admin/circuit-breakers", operations={"get": {
         "summary": "Named circuit breakers (admin)", "security": secured,
         "responses": {"200": {"description": "Breakers"}, **_errors(401, 403)}}})
