@@ -8,10 +8,17 @@
     domNode: root,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
-    deepLinking: true,
+    // Deep links put an <a> inside each operation's summary <button> (axe: nested-interactive).
+    deepLinking: false,
     persistAuthorization: false,
     displayRequestDuration: true,
     defaultModelsExpandDepth: 0,
     validatorUrl: null
   });
+  // Swagger UI's copy-to-clipboard buttons are icons without a name (axe: button-name): name them.
+  new MutationObserver(function () {
+    root.querySelectorAll(".copy-to-clipboard button:not([aria-label])").forEach(function (button) {
+      button.setAttribute("aria-label", "Copy to clipboard");
+    });
+  }).observe(root, {childList: true, subtree: true});
 })();
