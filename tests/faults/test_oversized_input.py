@@ -2,7 +2,7 @@
 
 Each junk event is rejected alone, naming its field, and the valid events beside it are stored and processed
 exactly once; a batch with junk in its envelope is refused as a whole (413, nothing stored). The resend of a
-batch answers `duplicate` and lists every duplicate it counts.
+batch answers `duplicate`, replaying the first reply (the junk event's rejection included).
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ def test_2mb_of_junk_is_rejected_by_name_and_blocks_nothing(fault_stack):
             [error] = body["errors"]
             assert (error["index"], error["code"], error["field"]) == (i, "event_too_large", "junk")
             rejected.append(error)
-            # The resend after a lost answer: a duplicate that lists all ten, and the junk rejected again.
+            # The resend after a lost answer: the first reply replayed (its counts, and the junk's rejection).
             resent = ledger.post(session, stack, sent)
             assert resent.status == 200, resent
             again = session.post(stack.base_url + INGEST_PATH, json=sent.body, headers=headers, timeout=30).json()
-            assert (again["duplicates"], len(again["duplicate_event_ids"]), again["rejected"]) == (10, 10, 1)
+            assert again["replay_of_first_reply"] is True
+            assert (again["accepted"], again["duplicates"], len(again["duplicate_event_ids"]),
+                    again["rejected"]) == (10, 0, 0, 1)
+            assert [(e["index"], e["field"]) for e in again["errors"]] == [(i, "junk")]
 
         envelope = make_batch(10)
         envelope.body["client"]["junk"] = "j" * JUNK
