@@ -244,6 +244,27 @@ class DeveloperSettingsSchema(Schema):
     recompute = fields.Nested(RecomputeSchema, required=True)
 
 
+class ImportJobSchema(Schema):
+    job_id = fields.UUID(required=True)
+    developer_id = fields.Str(required=True)
+    source = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"enum": ["pending", "running", "done", "failed"]})
+    file_bytes = fields.Int(required=True)
+    bytes_read = fields.Int(required=True)
+    progress = fields.Float(required=True, metadata={"description": "0..1 of the file read and stored"})
+    batches_done = fields.Int(required=True)
+    read = fields.Int(required=True, metadata={"description": "Heartbeats read from the file"})
+    accepted = fields.Int(required=True)
+    duplicates = fields.Int(required=True, metadata={"description": "Already stored (an earlier import or live)"})
+    rejected = fields.Int(required=True)
+    errors = fields.List(fields.Dict(), required=True, metadata={
+        "description": "The first 100 rejections: day_index, date, heartbeat_index, code, field, message"})
+    failure = fields.Str(allow_none=True, required=True, metadata={"description": "Why the file could not be read"})
+    created_at = fields.Str(required=True)
+    started_at = fields.Str(allow_none=True, required=True)
+    finished_at = fields.Str(allow_none=True, required=True)
+
+
 class AlertListSchema(Schema):
     developer_id = fields.Str(required=True)
     alerts = fields.List(fields.Nested(AlertSchema), required=True)
@@ -287,7 +308,7 @@ def build_spec() -> dict[str, Any]:
                          ("Breakdown", BreakdownSchema), ("EventPage", EventPageSchema),
                          ("DeveloperSettings", DeveloperSettingsSchema),
                          ("Alert", AlertSchema), ("AlertList", AlertListSchema),
-                         ("AuditTrail", AuditTrailSchema)):
+                         ("AuditTrail", AuditTrailSchema), ("ImportJob", ImportJobSchema)):
         spec.components.schema(name, schema=schema)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path(path="/api/workflow/events/orchestrate", operations={"post": {
@@ -363,6 +384,18 @@ def build_spec() -> dict[str, Any]:
                        _query("format", "csv (default) or ndjson", enum=["csv", "ndjson"])],
         "responses": {"200": {"description": "The buckets", "content": {"text/csv": {}, "application/x-ndjson": {}}},
                       **_errors(400, 401, 403, 404, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/import/wakatime", operations={"post": {
+        "summary": "Import a WakaTime data export in the background (status: the Location header)",
+        "security": secured, "parameters": [_path_param("developer_id")],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "description": "The export: {user, range, days}"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}}}}},
+        "responses": {**_ok("ImportJob", "Job recorded and queued", 202), **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/import/{job_id}", operations={"get": {
+        "summary": "An import's status, counts, progress and first errors", "security": secured,
+        "parameters": [_path_param("developer_id"), _path_param("job_id", "uuid")],
+        "responses": {**_ok("ImportJob", "The job"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
         "summary": "Alerts, highest severity first, then newest", "security": secured,
         "parameters": [_path_param("developer_id"), _query(
