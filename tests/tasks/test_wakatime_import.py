@@ -10,7 +10,7 @@ import time
 import tracemalloc
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,16 +225,18 @@ def test_upload_runs_in_the_background_with_progress_and_the_pipeline(import_app
     assert job["status"] == "pending" and job["file_bytes"] == path.stat().st_size
     location = r.headers["Location"]
     assert location == f"/api/developers/dev-1/import/{job['job_id']}"
-    seen = set()
+    progress = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = pipeline_client.get(location, headers=auth).get_json()
-        seen.add(job["status"])
+        progress.append((job["progress"], job["read"]))
         if job["status"] in ("done", "failed"):
             break
         time.sleep(0.2)
     assert job["status"] == "done", job
     assert (job["accepted"], job["rejected"]) == (DAYS * PER_DAY - 5, 5)
+    assert job["progress"] == 1.0 and job["bytes_read"] == job["file_bytes"] and job["finished_at"]
+    assert progress == sorted(progress)  # progress only moves forward, batch by batch
     # The pipeline ran for every import batch (dispatched from the outbox, processed by the worker).
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -282,3 +284,17 @@ def test_the_export_is_streamed_with_flat_memory(tmp_path):
         tracemalloc.stop()
     assert count == 60_000
     assert peak < 2_000_000, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_erasing_a_developer_deletes_their_import_jobs(clean_db, tmp_path):
+    from models.erasure import erase_developer
+
+    with clean_db.transaction() as s:
+        for developer_id in ("dev-1", "dev-2"):
+            s.add(ImportJob(id=uuid.uuid4(), developer_id=developer_id, source="wakatime",
+                            file_path=str(tmp_path / "x.json"), file_bytes=1, status="done"))
+    with clean_db.transaction() as s:
+        erasure = erase_developer(s, "dev-1", requested_by="test", correlation_id="c")
+    assert erasure.deleted["import_jobs"] == 1
+    with clean_db.transaction() as s:
+        assert s.scalars(select(ImportJob.developer_id)).all() == ["dev-2"]
