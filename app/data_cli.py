@@ -118,7 +118,7 @@ def import_wakatime(file: str | None, developer_id: str | None, background: bool
             raise click.UsageError("give FILE and --developer (or --resume JOB_ID)")
         path = Path(file).resolve()
         job_id = uuid.uuid4()
-        record_job(job_id, developer_id, path, path.stat().st_size)
+        record_job(job_id, developer_id, path, path.stat().st_size, owns_file=False)
     if background:
         enqueue(job_id)
     else:

@@ -57,11 +57,11 @@ def save_stream(source: IO[bytes], target: Path) -> int:
     return written
 
 
-def record_job(job_id: uuid.UUID, developer_id: str, path: Path, size: int) -> dict[str, Any]:
-    """Record the pending job; its JSON."""
+def record_job(job_id: uuid.UUID, developer_id: str, path: Path, size: int, *, owns_file: bool) -> dict[str, Any]:
+    """Record the pending job; its JSON. `owns_file`: the file is the upload's copy, deleted once imported."""
     return storage().transaction(lambda s: job_json(create_job(s, job_id=job_id, developer_id=developer_id,
                                                                source="wakatime", file_path=str(path.resolve()),
-                                                               file_bytes=size)))
+                                                               file_bytes=size, owns_file=owns_file)))
 
 
 def enqueue(job_id: uuid.UUID) -> None:
@@ -87,7 +87,7 @@ def upload_wakatime(developer_id: str):
         if size == 0:
             raise ApiError(400, "empty_upload", "The upload is empty: send the WakaTime export file as the body.",
                            [{"field": "_body", "message": "empty"}])
-        job = record_job(job_id, developer_id, path, size)
+        job = record_job(job_id, developer_id, path, size, owns_file=True)
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -24,6 +24,7 @@ of a crashed job skips the batches already counted and stores nothing twice.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -159,7 +160,7 @@ def run_import(db: Database, celery: Celery | None, settings: Settings, job_id: 
         job = start_job(session, job_id)
         if job is None:
             return
-        developer_id, path, done = job.developer_id, job.file_path, job.batches_done
+        developer_id, path, done, owns_file = job.developer_id, job.file_path, job.batches_done, job.owns_file
     # Imports carry history: the import age limit replaces the live one; every other rule is ingest's own.
     import_settings = replace(settings, max_event_age_days=settings.import_max_age_days)
     size = max(1, min(batch_size, settings.max_events_per_batch))
@@ -178,3 +179,5 @@ def run_import(db: Database, celery: Celery | None, settings: Settings, job_id: 
         return
     with db.transaction() as session:
         finish_job(session, job_id)
+    if owns_file:  # the upload's copy: imported, so no longer needed (a failed job keeps it for a look)
+        os.unlink(path)

@@ -30,9 +30,9 @@ class BatchProgress:
 
 
 def create_job(session: Session, *, job_id: uuid.UUID, developer_id: str, source: str, file_path: str,
-               file_bytes: int) -> ImportJob:
+               file_bytes: int, owns_file: bool) -> ImportJob:
     job = ImportJob(id=job_id, developer_id=developer_id, source=source, file_path=file_path,
-                    file_bytes=file_bytes, status="pending")
+                    file_bytes=file_bytes, owns_file=owns_file, status="pending")
     session.add(job)
     session.flush()
     return job

@@ -483,6 +483,8 @@ class ImportJob(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     file_path: Mapped[str] = mapped_column(Text)
     file_bytes: Mapped[int] = mapped_column(BigInteger)
+    # An upload's copy under IMPORT_DIR, deleted once the job is done; a file the CLI imported in place is kept.
+    owns_file: Mapped[bool] = mapped_column(server_default=text("false"))
     # Batches stored so far, in file order: a re-run of the job skips them (and re-reads nothing twice).
     batches_done: Mapped[int] = mapped_column(Integer, server_default="0")
     # Bytes of the file consumed when the last stored batch ended: the progress against file_bytes.

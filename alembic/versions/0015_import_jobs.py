@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
         sa.Column("file_path", sa.Text(), nullable=False),
         sa.Column("file_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("owns_file", sa.Boolean(), nullable=False, server_default=sa.text("false")),
         sa.Column("batches_done", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("bytes_read", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("read", sa.BigInteger(), nullable=False, server_default="0"),

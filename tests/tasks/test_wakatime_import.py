@@ -237,6 +237,9 @@ def test_upload_runs_in_the_background_with_progress_and_the_pipeline(import_app
     assert (job["accepted"], job["rejected"]) == (DAYS * PER_DAY - 5, 5)
     assert job["progress"] == 1.0 and job["bytes_read"] == job["file_bytes"] and job["finished_at"]
     assert progress == sorted(progress)  # progress only moves forward, batch by batch
+    # The upload's copy under IMPORT_DIR is deleted once imported; the CLI's own files are never touched.
+    assert list((Path(import_app.extensions[EXTENSION_KEY].import_dir)).iterdir()) == []
+    assert path.exists()
     # The pipeline ran for every import batch (dispatched from the outbox, processed by the worker).
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
