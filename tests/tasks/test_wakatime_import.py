@@ -5,6 +5,7 @@ second import and against the same heartbeats sent live; a resumed crashed job; 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 import tracemalloc
@@ -191,7 +192,8 @@ def test_a_crashed_job_resumes_without_storing_or_counting_twice(import_app, cle
         job = s.get(ImportJob, job_id)
         assert (job.status, job.batches_done, job.read) == ("running", 2, 2000)
     monkeypatch.setattr(module, "persist_batch", real)
-    run_import(clean_db, None, cfg, job_id)
+    resumed = cli_import(import_app, "--resume", str(job_id))
+    assert resumed["status"] == "done"
     total = DAYS * PER_DAY
     with clean_db.transaction() as s:
         job = s.get(ImportJob, job_id)
@@ -257,6 +259,21 @@ def test_upload_runs_in_the_background_with_progress_and_the_pipeline(import_app
     assert pipeline_client.get(location, headers={"Authorization": f"Bearer {other}"}).status_code == 403
     missing = pipeline_client.get(f"/api/developers/dev-1/import/{uuid.uuid4()}", headers=auth)
     assert missing.status_code == 404 and missing.get_json()["error"]["details"][0]["field"] == "job_id"
+    # A multipart upload (the file in `file`) works the same way.
+    small = {"user": {}, "range": {}, "days": [{"date": "d", "heartbeats": [
+        heartbeat(FIRST_DAY + 86400 * 10 + i, i) for i in range(10)]}]}
+    r = pipeline_client.post("/api/developers/dev-1/import/wakatime", headers=auth,
+                             data={"file": (io.BytesIO(json.dumps(small).encode()), "export.json")},
+                             content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    deadline = time.monotonic() + 60
+    while (job := pipeline_client.get(r.headers["Location"], headers=auth).get_json())["status"] != "done":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert (job["read"], job["accepted"]) == (10, 10)
+    missing_file = pipeline_client.post("/api/developers/dev-1/import/wakatime", headers=auth,
+                                        data={"other": "x"}, content_type="multipart/form-data")
+    assert missing_file.status_code == 400 and missing_file.get_json()["error"]["details"][0]["field"] == "file"
     assert pipeline_client.post("/api/developers/dev-1/import/wakatime", data=b"", headers=auth,
                                 content_type="application/json").status_code == 400
     assert pipeline_client.post("/api/developers/dev-1/import/wakatime", data=b"{}",
