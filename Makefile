@@ -34,11 +34,14 @@ $(CHROMIUM):
 	else echo "make: the browser tests need $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
 
 ## make vendor: rebuild the vendored browser files from the versions pinned in package.json / package-lock.json
-## (npm registry): Chart.js for the dashboard, axe-core for the accessibility checks of the browser tests.
+## (npm registry): Chart.js for the dashboard, swagger-ui-dist for the API explorer at /docs, axe-core for the
+## accessibility checks of the browser tests.
 vendor:
 	npm ci --no-audit --no-fund
 	cp node_modules/chart.js/dist/chart.umd.js app/static/vendor/chart.umd.js
 	cp node_modules/chart.js/LICENSE.md app/static/vendor/chart.js-LICENSE.md
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	   node_modules/swagger-ui-dist/LICENSE node_modules/swagger-ui-dist/NOTICE app/static/vendor/swagger-ui/
 	cp node_modules/axe-core/axe.min.js tests/browser/vendor/axe.min.js
 	cp node_modules/axe-core/LICENSE tests/browser/vendor/axe-core-LICENSE
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from app.settings import settings
 from app.storage import database
 from core import logging as json_logging
 from core.breakers import breakers
-from models.health import migration_version, outbox_counts
+from models.health import GAUGE_CAP, migration_version, outbox_backlog
 
 bp = Blueprint("observability", __name__)
 log = logging.getLogger("devpulse.observability")
@@ -40,20 +41,23 @@ BREAKER_STATES = ("closed", "half-open", "open")
 
 
 class _DatabaseGauges:
-    """Outbox gauges read from PostgreSQL at scrape time (the truth, whichever process asks)."""
+    """Outbox gauges read from PostgreSQL at scrape time (the truth, whichever process asks): two small index
+    reads, never a count over the outbox's growing history (dispatched records are not counted)."""
 
     def collect(self):
-        pending = GaugeMetricFamily("devpulse_outbox_records", "Outbox records by status", labels=["status"])
+        pending = GaugeMetricFamily("devpulse_outbox_records",
+                                    f"Pending and dead-letter outbox records (counted up to {GAUGE_CAP})",
+                                    labels=["status"])
         try:
             with database().session() as session:
-                counts = outbox_counts(session)
-            for status in ("pending", "dispatched", "dead_letter"):
-                pending.add_metric([status], counts.get(status, 0))
+                counts = outbox_backlog(session)
+            for status in ("pending", "dead_letter"):
+                pending.add_metric([status], counts[status])
         except Exception:  # a scrape must still answer while the database is down
             pass
         yield pending
         states = GaugeMetricFamily("devpulse_circuit_breaker_state",
-                                   "1 for the current state of each named breaker (this process)",
+                                   "1 for the current state of each named breaker (shared through Redis)",
                                    labels=["name", "state"])
         for b in breakers.describe():
             for state in BREAKER_STATES:
@@ -73,8 +77,21 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
+def _check_metrics_token() -> None:
+    """With METRICS_TOKEN set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`."""
+    expected = settings().metrics_token
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ApiError(401, "invalid_token", "/metrics requires 'Authorization: Bearer <METRICS_TOKEN>'.",
+                       [{"field": "Authorization", "message": "missing or not the metrics token"}],
+                       headers={"WWW-Authenticate": 'Bearer realm="devpulse-metrics"'})
+
+
 @bp.get("/metrics")
 def metrics():
+    _check_metrics_token()
     output = generate_latest(_registry())
     extra = CollectorRegistry(auto_describe=False)
     extra.register(_DatabaseGauges())
@@ -127,7 +144,8 @@ def readyz():
 @bp.get("/api/admin/circuit-breakers")
 @require_admin
 def list_breakers():
-    return jsonify({"circuit_breakers": breakers.describe(), "scope": "this process", "pid": os.getpid()})
+    return jsonify({"circuit_breakers": breakers.describe(), "scope": "shared by all processes (Redis)",
+                    "pid": os.getpid()})
 
 
 @bp.post("/api/admin/circuit-breakers/<name>/reset")
@@ -165,6 +183,7 @@ def _access_line(route: str, response: Response, elapsed: float) -> None:
 
 def init_app(app: Flask) -> None:
     cfg = settings(app)
+    breakers.configure(cfg.redis_url)  # breaker state shared with every other web and worker process
     # Every breaker exists from the start, so operators see all of them, tripped or not.
     breakers.get("database", fail_max=cfg.db_breaker_fail_max, reset_timeout=cfg.db_breaker_reset_timeout)
     breakers.get("broker", fail_max=3, reset_timeout=5)

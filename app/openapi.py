@@ -1,7 +1,8 @@
 """The OpenAPI 3 description of every endpoint, generated from the marshmallow schemas.
 
-Served at /openapi.json and browsable at /docs. Request schemas are the ones
-the endpoints validate with; response schemas are declared here.
+Served at /openapi.json, explorable at /docs (Swagger UI: paste a token, try requests) and listed without
+JavaScript at /docs/reference. Request schemas are the ones the endpoints validate with; the events' schemas are
+generated from the catalog (app/openapi_events.py); response schemas are declared in app/openapi_responses.py.
 """
 
 from __future__ import annotations
@@ -13,261 +14,25 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, jsonify
-from marshmallow import Schema, fields
+from flask import Blueprint, Response, jsonify, render_template
 
 from app.ingest.schemas import EnvelopeSchema, EventSchema, Rfc3339
-from models.tables import BatchStatus
+from app.openapi_events import EXAMPLE_TIMESTAMP, event_union, example_payload
+from app.openapi_responses import (
+    AlertListSchema,
+    AlertSchema,
+    AuditTrailSchema,
+    BatchSchema,
+    BreakdownSchema,
+    DeveloperSettingsSchema,
+    ErrorSchema,
+    EventPageSchema,
+    ImportJobSchema,
+    IngestResultSchema,
+    MetricsSchema,
+)
 
 bp = Blueprint("openapi", __name__)
-
-
-class ErrorDetailSchema(Schema):
-    field = fields.Str(required=True)
-    message = fields.Str(required=True)
-
-
-class ErrorBodySchema(Schema):
-    code = fields.Str(required=True)
-    message = fields.Str(required=True)
-    details = fields.List(fields.Raw(), required=True)
-
-
-class ErrorSchema(Schema):
-    error = fields.Nested(ErrorBodySchema, required=True)
-    correlation_id = fields.Str(allow_none=True, required=True)
-
-
-class EventErrorSchema(Schema):
-    index = fields.Int(required=True)
-    event_id = fields.Str(allow_none=True, required=True)
-    code = fields.Str(required=True)
-    field = fields.Str(required=True)
-    message = fields.Str(required=True)
-
-
-class IngestResultSchema(Schema):
-    batch_id = fields.UUID(required=True)
-    correlation_id = fields.Str(required=True)
-    status = fields.Str(required=True, metadata={"enum": ["accepted", "partially_accepted", "duplicate", "rejected"]})
-    received = fields.Int(required=True)
-    accepted = fields.Int(required=True)
-    duplicates = fields.Int(required=True)
-    rejected = fields.Int(required=True)
-    errors = fields.List(fields.Nested(EventErrorSchema), required=True)
-    duplicate_event_ids = fields.List(fields.Str(), required=True)
-    supported_schema_versions = fields.List(fields.Str())
-    stored_unprocessed = fields.Int(metadata={"description": "accepted events of a type a newer 1.x minor added, "
-                                                             "stored and processed once the server knows the type"})
-    # A 200 duplicate: the counts, errors and duplicate ids above are the first reply's, replayed.
-    original_correlation_id = fields.Str()
-    replay_of_first_reply = fields.Bool()
-    original_status = fields.Str(metadata={"enum": ["accepted", "partially_accepted"]})
-    original_received_at = fields.Str()
-    first_reply_details_unknown = fields.Bool()
-
-
-class JobSchema(Schema):
-    status = fields.Str(required=True)
-    attempts = fields.Int(required=True)
-    task_id = fields.Str(allow_none=True)
-    is_replay = fields.Bool()
-    started_at = fields.Str(allow_none=True)
-    finished_at = fields.Str(allow_none=True)
-    duration_ms = fields.Int(allow_none=True)
-    error = fields.Str(allow_none=True)
-
-
-class BatchSchema(Schema):
-    batch_id = fields.UUID(required=True)
-    developer_id = fields.Str(required=True)
-    correlation_id = fields.Str(required=True)
-    status = fields.Str(required=True, metadata={"enum": [s.value for s in BatchStatus]})
-    source = fields.Str(required=True)
-    received = fields.Int(required=True)
-    accepted = fields.Int(required=True)
-    duplicates = fields.Int(required=True)
-    rejected = fields.Int(required=True)
-    quarantined = fields.Int(required=True, metadata={
-        "description": "Accepted events that a job could not process: recorded, alerted and skipped"})
-    first_ts = fields.Str(allow_none=True, required=True)
-    last_ts = fields.Str(allow_none=True, required=True)
-    received_at = fields.Str(allow_none=True, required=True)
-    sent_at = fields.Str(allow_none=True, required=True)
-    dispatched_at = fields.Str(allow_none=True, required=True)
-    processing_started_at = fields.Str(allow_none=True, required=True)
-    completed_at = fields.Str(allow_none=True, required=True)
-    updated_at = fields.Str(allow_none=True, required=True)
-    replay_count = fields.Int(required=True)
-    dispatch_count = fields.Int(required=True)
-    last_error = fields.Str(allow_none=True, required=True)
-    jobs = fields.Dict(keys=fields.Str(), values=fields.Nested(JobSchema), required=True)
-    correlation_id_of_request = fields.Str(required=True)
-
-
-class AuditRecordSchema(Schema):
-    id = fields.Int(required=True)
-    created_at = fields.Str(required=True)
-    correlation_id = fields.Str(allow_none=True, required=True)
-    batch_id = fields.Str(required=True)
-    step = fields.Str(required=True)
-    is_replay = fields.Bool(required=True)
-    details = fields.Dict(allow_none=True, required=True)
-    sealed = fields.Bool(required=True)
-    seal_seq = fields.Int(allow_none=True, required=True)
-    content_hash = fields.Str(allow_none=True, required=True)
-    prev_hash = fields.Str(allow_none=True, required=True)
-    sealed_at = fields.Str(allow_none=True, required=True)
-    intact = fields.Bool(allow_none=True, required=True)
-
-
-class AuditTrailSchema(Schema):
-    batch_id = fields.UUID(required=True)
-    developer_id = fields.Str(required=True)
-    records = fields.List(fields.Nested(AuditRecordSchema), required=True)
-
-
-class MetricBucketSchema(Schema):
-    bucket_start = fields.Str(required=True, metadata={
-        "description": "Start of the bucket with its UTC offset: a UTC hour, or local midnight in the developer's "
-                       "time zone for days and ISO weeks (Monday)"})
-    events = fields.Int(required=True, metadata={"description": "Stored events in the bucket"})
-    active_seconds = fields.Float(required=True, metadata={
-        "description": "Sum of the gaps between consecutive events that are at most the idle timeout, split across "
-                       "buckets by wall clock; never more than the bucket's length"})
-    edits = fields.Int(required=True, metadata={"description": "file.edit events"})
-    lines_added = fields.Int(required=True, metadata={"description": "Sum of file.edit lines_added"})
-    lines_deleted = fields.Int(required=True, metadata={"description": "Sum of file.edit lines_deleted"})
-    saves = fields.Int(required=True, metadata={"description": "file.save events"})
-    error_events = fields.Int(required=True, metadata={
-        "description": "Failed builds, test runs with failures, non-zero terminal exits, diagnostics with errors"})
-    builds = fields.Int(required=True, metadata={"description": "build.result events"})
-    build_failures = fields.Int(required=True, metadata={"description": "build.result events with success false"})
-    tests_passed = fields.Int(required=True, metadata={"description": "Sum of test.result passed"})
-    tests_failed = fields.Int(required=True, metadata={"description": "Sum of test.result failed"})
-    debug_seconds = fields.Float(required=True, metadata={
-        "description": "Wall-clock time covered by at least one debug session (start to the earliest of its stop, "
-                       "the developer's first idle gap, 8 hours) or debugging-heartbeat run"})
-    typed_chars = fields.Int(required=True, metadata={"description": "Sum of file.edit chars_typed"})
-    ai_chars_inserted = fields.Int(required=True, metadata={
-        "description": "Sum of chars_inserted of ai.suggestion_accepted and ai.chat_insert"})
-    ai_share = fields.Float(required=True, allow_none=True, metadata={
-        "description": "ai_chars_inserted / (ai_chars_inserted + typed_chars); null when both are 0"})
-    commits = fields.Int(required=True, metadata={"description": "git.commit events"})
-
-
-class MetricsSchema(Schema):
-    developer_id = fields.Str(required=True)
-    granularity = fields.Str(required=True, metadata={"enum": ["hour", "day", "week"]})
-    timezone = fields.Str(required=True, metadata={"description": "The developer's IANA time zone"})
-    # Echo of the query's bounds (null when not given).
-    from_ = fields.Str(data_key="from", allow_none=True, required=True)
-    to = fields.Str(allow_none=True, required=True)
-    buckets = fields.List(fields.Nested(MetricBucketSchema), required=True)
-
-
-class BreakdownItemSchema(Schema):
-    name = fields.Str(required=True, metadata={"description": "Language or project; 'unknown' when none was sent"})
-    active_seconds = fields.Float(required=True)
-
-
-class BreakdownDaySchema(Schema):
-    day_start = fields.Str(required=True, metadata={"description": "Local midnight with its UTC offset"})
-    total_seconds = fields.Float(required=True)
-    items = fields.List(fields.Nested(BreakdownItemSchema), required=True)
-
-
-class BreakdownSchema(Schema):
-    developer_id = fields.Str(required=True)
-    by = fields.Str(required=True, metadata={"enum": ["language", "project"]})
-    timezone = fields.Str(required=True)
-    from_ = fields.Str(data_key="from", allow_none=True, required=True)
-    to = fields.Str(allow_none=True, required=True)
-    days = fields.List(fields.Nested(BreakdownDaySchema), required=True)
-
-
-class AlertSchema(Schema):
-    alert_id = fields.UUID(required=True)
-    developer_id = fields.Str(required=True)
-    pattern = fields.Str(required=True)
-    severity = fields.Str(required=True, metadata={"enum": ["low", "medium", "high", "critical"]})
-    window_start = fields.Str(required=True)
-    window_end = fields.Str(required=True)
-    details = fields.Dict(required=True)
-    recommendation = fields.Str(required=True)
-    batch_id = fields.UUID(required=True, allow_none=True, metadata={
-        "description": "The batch whose processing last changed the alert; null when a background recompute did"})
-    correlation_id = fields.Str(required=True)
-    detected_at = fields.Str(required=True)
-    updated_at = fields.Str(allow_none=True, required=True)
-    status = fields.Str(required=True, metadata={"enum": ["open", "acknowledged", "withdrawn"]})
-    acknowledged_at = fields.Str(allow_none=True, required=True)
-    stale = fields.Bool(required=True)
-    version = fields.Int(required=True, metadata={"description": "Bumped by every change of the alert"})
-    deliveries = fields.List(fields.Raw(), required=True)
-
-
-class StoredEventSchema(Schema):
-    event_id = fields.UUID(required=True)
-    batch_id = fields.UUID(required=True)
-    seq = fields.Int(required=True, metadata={"description": "Position of the event in its batch"})
-    type = fields.Str(required=True)
-    schema_version = fields.Str(required=True)
-    corrected_timestamp = fields.Str(required=True, metadata={"description": "Clock-skew corrected time (UTC)"})
-    received_at = fields.Str(required=True)
-    event = fields.Dict(required=True, metadata={"description": "The event exactly as the client sent it"})
-
-
-class EventPageSchema(Schema):
-    events = fields.List(fields.Nested(StoredEventSchema), required=True)
-    next_cursor = fields.Str(allow_none=True, required=True, metadata={
-        "description": "Pass as `cursor` for the next page; null on the last page"})
-    batch_id = fields.UUID()
-    alert_id = fields.UUID()
-    pattern = fields.Str()
-    window_start = fields.Str()
-    window_end = fields.Str()
-
-
-class RecomputeSchema(Schema):
-    pending = fields.Bool(required=True)
-    progress = fields.Float(required=True, metadata={"description": "0..1 of the history recomputed"})
-    from_ = fields.Str(data_key="from")
-    until = fields.Str()
-    done_until = fields.Str()
-
-
-class DeveloperSettingsSchema(Schema):
-    developer_id = fields.Str(required=True)
-    timezone = fields.Str(required=True, metadata={"description": "IANA time zone of the developer's local days"})
-    idle_timeout_seconds = fields.Int(required=True, metadata={"minimum": 60, "maximum": 3600})
-    recompute = fields.Nested(RecomputeSchema, required=True)
-
-
-class ImportJobSchema(Schema):
-    job_id = fields.UUID(required=True)
-    developer_id = fields.Str(required=True)
-    source = fields.Str(required=True)
-    status = fields.Str(required=True, metadata={"enum": ["pending", "running", "done", "failed"]})
-    file_bytes = fields.Int(required=True)
-    bytes_read = fields.Int(required=True)
-    progress = fields.Float(required=True, metadata={"description": "0..1 of the file read and stored"})
-    batches_done = fields.Int(required=True)
-    read = fields.Int(required=True, metadata={"description": "Heartbeats read from the file"})
-    accepted = fields.Int(required=True)
-    duplicates = fields.Int(required=True, metadata={"description": "Already stored (an earlier import or live)"})
-    rejected = fields.Int(required=True)
-    errors = fields.List(fields.Dict(), required=True, metadata={
-        "description": "The first 100 rejections: day_index, date, heartbeat_index, code, field, message"})
-    failure = fields.Str(allow_none=True, required=True, metadata={"description": "Why the file could not be read"})
-    created_at = fields.Str(required=True)
-    started_at = fields.Str(allow_none=True, required=True)
-    finished_at = fields.Str(allow_none=True, required=True)
-
-
-class AlertListSchema(Schema):
-    developer_id = fields.Str(required=True)
-    alerts = fields.List(fields.Nested(AlertSchema), required=True)
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -284,16 +49,51 @@ def _ok(schema: str, description: str, code: int = 200) -> dict[str, Any]:
     return {str(code): {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
+# The values Swagger UI pre-fills for "Try it out" (any developer id works with an admin token).
+_PARAM_EXAMPLES: dict[str, Any] = {
+    "developer_id": "dev-1", "batch_id": "3f2c8a4e-9b1d-4c6e-8f0a-5d7b2e1c9a34",
+    "alert_id": "b6a1d2c3-4e5f-4a7b-8c9d-0e1f2a3b4c5d", "name": "broker", "from": "2026-11-20", "to": "2026-11-27",
+    "granularity": "day", "by": "language", "limit": "100", "status": "open", "since": EXAMPLE_TIMESTAMP,
+    "max_seconds": 30}
+
+
 def _path_param(name: str, fmt: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if fmt:
         schema["format"] = fmt
-    return {"in": "path", "name": name, "required": True, "schema": schema}
+    return {"in": "path", "name": name, "required": True, "schema": schema, "example": _PARAM_EXAMPLES[name]}
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
-    return {"in": "query", "name": name, "required": False, "description": description,
-            "schema": {"type": "string", **schema}}
+    param = {"in": "query", "name": name, "required": False, "description": description,
+             "schema": {"type": "string", **schema}}
+    if name in _PARAM_EXAMPLES:
+        param["example"] = _PARAM_EXAMPLES[name]
+    return param
+
+
+def _envelope_example() -> dict[str, Any]:
+    events = [("session.start", "11111111-1111-4111-8111-111111111111", "2026-11-27T09:00:00+01:00"),
+              ("file.edit", "22222222-2222-4222-8222-222222222222", "2026-11-27T09:01:00+01:00"),
+              ("build.result", "33333333-3333-4333-8333-333333333333", "2026-11-27T09:02:00+01:00")]
+    return {"batch_id": "3f2c8a4e-9b1d-4c6e-8f0a-5d7b2e1c9a34", "developer_id": "dev-1",
+            "sent_at": "2026-11-27T09:02:05+01:00", "schema_version": "1.1",
+            "client": {"extension_version": "0.4.0", "editor": "vscode", "editor_version": "1.95.0", "os": "linux"},
+            "events": [{"event_id": event_id, "type": event_type, "timestamp": ts, "project": "devpulse",
+                        "payload": example_payload(event_type, "1.1")} for event_type, event_id, ts in events]}
+
+
+def _with_event_catalog(document: dict[str, Any]) -> dict[str, Any]:
+    """Replace the free-form Event (any type, any payload) with the catalog's discriminated union."""
+    schemas = document["components"]["schemas"]
+    schemas.update(event_union(schemas.pop("Event")))
+    envelope = schemas["Envelope"]
+    envelope["properties"]["events"]["items"] = {"$ref": "#/components/schemas/Event"}
+    envelope["properties"]["schema_version"]["description"] = (
+        "Default catalog version of the batch's events (an event's own schema_version wins): 1.0 or 1.1; a "
+        "newer 1.x minor is validated as 1.1")
+    envelope["example"] = _envelope_example()
+    return document
 
 
 @cache
@@ -313,7 +113,11 @@ def build_spec() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path(path="/api/workflow/events/orchestrate", operations={"post": {
         "summary": "Ingest one batch of events", "security": secured,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": "Envelope"}}},
+        "description": "Each event is validated on its own against the catalog (see the `Event` schema and its "
+                       "per-type `Event_<type>_<version>` schemas): invalid events are rejected alone, with the "
+                       "field and the reason, and the valid ones beside them are accepted.",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": "Envelope", "example": _envelope_example()}}},
         "responses": {**_ok("IngestResult", "Batch accepted (202) or partially accepted", 202),
                       **_ok("IngestResult", "Duplicate resend of a stored batch"),
                       "422": {"description": "No event valid", "content": {"application/json": {
@@ -430,8 +234,9 @@ def build_spec() -> dict[str, Any]:
     spec.path(path="/readyz", operations={"get": {"summary": "PostgreSQL, broker, migrations at head",
                                                    "responses": {"200": {"description": "ready"},
                                                                  "503": {"description": "not ready"}}}})
-    spec.path(path="/metrics", operations={"get": {"summary": "Prometheus metrics",
-                                                    "responses": {"200": {"description": "text format"}}}})
+    spec.path(path="/metrics", operations={"get": {"summary": "Prometheus metrics (Bearer METRICS_TOKEN when set)",
+                                                    "responses": {"200": {"description": "text format"},
+                                                                  **_errors(401)}}})
     spec.path(path="/api/admin/circuit-breakers", operations={"get": {
         "summary": "Named circuit breakers (admin)", "security": secured,
         "responses": {"200": {"description": "Breakers"}, **_errors(401, 403)}}})
@@ -442,7 +247,7 @@ def build_spec() -> dict[str, Any]:
         "summary": "Erase everything stored of a developer (admin; audited, cannot be undone)", "security": secured,
         "parameters": [_path_param("developer_id")],
         "responses": {"200": {"description": "Counts of what was deleted"}, **_errors(401, 403, 404, 503)}}})
-    return spec.to_dict()
+    return _with_event_catalog(spec.to_dict())
 
 
 @bp.get("/openapi.json")
@@ -452,12 +257,19 @@ def openapi_json():
 
 @bp.get("/docs")
 def docs():
-    """A self-contained page (no CDN): every operation with its parameters and schemas."""
+    """Swagger UI (vendored from npm, app/static/vendor/swagger-ui/) over /openapi.json: paste a token, try requests."""
+    return render_template("api_docs.html")
+
+
+@bp.get("/docs/reference")
+def docs_reference():
+    """A self-contained page without JavaScript: every operation with its parameters and schemas."""
     spec = build_spec()
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>devpulse API</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
              "pre{background:#f5f5f5;padding:.75rem;overflow:auto}h3{margin-bottom:.2rem}</style></head><body>",
-             "<h1>devpulse API</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"]
+             "<h1>devpulse API</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>; interactive: "
+             "<a href='/docs'>/docs</a></p>"]
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
             codes = ", ".join(sorted(op.get("responses", {})))

@@ -15,7 +15,7 @@ import pybreaker
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
-from core.breakers import breakers, is_connectivity_error
+from core.breakers import breakers, is_transient_error
 from core.retry import backoff_delay
 from core.settings import Settings
 from models.db import Database
@@ -48,7 +48,7 @@ class Storage:
                 raise StorageUnavailable("The database is unavailable (circuit open).",
                                          retry_after=max(1, int(self.breaker.reset_timeout))) from exc
             except Exception as exc:
-                if not is_connectivity_error(exc):
+                if not is_transient_error(exc):
                     raise
                 attempt += 1
                 delay = backoff_delay(attempt, base=0.02, cap=self.budget)

@@ -53,11 +53,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class QuietPeriodicTasks(logging.Filter):
-    """Drops Celery's INFO lines about the periodic maintenance tasks ("received", "succeeded"): they run every
-    few seconds, so an idle system would log several lines a second. The tasks log what they did themselves
+    """Drops Celery's INFO lines about the periodic maintenance tasks (beat's "Sending due task", the worker's
+    "received" and "succeeded"): they run every few seconds, so an idle system would log several lines a second
+    (three per relay run, every 2 s, were a third of a first run's lines). The tasks log what they did themselves
     (at INFO only when they moved something), and their failures still come through at WARNING and above."""
 
-    CELERY_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+    CELERY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or record.name not in self.CELERY_LOGGERS:

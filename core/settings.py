@@ -115,6 +115,8 @@ class Settings:
     session_cookie_secure: bool = False
     # Where the operator view links to Flower.
     flower_url: str = "http://127.0.0.1:5555"
+    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>` (Prometheus: `authorization`).
+    metrics_token: str = ""
     log_level: str = "INFO"
     # One JSON object per log line (set LOG_JSON=0 for plain text, e.g. under pytest).
     log_json: bool = True

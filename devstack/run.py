@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.settings import Settings
+from devstack.procfile_runner import STOP_GRACE
 from devstack.servers import EmbeddedPostgres, EmbeddedRedis, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,9 @@ CELERY_PROCESSES = ("worker", "beat", "flower")
 DATABASE = "devpulse"
 DEVELOPER = "dev-1"
 HONCHO_SETTLE = 3.0  # seconds before a stop signal is passed on to honcho
-STOP_GRACE = 20.0  # seconds honcho gets to stop its processes before they are killed
+# honcho gives its processes STOP_GRACE seconds after SIGTERM, then SIGKILLs them (devstack/procfile_runner.py);
+# this is our own deadline for honcho itself, a little later.
+HONCHO_DEADLINE = STOP_GRACE + 5.0
 
 
 class _Stop(Exception):
@@ -348,7 +351,7 @@ def supervise(child: subprocess.Popen[bytes], processes: list[str], port: int, t
                 forwarded_at = now
         elif forwarded_at is not None:
             again = len(requested) > 1 and requested[-1][1] - requested[0][1] > 1.0  # a second Ctrl-C
-            if again or now - forwarded_at > STOP_GRACE:
+            if again or now - forwarded_at > HONCHO_DEADLINE:
                 print("devstack: killing the processes (second Ctrl-C or too slow)", file=sys.stderr, flush=True)
                 kill_tree(child.pid)
                 child.wait()
@@ -452,7 +455,7 @@ def run(argv: list[str]) -> int:
                         return 1
 
         child = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT),
+            [sys.executable, "-m", "devstack.procfile_runner", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT),
              "-p", env["PORT"], *processes],
             cwd=ROOT, env=env, start_new_session=True,  # signals reach honcho through us only
         )
@@ -468,7 +471,7 @@ def run(argv: list[str]) -> int:
             if child.poll() is None:
                 child.terminate()
                 try:
-                    child.wait(STOP_GRACE)
+                    child.wait(HONCHO_DEADLINE)
                 except subprocess.TimeoutExpired:
                     kill_tree(child.pid)
                     child.wait()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from activity import danger
 from activity.danger import DangerThresholds, Detection, severity_rank
 from activity.sessions import still_running
-from core.breakers import is_connectivity_error
+from core.breakers import is_transient_error
 from core.settings import Settings
 from models.aggregation import lock_developer
 from models.alert_notifications import record_notification
@@ -228,7 +228,7 @@ def detect_span(session: Session, developer_id: str, first: datetime, last: date
             with session.begin_nested():
                 found.extend(run())
         except Exception as exc:
-            if is_connectivity_error(exc) or type(exc).__name__ == "SoftTimeLimitExceeded":
+            if is_transient_error(exc) or type(exc).__name__ == "SoftTimeLimitExceeded":
                 raise
             errors[pattern] = f"{type(exc).__name__}: {exc}"[:500]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,17 +21,27 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
+class Guard(Protocol):
+    """A circuit breaker (core.breakers.Breaker) as `transaction()` uses it."""
+
+    def guard(self) -> AbstractContextManager[None]: ...
+
+
 class Database:
     """Owns one engine and session factory; opened lazily so imports open nothing."""
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self._breaker: Guard | None = None
 
-    def configure(self, url: str, *, pool_size: int = 5) -> None:
+    def configure(self, url: str, *, pool_size: int = 5, breaker: Guard | None = None) -> None:
+        """`breaker`: every `transaction()` runs inside it (the workers' database breaker; the web's requests go
+        through app.storage.Storage, which owns retries and the same breaker)."""
         self.dispose()
         self._engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._breaker = breaker
 
     @property
     def engine(self) -> Engine:
@@ -47,7 +57,8 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One session in one transaction: committed on success, rolled back on any error."""
-        with self.session() as session, session.begin():
+        guard = self._breaker.guard() if self._breaker is not None else nullcontext()
+        with guard, self.session() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -83,7 +83,10 @@ def lost_batches(session: Session, broker: BrokerView | None, *, lease: timedelt
                              (batch, "the broker lost its messages", {"reason": "broker_lost"}))
     elif broker is not None and broker.idle:
         started = select(func.count()).where(_jobs_of_current_attempt()).scalar_subquery()
-        quiet = base.where(started < len(HEADER_JOBS), Batch.dispatched_at < func.now() - lease)
+        # Since its dispatch; a batch whose dispatch commit was lost (the web died mid-publish, yet a message of
+        # it ran) has no dispatched_at: since its processing began, else since it was received.
+        since = func.coalesce(Batch.dispatched_at, Batch.processing_started_at, Batch.received_at)
+        quiet = base.where(started < len(HEADER_JOBS), since < func.now() - lease)
         for batch in session.execute(quiet).scalars():
             if (str(batch.batch_id), batch.dispatch_count) in broker.reserved:
                 continue

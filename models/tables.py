@@ -179,6 +179,7 @@ class Outbox(Base):
         ForeignKeyConstraint(["developer_id", "batch_id"], ["batches.developer_id", "batches.batch_id"]),
         CheckConstraint("status IN ('pending','dispatched','dead_letter')", name="status"),
         Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbox_dead_letter", "id", postgresql_where=text("status = 'dead_letter'")),
         Index("ix_outbox_batch", "batch_id"),
     )
 

@@ -6,6 +6,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from activity.danger import DangerThresholds
+from core.breakers import breakers
 from core.settings import Settings
 from models.db import Database
 from tasks.celery_app import app
@@ -28,12 +29,17 @@ def celery() -> Celery:
 
 
 def database() -> Database:
+    """The worker's database: every transaction goes through the `database` breaker, whose state (in Redis)
+    the web processes share, so a worker that finds PostgreSQL gone fails fast and the web sees it too."""
     global _db
     if _db is None:
         # Configured before it is published: with the threads pool, another task must not pick up a Database
         # that is not configured yet.
+        cfg = settings()
+        breakers.configure(cfg.redis_url)
         db = Database()
-        db.configure(settings().sqlalchemy_url, pool_size=2)
+        db.configure(cfg.sqlalchemy_url, pool_size=2, breaker=breakers.get(
+            "database", fail_max=cfg.db_breaker_fail_max, reset_timeout=cfg.db_breaker_reset_timeout))
         _db = db
     return _db
 

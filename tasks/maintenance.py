@@ -23,8 +23,9 @@ log = logging.getLogger("devpulse.maintenance")
 @app.task(base=DevpulseTask, name="devpulse.maintenance.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, int]:
     result = relay(database(), celery())
-    if result["due"]:
-        log.info("outbox relay: %s", result, extra={"step": "relay"})
+    # INFO only when it moved something; a failed publish is logged (WARNING) where it failed.
+    log.log(logging.INFO if result["published"] else logging.DEBUG, "outbox relay: %s", result,
+            extra={"step": "relay"})
     return result
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
-from core.breakers import is_connectivity_error
+from core.breakers import is_transient_error
 from core.retry import backoff_delay
 from models.admin_alerts import raise_admin_alert
 from models.aggregation import aggregate_batch
@@ -129,7 +129,7 @@ def run_job(
     except SoftTimeLimitExceeded as exc:
         return _give_up(task, job, ctx, exc, started)
     except Exception as exc:
-        if is_connectivity_error(exc) and task.request.retries < settings().task_max_retries:
+        if is_transient_error(exc) and task.request.retries < settings().task_max_retries:
             log.warning("job %s: transient error, retrying: %s", job, exc, extra=_log_extra(ctx, job))
             raise task.retry(exc=exc, countdown=_retry_delay(task.request.retries),
                              max_retries=settings().task_max_retries) from exc
@@ -181,7 +181,7 @@ def _work_or_quarantine(session: Session, batch: Batch, job: str, ctx: dict[str,
         with session.begin_nested():
             return work(session, batch, ctx)
     except Exception as exc:
-        if is_connectivity_error(exc) or isinstance(exc, SoftTimeLimitExceeded):
+        if is_transient_error(exc) or isinstance(exc, SoftTimeLimitExceeded):
             raise
         culprits = isolate(session, developer_id=batch.developer_id, batch_id=batch.batch_id, job=job,
                            correlation_id=ctx["correlation_id"], is_replay=bool(ctx.get("is_replay")),
@@ -309,7 +309,7 @@ def mark_batch_failed(request: Any, exc: Any, traceback: Any, ctx: dict[str, Any
 def _lost_to_redis_or_database(exc: Any) -> bool:
     if not isinstance(exc, BaseException):
         return False
-    if is_connectivity_error(exc):
+    if is_transient_error(exc):
         return True
     # The header jobs never raise, so a chord error is the result backend failing (e.g. "Join error:
     # network:ConnectionError"); only one caused by a connection problem is transient.

@@ -1,7 +1,7 @@
 """Background history imports (WakaTime data exports): import_jobs
 
 Revision ID: 0015
-Revises: 0006
+Revises: 0009
 Create Date: 2026-11-27 18:40:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0015"
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

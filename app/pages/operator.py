@@ -20,7 +20,7 @@ from app.storage import database, storage
 from core.breakers import breakers
 from models import operations
 from models.batch_lifecycle import batch_owners, batch_with_jobs
-from models.health import outbox_counts
+from models.health import outbox_backlog
 from models.pipeline_health import batches_per_status, processing_lag, quarantined_count, recent_admin_alerts
 from tasks.celery_app import QUEUES
 
@@ -64,7 +64,7 @@ def operator() -> ResponseReturnValue:
 
     def read(s: Session) -> dict[str, Any]:
         return {"statuses": batches_per_status(s, now - STATUS_WINDOW), "lag": processing_lag(s, now - LAG_WINDOW),
-                "outbox": outbox_counts(s), "quarantined": quarantined_count(s),
+                "outbox": outbox_backlog(s), "quarantined": quarantined_count(s),
                 "admin_alerts": recent_admin_alerts(s)}
 
     data = storage().transaction(read)

@@ -174,6 +174,60 @@ def test_metrics_show_an_open_breaker_and_still_answer_without_the_database(app,
     assert not [k for k in got if k[0] == "devpulse_outbox_records"]  # unknown, not a made-up zero
 
 
+def _plan_nodes(node: dict, ancestors: tuple[str, ...] = ()) -> Iterator[tuple[dict, tuple[str, ...]]]:
+    yield node, ancestors
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child, (*ancestors, node["Node Type"]))
+
+
+def test_a_scrape_reads_the_outbox_through_small_indexes_and_a_limit_never_its_history(client, app, clean_db):
+    """Dispatched outbox records are history and grow for ever: a scrape must not count them (or scan them)."""
+    from sqlalchemy import event as sa_event
+
+    engine = app.extensions["devpulse.db"].engine
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", capture)
+    try:
+        samples(client)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", capture)
+    on_outbox = []
+    with clean_db.engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # what the plan would be on a large table
+        for statement, parameters in statements:
+            if "outbox" not in statement:
+                continue
+            plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
+            for node, ancestors in _plan_nodes(plan[0]["Plan"]):
+                if node.get("Relation Name") == "outbox":
+                    on_outbox.append(node)
+                    assert node["Node Type"] != "Seq Scan", statement
+                    assert node.get("Index Name") in ("ix_outbox_pending", "ix_outbox_dead_letter"), statement
+                    assert "Limit" in ancestors, f"an unbounded read of the outbox per scrape: {statement}"
+    assert len(on_outbox) == 2  # pending and dead letters
+
+
+def test_metrics_require_the_metrics_token_when_one_is_set(redis_url):
+    secured = _other_app(redis_url, metrics_token="m-" + "s" * 30)
+    try:
+        c = secured.test_client()
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic bS1zc3Nz"}):
+            r = c.get("/metrics", headers=headers)
+            assert r.status_code == 401, headers
+            assert r.get_json()["error"]["details"][0]["field"] == "Authorization"
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = c.get("/metrics", headers={"Authorization": "Bearer m-" + "s" * 30})
+        assert r.status_code == 200
+        assert "devpulse_http_requests_total" in r.get_data(as_text=True)
+        assert c.get("/healthz").status_code == 200  # only /metrics is behind the token
+    finally:
+        secured.extensions["devpulse.db"].dispose()
+
+
 # ------------------------------------------------------------------------------------------------- breakers
 
 
@@ -184,8 +238,9 @@ def test_admin_lists_the_breakers_and_resets_one(client, admin):
     assert {"database", "broker", "webhook"} <= set(listed)
     assert listed["database"]["state"] == "closed"
     assert set(listed["database"]) == {"name", "state", "failure_count", "fail_max", "reset_timeout",
-                                       "last_failure_at", "last_failure"}
-    assert r.get_json()["scope"] == "this process"
+                                       "last_failure_at", "last_failure", "source"}
+    assert listed["database"]["source"] == "redis"
+    assert r.get_json()["scope"] == "shared by all processes (Redis)"
 
     webhook = breakers.get("webhook")
     for _ in range(webhook.fail_max):

@@ -1,4 +1,5 @@
-"""/openapi.json is a valid OpenAPI 3 description of the app, /docs lists it, and the app keeps its promises.
+"""/openapi.json is a valid OpenAPI 3 description of the app, /docs explores it, /docs/reference lists it, and the
+app keeps its promises.
 
 The last test lets schemathesis generate requests for every documented operation (bounded) and checks that
 none answers 5xx and that every documented response matches its schema.
@@ -12,13 +13,24 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from activity.catalog import (
+    KNOWN_EVENT_TYPES,
+    SUPPORTED_SCHEMA_VERSIONS,
+    event_types,
+    field_specs,
+    validate_event_payload,
+)
+from models.metrics_read import METRIC_NAMES
 from tests.support.factories import auth, batch, event, iso, now
 
 # The SSE stream lives for up to STREAM_MAX_SECONDS: it is tested in test_alert_stream.py, not fuzzed here.
@@ -53,7 +65,7 @@ def test_every_route_of_the_app_is_documented(app, spec):
                   for path, operations in spec["paths"].items() for method in operations}
     undocumented = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or rule.rule in ("/openapi.json", "/docs"):
+        if rule.endpoint == "static" or rule.rule in ("/openapi.json", "/docs", "/docs/reference"):
             continue
         if rule.endpoint.startswith("pages."):  # the dashboard's HTML pages (app/pages/), not API
             continue
@@ -65,8 +77,8 @@ def test_every_route_of_the_app_is_documented(app, spec):
     assert not undocumented
 
 
-def test_docs_is_html_listing_every_path_and_method(client, spec):
-    r = client.get("/docs")
+def test_docs_reference_is_html_listing_every_path_and_method(client, spec):
+    r = client.get("/docs/reference")
     assert r.status_code == 200
     assert r.mimetype == "text/html"
     page = r.get_data(as_text=True)
@@ -76,6 +88,115 @@ def test_docs_is_html_listing_every_path_and_method(client, spec):
             assert f"<code>{method.upper()} {path}</code>" in page, (method, path)
     for name in spec["components"]["schemas"]:
         assert f"<h3>{name}</h3>" in page
+
+
+def test_the_document_is_valid_per_openapi_spec_validator(spec):
+    validate(spec)  # raises OpenAPIValidationError with the offending path
+
+
+def test_openapi_spec_validator_does_reject_an_invalid_document(spec):
+    broken = copy.deepcopy(spec)
+    broken["components"]["schemas"]["Event"]["discriminator"] = {"mapping": {}}  # propertyName is required
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
+
+
+def test_every_catalog_type_and_version_has_its_schema_in_the_event_union(spec):
+    schemas = spec["components"]["schemas"]
+    event = schemas["Event"]
+    assert event["discriminator"]["propertyName"] == "type"
+    mapping = event["discriminator"]["mapping"]
+    assert set(mapping) == KNOWN_EVENT_TYPES
+    assert {ref["$ref"] for ref in event["oneOf"]} == set(mapping.values())
+    for version in SUPPORTED_SCHEMA_VERSIONS:
+        for event_type in event_types(version):
+            name = f"Event_{event_type}_{version}"
+            assert name in schemas, name
+            target = mapping[event_type].rsplit("/", 1)[1]
+            reachable = {target} | {ref["$ref"].rsplit("/", 1)[1] for ref in schemas[target].get("anyOf", [])}
+            assert name in reachable, (event_type, version, mapping[event_type])
+            payload = schemas[name]["properties"]["payload"]
+            assert set(payload["properties"]) == set(field_specs(event_type, version)), name
+    assert schemas["Envelope"]["properties"]["events"]["items"] == {"$ref": "#/components/schemas/Event"}
+
+
+def _resolved(spec: dict, name: str) -> dict:
+    """A component schema as plain JSON Schema: refs inlined, OpenAPI's `nullable` as a null type."""
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk(spec["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+        out = {k: walk(v) for k, v in node.items() if k not in ("discriminator", "nullable", "example")}
+        if node.get("nullable"):
+            out = {"anyOf": [out, {"type": "null"}]}
+        return out
+    return walk(spec["components"]["schemas"][name])
+
+
+def _drift_cases():
+    for version in SUPPORTED_SCHEMA_VERSIONS:
+        for event_type in sorted(event_types(version)):
+            yield version, event_type
+
+
+@pytest.mark.parametrize(("version", "event_type"), list(_drift_cases()))
+def test_the_documented_schema_agrees_with_the_catalog_validator(spec, version, event_type):
+    """The document's example is valid for both; dropping a required field or a wrong type fails both."""
+    name = f"Event_{event_type}_{version}"
+    schema, example = _resolved(spec, name), spec["components"]["schemas"][name]["example"]
+    assert validate_event_payload(event_type, version, example["payload"]) == []
+    jsonschema.validate(example, schema)
+    for name, field in field_specs(event_type, version).items():
+        wrong = {**example, "payload": {**example["payload"], name: [1]}}
+        assert validate_event_payload(event_type, version, wrong["payload"])
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
+        if field.required:
+            missing = {**example, "payload": {k: v for k, v in example["payload"].items() if k != name}}
+            assert validate_event_payload(event_type, version, missing["payload"])
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(missing, schema)
+
+
+def test_every_metric_and_breakdown_field_is_described(spec):
+    schemas = spec["components"]["schemas"]
+    assert set(METRIC_NAMES) <= set(schemas["MetricBucket"]["properties"])
+    for name in ("Metrics", "MetricBucket", "Breakdown", "BreakdownDay", "BreakdownItem"):
+        undescribed = [field for field, prop in schemas[name]["properties"].items() if not prop.get("description")]
+        assert not undescribed, (name, undescribed)
+
+
+def test_every_request_has_an_example(spec):
+    missing = []
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            for param in op.get("parameters", []):
+                if param["in"] == "path" and "example" not in param:
+                    missing.append((method, path, param["name"]))
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                if "example" not in media:
+                    missing.append((method, path, "body"))
+    assert not missing
+    body = spec["paths"]["/api/workflow/events/orchestrate"]["post"]["requestBody"]["content"]["application/json"]
+    jsonschema.validate(body["example"], _resolved(spec, "Envelope"))
+
+
+def test_docs_is_swagger_ui_vendored_with_its_licence_over_the_document(client):
+    r = client.get("/docs")
+    assert r.status_code == 200
+    assert r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert 'data-spec-url="/openapi.json"' in page
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page)  # no CDN: everything from this server
+    scripts = re.findall(r'<(?:script src|link rel="stylesheet" href)="([^"]+)"', page)
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in scripts
+    assert "/static/vendor/swagger-ui/swagger-ui.css" in scripts
+    for url in [*scripts, "/static/vendor/swagger-ui/LICENSE"]:
+        assert client.get(url).status_code == 200, url
+    assert b"persistAuthorization: false" in client.get("/static/api_docs.js").data
 
 
 def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_token):
@@ -113,6 +234,8 @@ def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_t
     # stored gets 404 developer_not_found: generated ids are such developers).
     assert 404 in statuses["GET /api/developers/{developer_id}/metrics"]
     assert 422 in statuses["POST /api/workflow/events/orchestrate"] | {400}
+    # The event union lets generation build batches the catalog accepts (a free-form Event never got past 422).
+    assert 202 in statuses["POST /api/workflow/events/orchestrate"]
     assert {400, 404} <= statuses["GET /api/workflow/batches/{batch_id}"]
 
 

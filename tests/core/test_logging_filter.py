@@ -17,6 +17,8 @@ def test_celerys_info_lines_about_maintenance_tasks_are_dropped() -> None:
                                    "Task devpulse.maintenance.relay_outbox[abc] succeeded in 0.01s: {}"))
     assert not quiet.filter(record("celery.worker.strategy", logging.INFO,
                                    "Task devpulse.maintenance.seal_audit_log[abc] received"))
+    assert not quiet.filter(record("celery.beat", logging.INFO,
+                                   "Scheduler: Sending due task outbox-relay (devpulse.maintenance.relay_outbox)"))
     # Pipeline tasks, failures and everything else still pass.
     assert quiet.filter(record("celery.app.trace", logging.INFO, "Task devpulse.aggregate[abc] succeeded"))
     assert quiet.filter(record("celery.app.trace", logging.ERROR,

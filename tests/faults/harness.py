@@ -437,7 +437,24 @@ def wait_terminal(stack: FaultStack, batch_ids: list[str], timeout: float) -> fl
                 return time.monotonic()
         time.sleep(0.2)
     pending = Counter(seen.get(b, "missing") for b in batch_ids)
-    raise AssertionError(f"not every batch terminal within {timeout}s: {dict(pending)}\n{stack.tails()}")
+    raise AssertionError(f"not every batch terminal within {timeout}s: {dict(pending)}\n"
+                         f"{_stuck_detail(stack, [b for b in batch_ids if seen.get(b) not in TERMINAL][:3])}\n"
+                         f"{stack.tails()}")
+
+
+def _stuck_detail(stack: FaultStack, batch_ids: list[str]) -> str:
+    """The jobs and audit trail of batches that did not end (what a failure message needs to be read)."""
+    out = []
+    with contextlib.suppress(Exception), stack.db.engine.connect() as c:
+        for bid in batch_ids:
+            jobs = c.execute(text("SELECT job, status, dispatch_attempt, attempts, lost_runs, lease_expires_at "
+                                  "FROM batch_jobs WHERE batch_id = CAST(:b AS uuid) ORDER BY job"), {"b": bid}).all()
+            batch = c.execute(text("SELECT status, dispatch_count FROM batches WHERE batch_id = CAST(:b AS uuid)"),
+                              {"b": bid}).all()
+            trail = c.execute(text("SELECT step, details->>'job', details->>'attempt' FROM audit_log "
+                                   "WHERE batch_id = CAST(:b AS uuid) ORDER BY id"), {"b": bid}).all()
+            out.append(f"batch {bid}: {batch}\n  jobs: {jobs}\n  trail: {trail}")
+    return "\n".join(out)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
