@@ -10,7 +10,6 @@ import json
 import time
 import tracemalloc
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,8 @@ def good_heartbeats(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def import_app(app, tmp_path):
-    app.extensions[EXTENSION_KEY] = replace(app.extensions[EXTENSION_KEY], import_dir=str(tmp_path / "imports"))
+    """The suite's app (its IMPORT_DIR is the test's own directory, see tests/conftest.py)."""
+    assert Path(app.extensions[EXTENSION_KEY].import_dir).is_relative_to(tmp_path)
     return app
 
 
