@@ -76,6 +76,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         compat_wakatime,
         developer_settings_api,
         export_api,
+        import_api,
         ingest,
         metrics_api,
         openapi,
@@ -89,6 +90,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(alert_stream.bp)
     app.register_blueprint(compat_wakatime.bp)
     app.register_blueprint(export_api.bp)
+    app.register_blueprint(import_api.bp)
     app.register_blueprint(admin_developers_api.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -39,18 +39,20 @@ fields are kept as sent):
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import re
-import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, g, jsonify, request
 
-from activity.catalog import field_specs
+from activity.wakatime_mapping import (  # noqa: F401 (WAKATIME_NAMESPACE, request_batch_id: the documented ids)
+    EVENT_ID_FIELDS,
+    WAKATIME_NAMESPACE,
+    heartbeat_event_id,
+    native_batch_body,
+    request_batch_id,
+)
+from activity.wakatime_mapping import rfc3339 as _rfc3339
 from app.auth import current_principal
 from app.errors import ApiError
 from app.ingest import ingest
@@ -65,89 +67,9 @@ from models.metrics_read import breakdown, metric_buckets
 
 bp = Blueprint("compat_wakatime", __name__, url_prefix="/api/compat/wakatime/v1")
 
-WAKATIME_NAMESPACE = uuid.UUID("c5683437-f003-51eb-8338-4998b98e3703")
-HEARTBEAT_EVENT_TYPE = "editor.heartbeat"
-HEARTBEAT_SCHEMA_VERSION = "1.1"
 SOURCE = "wakatime"
-EVENT_ID_FIELDS = ("entity", "type", "category", "project", "branch", "language", "is_write", "time")
 # The fields echoed back in a heartbeat's "data" (WakaTime echoes the stored heartbeat).
 _ECHOED_FIELDS = (*EVENT_ID_FIELDS, "lines", "lineno", "cursorpos", "line_additions", "line_deletions")
-
-_SPECS = field_specs(HEARTBEAT_EVENT_TYPE, HEARTBEAT_SCHEMA_VERSION)
-_NULL_MEANS_ABSENT = frozenset(name for name, spec in _SPECS.items() if not spec.required and not spec.nullable)
-_COUNT_FIELDS = frozenset(name for name, spec in _SPECS.items() if spec.kind == "count")
-_DIGITS = re.compile(r"[0-9]{1,15}")
-
-# Timestamps for heartbeats whose `time` cannot be one; validation rejects each of them (see `_timestamp`).
-_UNUSABLE_TIME = "1970-01-01T00:00:00Z"
-_FAR_PAST = "0001-01-01T00:00:00Z"
-_FAR_FUTURE = "9999-12-31T23:59:59Z"
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _normalized_time(value: Any) -> Any:
-    if _is_number(value):
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond float range: keep it (validation rejects it anyway)
-            return value
-    return value
-
-
-def heartbeat_event_id(developer_id: str, heartbeat: Any) -> uuid.UUID:
-    if isinstance(heartbeat, dict):
-        fields = [heartbeat.get(name) for name in EVENT_ID_FIELDS]
-        fields[-1] = _normalized_time(fields[-1])
-        name = canonical_json([developer_id, *fields])
-    else:  # not a heartbeat at all; it is rejected, but still gets a stable id
-        name = canonical_json([developer_id, "not-an-object", heartbeat])
-    return uuid.uuid5(WAKATIME_NAMESPACE, "heartbeat:" + name)
-
-
-def request_batch_id(developer_id: str, body: Any) -> uuid.UUID:
-    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()
-    return uuid.uuid5(WAKATIME_NAMESPACE, f"batch:{developer_id}:{digest}")
-
-
-def _rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _timestamp(heartbeat: Any) -> str:
-    """RFC 3339 (UTC) of the heartbeat's epoch-seconds `time`.
-
-    When `time` is missing or not a finite number the payload validation rejects the event, so the fixed
-    placeholder is never stored; a number too large for a datetime maps to year 1 or 9999, which the event-age
-    checks reject (too old / in the future).
-    """
-    value = heartbeat.get("time") if isinstance(heartbeat, dict) else None
-    if not isinstance(value, int | float) or not _is_number(value) or not math.isfinite(value):
-        return _UNUSABLE_TIME
-    try:
-        return _rfc3339(datetime.fromtimestamp(value, UTC))
-    except (OverflowError, ValueError, OSError):
-        return _FAR_PAST if value < 0 else _FAR_FUTURE
-
-
-def _payload(heartbeat: Any) -> Any:
-    """The heartbeat as the event payload, normalized as described in the module docstring."""
-    if not isinstance(heartbeat, dict):
-        return heartbeat  # rejected by the event schema: the payload must be an object
-    payload: dict[str, Any] = {}
-    for key, value in heartbeat.items():
-        if value is None and key in _NULL_MEANS_ABSENT:
-            continue
-        if key in _COUNT_FIELDS and isinstance(value, str) and _DIGITS.fullmatch(value):
-            value = int(value)
-        payload[key] = value
-    return payload
 
 
 def build_batch_body(developer_id: str, heartbeats: list[Any], body: Any, received_at: datetime) -> dict[str, Any]:
@@ -156,22 +78,8 @@ def build_batch_body(developer_id: str, heartbeats: list[Any], body: Any, receiv
     client: dict[str, str] = {"editor": "wakatime"}
     if user_agent:
         client["extension_version"] = user_agent[:64]
-    return {
-        "batch_id": str(request_batch_id(developer_id, body)),
-        "developer_id": developer_id,
-        "sent_at": _rfc3339(received_at),
-        "schema_version": HEARTBEAT_SCHEMA_VERSION,
-        "client": client,
-        "events": [
-            {
-                "event_id": str(heartbeat_event_id(developer_id, hb)),
-                "type": HEARTBEAT_EVENT_TYPE,
-                "timestamp": _timestamp(hb),
-                "payload": _payload(hb),
-            }
-            for hb in heartbeats
-        ],
-    }
+    return native_batch_body(developer_id, heartbeats, batch_id=request_batch_id(developer_id, body),
+                             sent_at=received_at, client=client)
 
 
 def _developer_id() -> str:

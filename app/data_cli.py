@@ -1,30 +1,38 @@
-"""`flask --app app data export`: the operators' side of the export endpoints (app/export_api.py).
+"""`flask --app app data export` and `data import-wakatime`: the operators' side of the export endpoints
+(app/export_api.py) and of the history import (app/import_api.py, app/wakatime_import.py).
 
 Writes to a file or to stdout; with a file and a terminal, a progress bar counts the events written.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app import export_formats
 from app.errors import ApiError
 from app.export_api import event_export, metric_export
+from app.import_api import enqueue, job_json, record_job
 from app.query_params import parse_time_value
+from app.settings import settings
 from app.storage import database, storage
+from app.wakatime_import import run_import
 from models.developer_settings import preferences
 from models.export import EVENT_COLUMNS, count_events, event_json_lines, event_rows
 from models.metrics_read import GRANULARITIES
+from models.tables import ImportJob
 
-data = AppGroup("data", help="Export a developer's data.")
+data = AppGroup("data", help="Export a developer's data, or import a WakaTime history.")
 
 
 def _moment(name: str, value: str | None, zone: ZoneInfo) -> datetime | None:
@@ -86,6 +94,42 @@ def export(developer_id: str, what: str, fmt: str, granularity: str, start_text:
     finally:
         if not to_stdout:
             stream.close()
+
+
+@data.command("import-wakatime")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--developer", "developer_id", help="The developer the heartbeats belong to (required with FILE).")
+@click.option("--background", is_flag=True, help="Queue the job for the workers instead of running it here.")
+@click.option("--resume", "resume_id", metavar="JOB_ID", help="Run a pending or interrupted job again, from its "
+              "last counted batch (nothing is stored twice).")
+def import_wakatime(file: str | None, developer_id: str | None, background: bool, resume_id: str | None) -> None:
+    """Import a WakaTime data export (the JSON of wakatime.com's "Export your data") for a developer.
+
+    The file is read where it is (not copied) and streamed; with --background the workers must see the same path.
+    Prints the job as JSON when it ends (or, with --background, once queued).
+    """
+    if resume_id is not None:
+        try:
+            job_id = uuid.UUID(resume_id)
+        except ValueError:
+            raise click.BadParameter("not a UUID", param_hint="--resume") from None
+    else:
+        if file is None or developer_id is None:
+            raise click.UsageError("give FILE and --developer (or --resume JOB_ID)")
+        path = Path(file).resolve()
+        job_id = uuid.uuid4()
+        record_job(job_id, developer_id, path, path.stat().st_size, owns_file=False)
+    if background:
+        enqueue(job_id)
+    else:
+        run_import(database(), current_app.extensions.get("celery"), settings(), job_id)
+    found = storage().transaction(lambda s: (lambda j: job_json(j) if j is not None else None)(
+        s.get(ImportJob, job_id)))
+    if found is None:
+        raise click.BadParameter("no such import job", param_hint="--resume")
+    click.echo(json.dumps(found))
+    if found["status"] == "failed":
+        sys.exit(1)
 
 
 def init_app(app: Flask) -> None:

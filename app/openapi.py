@@ -27,6 +27,7 @@ from app.openapi_responses import (
     DeveloperSettingsSchema,
     ErrorSchema,
     EventPageSchema,
+    ImportJobSchema,
     IngestResultSchema,
     MetricsSchema,
 )
@@ -53,7 +54,7 @@ _PARAM_EXAMPLES: dict[str, Any] = {
     "developer_id": "dev-1", "batch_id": "3f2c8a4e-9b1d-4c6e-8f0a-5d7b2e1c9a34",
     "alert_id": "b6a1d2c3-4e5f-4a7b-8c9d-0e1f2a3b4c5d", "name": "broker", "from": "2026-11-20", "to": "2026-11-27",
     "granularity": "day", "by": "language", "limit": "100", "status": "open", "since": EXAMPLE_TIMESTAMP,
-    "max_seconds": 30}
+    "max_seconds": 30, "job_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}
 
 
 def _path_param(name: str, fmt: str | None = None) -> dict[str, Any]:
@@ -69,6 +70,15 @@ def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     if name in _PARAM_EXAMPLES:
         param["example"] = _PARAM_EXAMPLES[name]
     return param
+
+
+def _wakatime_export_example() -> dict[str, Any]:
+    """A WakaTime data export with one day of one heartbeat (the import reads `days[].heartbeats[]`)."""
+    return {"user": {"username": "dev"}, "range": {"start": "2026-11-20", "end": "2026-11-20"}, "days": [
+        {"date": "2026-11-20", "heartbeats": [
+            {"entity": "/home/dev/project/src/app.py", "type": "file", "category": "coding",
+             "time": 1795000000.0, "project": "project", "branch": "main", "language": "Python",
+             "is_write": True}]}]}
 
 
 def _envelope_example() -> dict[str, Any]:
@@ -107,7 +117,7 @@ def build_spec() -> dict[str, Any]:
                          ("Breakdown", BreakdownSchema), ("EventPage", EventPageSchema),
                          ("DeveloperSettings", DeveloperSettingsSchema),
                          ("Alert", AlertSchema), ("AlertList", AlertListSchema),
-                         ("AuditTrail", AuditTrailSchema)):
+                         ("AuditTrail", AuditTrailSchema), ("ImportJob", ImportJobSchema)):
         spec.components.schema(name, schema=schema)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path(path="/api/workflow/events/orchestrate", operations={"post": {
@@ -187,6 +197,20 @@ def build_spec() -> dict[str, Any]:
                        _query("format", "csv (default) or ndjson", enum=["csv", "ndjson"])],
         "responses": {"200": {"description": "The buckets", "content": {"text/csv": {}, "application/x-ndjson": {}}},
                       **_errors(400, 401, 403, 404, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/import/wakatime", operations={"post": {
+        "summary": "Import a WakaTime data export in the background (status: the Location header)",
+        "security": secured, "parameters": [_path_param("developer_id")],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "description": "The export: {user, range, days}"},
+                                 "example": _wakatime_export_example()},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}},
+                "example": {"file": json.dumps(_wakatime_export_example())}}}},
+        "responses": {**_ok("ImportJob", "Job recorded and queued", 202), **_errors(400, 401, 403, 503)}}})
+    spec.path(path="/api/developers/{developer_id}/import/{job_id}", operations={"get": {
+        "summary": "An import's status, counts, progress and first errors", "security": secured,
+        "parameters": [_path_param("developer_id"), _path_param("job_id", "uuid")],
+        "responses": {**_ok("ImportJob", "The job"), **_errors(400, 401, 403, 404, 503)}}})
     spec.path(path="/api/developers/{developer_id}/alerts", operations={"get": {
         "summary": "Alerts, highest severity first, then newest", "security": secured,
         "parameters": [_path_param("developer_id"), _query(

@@ -245,6 +245,27 @@ class DeveloperSettingsSchema(Schema):
     recompute = fields.Nested(RecomputeSchema, required=True)
 
 
+class ImportJobSchema(Schema):
+    job_id = fields.UUID(required=True)
+    developer_id = fields.Str(required=True)
+    source = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"enum": ["pending", "running", "done", "failed"]})
+    file_bytes = fields.Int(required=True)
+    bytes_read = fields.Int(required=True)
+    progress = fields.Float(required=True, metadata={"description": "0..1 of the file read and stored"})
+    batches_done = fields.Int(required=True)
+    read = fields.Int(required=True, metadata={"description": "Heartbeats read from the file"})
+    accepted = fields.Int(required=True)
+    duplicates = fields.Int(required=True, metadata={"description": "Already stored (an earlier import or live)"})
+    rejected = fields.Int(required=True)
+    errors = fields.List(fields.Dict(), required=True, metadata={
+        "description": "The first 100 rejections: day_index, date, heartbeat_index, code, field, message"})
+    failure = fields.Str(allow_none=True, required=True, metadata={"description": "Why the file could not be read"})
+    created_at = fields.Str(required=True)
+    started_at = fields.Str(allow_none=True, required=True)
+    finished_at = fields.Str(allow_none=True, required=True)
+
+
 class AlertListSchema(Schema):
     developer_id = fields.Str(required=True)
     alerts = fields.List(fields.Nested(AlertSchema), required=True)

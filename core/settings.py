@@ -40,6 +40,10 @@ class Settings:
     # Ingestion
     max_event_age_days: int = 30
     max_events_per_batch: int = 1000
+    # History imports (app/wakatime_import.py): uploads are written under IMPORT_DIR, and imported events may be
+    # up to IMPORT_MAX_AGE_DAYS old instead of MAX_EVENT_AGE_DAYS (every other ingest rule is unchanged).
+    import_dir: str = "var/imports"
+    import_max_age_days: int = 3650
     max_body_bytes: int = 5 * 1024 * 1024
     max_event_payload_bytes: int = 16 * 1024
     # The whole event as stored (its compact JSON: payload, known fields and any extra keys), and the envelope

@@ -32,6 +32,7 @@ _DELETES = (
     ("batch_jobs", "developer_id = :d"),
     ("outbox", "developer_id = :d"),
     ("alert_notifications", "developer_id = :d"),
+    ("import_jobs", "developer_id = :d"),
     ("batches", "developer_id = :d"),
     ("metric_slots", "developer_id = :d"),
     ("activity_breakdowns", "developer_id = :d"),

@@ -467,3 +467,37 @@ class QuarantinedEvent(Base):
         Index("ix_quarantined_events_active", "developer_id", "event_id", unique=True,
               postgresql_where=text("released_at IS NULL")),
     )
+
+
+class ImportJob(Base):
+    """A history import (a WakaTime data export) run in the background: its file, progress and reported errors."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'running', 'done', 'failed')", name="status"),
+        Index("ix_import_jobs_developer_id", "developer_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    developer_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(32))  # "wakatime"
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    file_path: Mapped[str] = mapped_column(Text)
+    file_bytes: Mapped[int] = mapped_column(BigInteger)
+    # An upload's copy under IMPORT_DIR, deleted once the job is done; a file the CLI imported in place is kept.
+    owns_file: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Batches stored so far, in file order: a re-run of the job skips them (and re-reads nothing twice).
+    batches_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Bytes of the file consumed when the last stored batch ended: the progress against file_bytes.
+    bytes_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    read: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    accepted: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    duplicates: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The first IMPORT_MAX_LISTED_ERRORS rejections, each with its position in the file (day and heartbeat index).
+    errors: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    # Why the job failed (unreadable file), NULL otherwise.
+    failure: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

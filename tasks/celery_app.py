@@ -27,7 +27,7 @@ TASK_ROUTES = {
 }
 
 
-TASK_MODULES = ("tasks.pipeline", "tasks.maintenance", "tasks.alert_delivery")
+TASK_MODULES = ("tasks.pipeline", "tasks.maintenance", "tasks.alert_delivery", "tasks.imports")
 
 
 def make_celery(settings: Settings | None = None, *, include: tuple[str, ...] = TASK_MODULES) -> Celery:

@@ -129,7 +129,7 @@ def celery_app(database_url: str, redis_url: str):
 
 
 @pytest.fixture
-def app(clean_db: Database, redis_url: str, celery_app):
+def app(clean_db: Database, redis_url: str, celery_app, tmp_path):
     from app import create_app
     from app.auth import clear_token_cache
 
@@ -140,7 +140,9 @@ def app(clean_db: Database, redis_url: str, celery_app):
     for key in client.scan_iter("devpulse:ratelimit:*"):
         client.delete(key)
     client.close()
-    application = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url})
+    # Uploads (history imports) go to the test's own directory, never the checkout's var/imports.
+    application = create_app({"database_url": os.environ["DATABASE_URL"], "redis_url": redis_url,
+                              "import_dir": str(tmp_path / "imports")})
     application.config["TESTING"] = True
     yield application
     application.extensions["devpulse.db"].dispose()

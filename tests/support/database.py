@@ -23,6 +23,7 @@ TABLES = (
     "api_tokens",
     "login_links",
     "broker_markers",
+    "import_jobs",
 )
 
 
