@@ -30,7 +30,7 @@ test: lint browser
 CHROMIUM := /usr/bin/chromium
 browser: $(CHROMIUM)
 $(CHROMIUM):
-	@if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium; \
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update -q && apt-get install -y chromium; }; \
 	else echo "make: the browser tests need $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
 
 ## make vendor: rebuild the vendored browser files from the versions pinned in package.json / package-lock.json

@@ -368,8 +368,9 @@ def meta(stack: Any, cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
             "(autoflush turns each preceding session.add into its own INSERT) and one commit per request, into "
             "its own tables peer_batches / peer_events (created by create_all at its start) in the same "
             "database; same gunicorn settings, own port, running only during its rows; its tables start empty.",
-            "Phase D adds `celery -A tasks beat` (outbox relay 2 s, sweeper 30 s, audit sealing 10 s, recomputes "
-            "5 s); its tasks run on the same worker. Its lag counts from the last 202's arrival at the client to "
+            "Phase D adds `celery -A tasks beat` (outbox relay 2 s, alert notification relay 2 s, lost-batch "
+            "sweeper 10 s, audit sealing 10 s, recomputes 5 s); its tasks run on the same worker. Its lag counts "
+            "from the last 202's arrival at the client to "
             "the largest batches.completed_at of the batches posted in the phase.",
             "Floor: one batches row + one multi-row INSERT ... ON CONFLICT DO NOTHING into the real raw_events "
             "table per commit; event JSON pre-serialized.",
