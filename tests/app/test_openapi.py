@@ -184,6 +184,21 @@ def test_every_request_has_an_example(spec):
     jsonschema.validate(body["example"], _resolved(spec, "Envelope"))
 
 
+def test_the_documented_ingest_example_is_accepted(spec, client, make_token):
+    """Posted as documented (its times moved to now, keeping their spacing): every event stored."""
+    from activity.clock import parse_rfc3339
+
+    body = copy.deepcopy(spec["paths"]["/api/workflow/events/orchestrate"]["post"]["requestBody"]["content"]
+                         ["application/json"]["example"])
+    shift = now() - parse_rfc3339(body["sent_at"])
+    body["sent_at"] = iso(parse_rfc3339(body["sent_at"]) + shift)
+    for ev in body["events"]:
+        ev["timestamp"] = iso(parse_rfc3339(ev["timestamp"]) + shift)
+    r = client.post("/api/workflow/events/orchestrate", json=body, headers=auth(make_token(body["developer_id"])))
+    assert r.status_code == 202, r.get_json()
+    assert r.get_json()["accepted"] == len(body["events"])
+
+
 def test_docs_is_swagger_ui_vendored_with_its_licence_over_the_document(client):
     r = client.get("/docs")
     assert r.status_code == 200
@@ -234,8 +249,9 @@ def test_generated_requests_never_5xx_and_responses_match_the_schema(app, make_t
     # stored gets 404 developer_not_found: generated ids are such developers).
     assert 404 in statuses["GET /api/developers/{developer_id}/metrics"]
     assert 422 in statuses["POST /api/workflow/events/orchestrate"] | {400}
-    # The event union lets generation build batches the catalog accepts (a free-form Event never got past 422).
-    assert 202 in statuses["POST /api/workflow/events/orchestrate"]
+    # Whether generation happens to build a batch the catalog accepts (202) depends on the draw (its events must
+    # fall within the accepted age once corrected for its sent_at): not asserted here; the documented example is
+    # posted and accepted by the test of the ingest example below.
     assert {400, 404} <= statuses["GET /api/workflow/batches/{batch_id}"]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from models.db import Database
 
@@ -27,6 +30,18 @@ TABLES = (
 )
 
 
-def truncate_all(database: Database) -> None:
-    with database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+def truncate_all(database: Database, attempts: int = 5) -> None:
+    """Empty every table. The suite's in-process worker may still be finishing an earlier test's job (a chord, an
+    import): its transaction and this TRUNCATE can deadlock, and PostgreSQL then aborts one of them. The job
+    retries its own; this waits a moment and truncates again (lock_timeout keeps it from queueing behind a long
+    job for ever)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with database.engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as exc:  # deadlock detected, lock timeout
+            if attempt == attempts or getattr(exc.orig, "pgcode", None) not in ("40P01", "55P03"):
+                raise
+            time.sleep(0.2 * attempt)
