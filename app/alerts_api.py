@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from activity.danger import behind
 from app.auth import ensure_may_act_for, require_token
 from app.errors import ApiError
 from app.event_pages import event_view, next_cursor, page_params
-from app.query_params import time_param
+from app.query_params import time_param, uuid_param
 from app.storage import storage
 from models.alerts import acknowledge, alert_document, list_alerts
 from models.event_reader import stored_event_rows, to_event
@@ -41,11 +40,7 @@ def get_alerts(developer_id: str):
 @require_token
 def ack_alert(developer_id: str, alert_id: str):
     ensure_may_act_for(developer_id)
-    try:
-        aid = uuid.UUID(alert_id)
-    except ValueError:
-        raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
-                       [{"field": "alert_id", "message": "not a UUID"}]) from None
+    aid = uuid_param("alert_id", alert_id)
     view = storage().transaction(
         lambda s: (a := acknowledge(s, developer_id, aid, datetime.now(UTC))) and alert_document(a)
     )
@@ -59,11 +54,7 @@ def ack_alert(developer_id: str, alert_id: str):
 @require_token
 def alert_events(alert_id: str) -> ResponseReturnValue:
     """The stored events an alert was measured from (those of its pattern inside its window), in time order."""
-    try:
-        aid = uuid.UUID(alert_id)
-    except ValueError:
-        raise ApiError(400, "invalid_alert_id", "alert_id must be a UUID.",
-                       [{"field": "alert_id", "message": "not a UUID"}]) from None
+    aid = uuid_param("alert_id", alert_id)
     limit, after = page_params()
 
     def read(s: Session) -> tuple[Alert | None, list[Any], bool]:

@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from app.auth import require_admin, require_token
 from app.errors import ApiError
 from app.event_pages import event_view, next_cursor, page_params
+from app.query_params import uuid_param
 from app.storage import storage
 from models.audit_chain import batch_trail
 from models.batch_lifecycle import batch_owners, batch_with_jobs
@@ -71,11 +72,7 @@ def batch_view(batch: Batch, jobs: list[BatchJob], quarantined: int = 0) -> dict
 
 
 def parse_batch_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ApiError(400, "invalid_batch_id", "batch_id must be a UUID.",
-                       [{"field": "batch_id", "message": "not a UUID"}]) from None
+    return uuid_param("batch_id", value)
 
 
 def _not_found(bid: uuid.UUID) -> ApiError:

@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app.auth import ensure_may_act_for, ensure_may_ingest_for, require_token
 from app.errors import ApiError
+from app.query_params import uuid_param
 from app.settings import settings
 from app.storage import storage
 from models.imports import create_job, developer_job
@@ -101,11 +102,7 @@ def upload_wakatime(developer_id: str):
 @require_token
 def import_status(developer_id: str, job_id: str):
     ensure_may_act_for(developer_id)
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(400, "invalid_job_id", "job_id must be a UUID.",
-                       [{"field": "job_id", "message": "not a UUID"}]) from None
+    key = uuid_param("job_id", job_id)
     found = storage().transaction(lambda s: (lambda j: job_json(j) if j is not None else None)(
         developer_job(s, developer_id, key)))
     if found is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, date, datetime, time, tzinfo
 
 from flask import request
@@ -13,6 +14,15 @@ from app.errors import ApiError
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # A '+' in a query string decodes as a space: "2024-05-01T10:00:00 02:00" is what arrives for "+02:00".
 _SPACE_FOR_PLUS = re.compile(r"T\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:\d{2}$")
+
+
+def uuid_param(name: str, value: str) -> uuid.UUID:
+    """A path or query value that must be a UUID: 400 `invalid_<name>` naming it otherwise."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be a UUID.",
+                       [{"field": name, "message": "not a UUID"}]) from None
 
 
 def time_param(name: str, zone: tzinfo = UTC) -> datetime | None:
